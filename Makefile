@@ -1,0 +1,35 @@
+# ClawStaff fleet. `make preview STACK=prod` and `make test` are the two commands of the README.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= local
+JSON ?=
+
+.PHONY: venv preview test unit up engine images isolation-report clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# Offline preview: the program under Pulumi mocks, the policy pack, the plan. No cloud, no Pulumi CLI.
+preview: venv
+	$(PY) -m tools.preview --stack $(STACK) $(if $(JSON),--json $(JSON))
+
+# The whole suite. Tests that need Docker, nft or cloud-init skip outside CI when those are missing;
+# in CI (CI=true) they fail instead. `make engine` starts the Docker engine they use.
+test: venv
+	$(PY) -m pytest
+
+unit: venv
+	$(PY) -m pytest tests/unit tests/policies
+
+# The real thing: needs the Pulumi CLI, a Hetzner token (HCLOUD_TOKEN) and the stack's secrets.
+up: venv
+	pulumi up --stack $(STACK) --policy-pack policies
+
+# This machine's Docker engine, configured with the daemon.json and host rules the program renders.
+engine: venv
+	$(PY) -m tools.engine start

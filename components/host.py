@@ -1,0 +1,183 @@
+"""ClawHost: one machine that runs cages, with its hardened Docker engine and a Docker provider for it.
+
+Three kinds (components.config.Host.kind):
+- cloud: a Hetzner Cloud server, booted with the rendered cloud-init (derived SSH host key, the
+  bootstrap script) and re-bootstrapped over SSH whenever the script changes, so that a change to the
+  hardening reaches running hosts without replacing them (user-data changes would replace the server);
+- dedicated: an existing Hetzner dedicated server, adopted by address: the derived host key is installed
+  over a connection that trusts only the key the operator recorded, then the same bootstrap runs;
+- local: the Docker engine on the machine that runs Pulumi; nothing to bootstrap.
+
+Every SSH connection pins the expected host key; nothing trusts on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+import pulumi_hcloud as hcloud
+
+from components.config import Admin, Host
+from components.hostconfig import render_bootstrap_script, render_cloud_init, render_host_key_install
+from components.hostkeys import SshHostKey, derive_ssh_host_key
+
+LOCAL_DOCKER_SOCKET = "unix:///var/run/docker.sock"
+BOOTSTRAP_PATH = "/usr/local/sbin/clawstaff-bootstrap"
+
+
+@dataclass
+class HetznerShared:
+    """Stack-wide Hetzner objects a cloud host attaches to (created once by the Fleet)."""
+
+    ssh_key_ids: Sequence[pulumi.Input[str]]
+    placement_group_id: pulumi.Input[str]
+    network_id: pulumi.Input[str]
+    subnets: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+@dataclass
+class ClawHostArgs:
+    host: Host
+    admin: Admin
+    sealing_key: str
+    private_ip: Optional[str] = None  # cloud hosts: address on the stack's private network
+    hetzner: Optional[HetznerShared] = None
+
+
+def docker_ssh_opts(address: str, host_key: SshHostKey) -> list[str]:
+    """ssh(1) options for the Docker provider: accept exactly the derived host key, nothing else."""
+    return [
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", f"KnownHostsCommand=/bin/echo {address} {host_key.public_openssh}",
+        "-o", "BatchMode=yes",
+    ]
+
+
+def firewall_rules(admin: Admin) -> list[hcloud.FirewallRuleArgs]:
+    """Inbound: SSH from the admin networks only. No Docker port, nothing else (outbound is open:
+    cages reach the world only through their proxies, which the host's own rules constrain)."""
+    return [
+        hcloud.FirewallRuleArgs(
+            direction="in",
+            protocol="tcp",
+            port="22",
+            source_ips=list(admin.ssh_allowed_cidrs),
+            description="ssh from admin networks",
+        )
+    ]
+
+
+class ClawHost(pulumi.ComponentResource):
+    """A host and the Docker provider through which its cages are created."""
+
+    provider: docker.Provider
+    address: pulumi.Output[str]
+    ready: list[pulumi.Resource]
+
+    def __init__(self, name: str, args: ClawHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("clawstaff:fleet:ClawHost", name, {}, opts)
+        host = args.host
+        self.kind = host.kind
+        self.ready = []
+        if host.kind == "local":
+            self.address = pulumi.Output.from_input("localhost")
+            self.provider = docker.Provider(
+                f"{name}-docker", host=LOCAL_DOCKER_SOCKET, opts=pulumi.ResourceOptions(parent=self)
+            )
+        else:
+            host_key = derive_ssh_host_key(args.sealing_key, host.name)
+            bootstrap = render_bootstrap_script(
+                host_name=host.name,
+                ssh_authorized_keys=list(args.admin.ssh_public_keys),
+                ssh_allowed_cidrs=list(args.admin.ssh_allowed_cidrs),
+            )
+            if host.kind == "cloud":
+                first_contact = self._cloud_server(name, args, host_key)
+            else:
+                first_contact = self._adopt_dedicated(name, args, host_key)
+            connection = command.remote.ConnectionArgs(
+                host=self.address, user="root", host_key=host_key.public_openssh
+            )
+            # Re-run whenever the rendered hardening changes; the script is idempotent.
+            apply_bootstrap = command.remote.Command(
+                f"{name}-bootstrap",
+                connection=connection,
+                create=f"cat > {BOOTSTRAP_PATH}.new && chmod 0700 {BOOTSTRAP_PATH}.new && "
+                f"mv {BOOTSTRAP_PATH}.new {BOOTSTRAP_PATH} && {BOOTSTRAP_PATH}",
+                stdin=bootstrap,
+                triggers=[hashlib.sha256(bootstrap.encode()).hexdigest()],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=first_contact),
+            )
+            self.ready = [apply_bootstrap]
+            self.provider = docker.Provider(
+                f"{name}-docker",
+                host=self.address.apply(lambda a: f"ssh://root@{a}:22"),
+                ssh_opts=self.address.apply(lambda a: docker_ssh_opts(a, host_key)),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[apply_bootstrap]),
+            )
+        self.register_outputs({"address": self.address, "kind": host.kind})
+
+    def _cloud_server(self, name: str, args: ClawHostArgs, host_key: SshHostKey) -> list[pulumi.Resource]:
+        host, admin, shared = args.host, args.admin, args.hetzner
+        assert shared is not None, "cloud hosts need the stack's Hetzner objects"
+        child = pulumi.ResourceOptions(parent=self)
+        firewall = hcloud.Firewall(
+            f"{name}-firewall",
+            name=f"{host.name}-firewall",
+            rules=firewall_rules(admin),
+            labels={"clawstaff-host": host.name},
+            opts=child,
+        )
+        user_data = render_cloud_init(
+            host_name=host.name,
+            ssh_authorized_keys=list(admin.ssh_public_keys),
+            ssh_allowed_cidrs=list(admin.ssh_allowed_cidrs),
+            host_key=host_key,
+        )
+        server = hcloud.Server(
+            f"{name}-server",
+            name=host.name,
+            server_type=host.server_type,
+            location=host.location,
+            image=host.image,
+            ssh_keys=list(shared.ssh_key_ids),
+            placement_group_id=shared.placement_group_id,
+            firewall_ids=[firewall.id.apply(int)],
+            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
+            networks=[hcloud.ServerNetworkArgs(network_id=shared.network_id.apply(int), ip=args.private_ip)],
+            # Holds the host's private SSH key: a secret in state and in every diff.
+            user_data=pulumi.Output.secret(user_data),
+            labels={"clawstaff-host": host.name, "clawstaff-role": "cage-host"},
+            backups=False,
+            delete_protection=False,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=list(shared.subnets),
+                # cloud-init runs once, at first boot; later changes arrive through the bootstrap command
+                # instead of replacing a server that runs cages.
+                ignore_changes=["userData"],
+                additional_secret_outputs=["userData"],
+            ),
+        )
+        self.address = server.ipv4_address
+        return [server]
+
+    def _adopt_dedicated(self, name: str, args: ClawHostArgs, host_key: SshHostKey) -> list[pulumi.Resource]:
+        host = args.host
+        self.address = pulumi.Output.from_input(host.address)
+        install_key = command.remote.Command(
+            f"{name}-host-key",
+            # The first connection trusts only the key the operator recorded for the server.
+            connection=command.remote.ConnectionArgs(host=host.address, user="root", host_key=host.host_key),
+            create=render_host_key_install(host_key),
+            stdin=pulumi.Output.secret(host_key.private_openssh),
+            triggers=[host_key.fingerprint],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return [install_key]

@@ -1,0 +1,144 @@
+"""Offline preview of a stack: the program under Pulumi mocks, the policy pack, and a readable plan.
+
+    python -m tools.preview --stack prod [--json plan.json]
+
+Exit 0: clean; 1: a mandatory policy is violated; 2: bad config or usage. Secret values are opaque
+placeholders here (the stack file's ciphertext is never decrypted) and are masked in every output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import pulumi
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from components.config import ConfigError, load_stack_file, parse_stack_config
+from tools import mockrun
+
+EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
+
+
+def stack_file(stack: str, root: Path = mockrun.ROOT) -> Path:
+    return root / f"Pulumi.{stack}.yaml"
+
+
+def build_plan(evaluation: mockrun.Evaluation, violations: Sequence[Any]) -> dict[str, Any]:
+    """The JSON plan of DESIGN.md section 5; resources in URN order so that two runs are identical."""
+    resources = [
+        {
+            "urn": r.urn,
+            "type": r.type,
+            "name": r.name,
+            "parent": r.parent,
+            "provider": r.provider,
+            "dependencies": list(r.dependencies),
+            "inputs": mockrun.mask_secrets(r.inputs),
+        }
+        for r in sorted(evaluation.resources, key=lambda r: r.urn)
+    ]
+    claws = evaluation.outputs.get("claws", {})
+    placement = {name: info["host"] for name, info in sorted(claws.items())}
+    levels = Counter(v.level for v in violations)
+    return {
+        "stack": evaluation.stack,
+        "resources": resources,
+        "placement": placement,
+        "violations": [
+            {"policy": v.policy, "level": v.level, "urn": v.urn, "message": v.message} for v in violations
+        ],
+        "summary": {
+            "resources": len(resources),
+            "byType": dict(sorted(Counter(r["type"] for r in resources).items())),
+            "hosts": len(evaluation.outputs.get("hosts", {})),
+            "claws": len(claws),
+            "violations": {"mandatory": levels.get("mandatory", 0), "advisory": levels.get("advisory", 0)},
+        },
+    }
+
+
+def _tree(plan: dict[str, Any]) -> Tree:
+    children: dict[str, list[dict]] = {}
+    for r in plan["resources"]:
+        children.setdefault(r["parent"], []).append(r)
+    root = Tree(f"[bold]stack {plan['stack']}[/]")
+
+    def add(node: Tree, parent_urn: str) -> None:
+        for r in children.get(parent_urn, []):
+            add(node.add(f"{r['name']} [dim]{r['type']}[/]"), r["urn"])
+
+    roots = [urn for urn in children if urn not in {r["urn"] for r in plan["resources"]}]
+    for urn in sorted(roots):
+        add(root, urn)
+    return root
+
+
+def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console) -> None:
+    console.print(_tree(plan))
+
+    hosts = Table(title="Hosts")
+    for col in ("host", "kind", "where", "claws"):
+        hosts.add_column(col)
+    for name, h in outputs.get("hosts", {}).items():
+        where = f"{h.get('serverType') or ''} {h.get('location') or ''}".strip() or "-"
+        hosts.add_row(name, h["kind"], where, ", ".join(h["claws"]) or "-")
+    console.print(hosts)
+
+    claws = Table(title="Placement")
+    for col in ("claw", "org", "host", "cpus", "memory", "pids", "tmpfs", "volume", "egress"):
+        claws.add_column(col)
+    for name, c in outputs.get("claws", {}).items():
+        claws.add_row(name, c["org"], c["host"], c["cpus"], c["memory"], str(c["pids"]), c["tmpfs"],
+                      c["volume"] or "-", ", ".join(c["egress"]))
+    console.print(claws)
+
+    if plan["violations"]:
+        table = Table(title="Policy violations", style="red")
+        for col in ("policy", "level", "resource", "message"):
+            table.add_column(col)
+        for v in plan["violations"]:
+            table.add_row(v["policy"], v["level"], v["urn"].rsplit("::", 1)[-1], v["message"])
+        console.print(table)
+    s = plan["summary"]
+    verdict = "[red]REFUSED[/]" if s["violations"]["mandatory"] else "[green]clean[/]"
+    console.print(
+        f"{s['resources']} resources, {s['hosts']} hosts, {s['claws']} claws; policy: {verdict} "
+        f"({s['violations']['mandatory']} mandatory, {s['violations']['advisory']} advisory violations)"
+    )
+
+
+def preview(stack: str, json_path: Path | None, console: Console, root: Path = mockrun.ROOT) -> int:
+    raw, secret_keys = load_stack_file(stack_file(stack, root))
+    parse_stack_config(raw, stack=stack, secret_keys=secret_keys)  # fail fast, before any resource
+    evaluation = mockrun.evaluate(stack, raw, secret_keys)
+    violations: list[Any] = []
+    plan = build_plan(evaluation, violations)
+    render(plan, evaluation.outputs, console)
+    if json_path:
+        json_path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
+        console.print(f"plan written to {json_path}")
+    return EXIT_VIOLATION if plan["summary"]["violations"]["mandatory"] else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.preview", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
+    parser.add_argument("--json", type=Path, help="also write the plan as JSON to this file")
+    args = parser.parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    try:
+        return preview(args.stack, args.json, console)
+    except pulumi.RunError as error:  # ConfigError, PlacementError: the user's to fix, no traceback
+        Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
