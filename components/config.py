@@ -179,6 +179,7 @@ class StackConfig:
     admin: Admin
     hosts: tuple[Host, ...]
     claws: tuple[Claw, ...]
+    proxy_image: str
     # repr=False: a config printed in a log or a traceback must not carry the secrets.
     sealing_key: str = field(repr=False)
     claw_secrets: Mapping[str, Mapping[str, str]] = field(repr=False)
@@ -196,6 +197,10 @@ DNS_LABEL_TEXT = "a DNS label: 1-63 lower-case letters, digits and hyphens, not 
 ENDPOINT_TEXT = (
     "host:port with a public DNS name and a port 1-65535, such as api.anthropic.com:443 "
     "(no scheme, path, wildcard, IP address, trailing dot, localhost or .local/.internal name)"
+)
+IMAGE_TEXT = (
+    "an image pinned by digest: name[:tag]@sha256:<64 lower-case hex digits>, such as "
+    "ghcr.io/clawstaff/claw-runtime@sha256:0123...cdef, or a local image's ID sha256:<64 hex digits>"
 )
 SIZE_TEXT = f"a size such as {SIZE_EXAMPLES}"
 HOST_CPUS_TEXT = "a number of CPUs greater than 0 with at most 2 decimals, such as 16"
@@ -224,7 +229,8 @@ ALLOWED: dict[str, str] = {
     "claws[]": "a mapping with name, org, image, cpus, memory, pids, tmpfs and optionally volume, egress, secrets, host",
     "claws[].name": DNS_LABEL_TEXT + ", unique among the claws",
     "claws[].org": DNS_LABEL_TEXT,
-    "claws[].image": "an image pinned by digest: name[:tag]@sha256:<64 lower-case hex digits>, such as ghcr.io/clawstaff/claw-runtime@sha256:0123...cdef",
+    "claws[].image": IMAGE_TEXT,
+    "proxyImage": IMAGE_TEXT,
     "claws[].cpus": "a number of CPUs greater than 0 with at most 2 decimals, such as 0.5, 1 or 2",
     "claws[].memory": f"a size of at least {format_size(MIN_CLAW_MEMORY)}, such as 512MiB or 2GiB",
     "claws[].pids": f"a whole number from {MIN_PIDS} to {MAX_PIDS}",
@@ -260,7 +266,7 @@ _IMAGE_NAME = re.compile(
     rf"^(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
 )
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 def _text(value: Any) -> str:
@@ -374,6 +380,8 @@ def parse_ssh_public_key(value: Any) -> str:
 
 def parse_image(value: Any) -> str:
     text = _text(value)
+    if text.startswith("sha256:") and _DIGEST.match(text):
+        return text  # a local image by its ID: reproducible builds (images/build.py) make it a pin
     name, at, digest = text.partition("@")
     if not at:
         raise Invalid("not pinned by digest")
@@ -526,6 +534,7 @@ class ClawModel(_Model):
 
 class StackModel(_Model):
     control_plane: EndpointField
+    proxy_image: Annotated[str, PlainValidator(parse_image)]
     admin: AdminModel | None = None
     hosts: list[HostModel] = Field(min_length=1)
     claws: list[ClawModel] = Field(min_length=1)
@@ -899,6 +908,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: Colle
         admin=_admin(model.admin),
         hosts=hosts,
         claws=tuple(_claw(c) for c in model.claws),
+        proxy_image=model.proxy_image,
         sealing_key=model.sealing_key,
         claw_secrets={claw: dict(values) for claw, values in model.claw_secrets.items()},
     )

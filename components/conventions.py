@@ -50,3 +50,12 @@ def host_key_dir(claw: str) -> str:
 
 def host_volume_dir(claw: str) -> str:
     return f"{HOST_VOLUME_ROOT}/{claw}"
+
+# The egress proxy's rendered squid.conf, per cage, on the host's disk (no secret in it); the proxy
+# container mounts the directory read-only at PROXY_CONFIG_MOUNT.
+HOST_PROXY_CONFIG_ROOT = "/etc/clawstaff/proxies"
+PROXY_CONFIG_MOUNT = "/etc/clawcage"
+# The proxy's name on its cage network: the claw's HTTPS_PROXY points here.
+PROXY_ALIAS = "egress-proxy"
+# Cgroup parent of a cage's containers (cgroupfs driver): the whole-cage limits live there.
+CGROUP_ROOT = "clawstaff"

@@ -9,8 +9,9 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from components.config import StackConfig
+from components.cage import ClawCage, ClawCageArgs
 from components.host import ClawHost, ClawHostArgs, HetznerShared
-from components.placement import place_claws
+from components.placement import cage_uids, claws_by_host, place_claws
 
 # Hetzner network zones of the locations (a subnet serves one zone).
 NETWORK_ZONES = {
@@ -65,6 +66,28 @@ class Fleet(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
+
+        self.cages: dict[str, ClawCage] = {}
+        for host_name, claw_names in claws_by_host(self.placement).items():
+            uids = cage_uids(claw_names)
+            for claw_name in claw_names:
+                claw = config.claw(claw_name)
+                claw_uid, proxy_uid = uids[claw_name]
+                self.cages[claw_name] = ClawCage(
+                    claw_name,
+                    ClawCageArgs(
+                        claw=claw,
+                        host=self.hosts[host_name],
+                        host_name=host_name,
+                        control_plane=config.control_plane,
+                        sealing_key=config.sealing_key,
+                        secrets=config.claw_secrets.get(claw_name, {}),
+                        claw_uid=claw_uid,
+                        proxy_uid=proxy_uid,
+                        proxy_image=config.proxy_image,
+                    ),
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
         self.register_outputs({"placement": self.placement})
 
     def _hetzner_shared(self, name: str, config: StackConfig, cloud_count: int) -> list[HetznerShared]:

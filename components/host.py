@@ -23,6 +23,7 @@ import pulumi_docker as docker
 import pulumi_hcloud as hcloud
 
 from components.config import Admin, Host
+from components.conventions import LABEL_HOST, LABEL_ROLE, ROLE_EGRESS_NETWORK, egress_bridge_name
 from components.hostconfig import render_bootstrap_script, render_cloud_init, render_host_key_install
 from components.hostkeys import SshHostKey, derive_ssh_host_key
 
@@ -78,12 +79,15 @@ class ClawHost(pulumi.ComponentResource):
 
     provider: docker.Provider
     address: pulumi.Output[str]
-    ready: list[pulumi.Resource]
+    connection: Optional[command.remote.ConnectionArgs]  # None: the local host, commands run here
+    egress_network: docker.Network
+    ready: list[pulumi.Resource]  # what must exist before anything runs on the host (its bootstrap)
 
     def __init__(self, name: str, args: ClawHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("clawstaff:fleet:ClawHost", name, {}, opts)
         host = args.host
         self.kind = host.kind
+        self.connection = None
         self.ready = []
         if host.kind == "local":
             self.address = pulumi.Output.from_input("localhost")
@@ -114,6 +118,7 @@ class ClawHost(pulumi.ComponentResource):
                 triggers=[hashlib.sha256(bootstrap.encode()).hexdigest()],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=first_contact),
             )
+            self.connection = connection
             self.ready = [apply_bootstrap]
             self.provider = docker.Provider(
                 f"{name}-docker",
@@ -121,6 +126,24 @@ class ClawHost(pulumi.ComponentResource):
                 ssh_opts=self.address.apply(lambda a: docker_ssh_opts(a, host_key)),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[apply_bootstrap]),
             )
+        # The one network the host's proxies share to reach out. ICC off: a proxy cannot talk to
+        # another cage's proxy on it. No cage network is ever this one.
+        self.egress_network = docker.Network(
+            f"{name}-egress",
+            name=f"egress-{host.name}",  # unique in the stack: policies match networks by name
+            driver="bridge",
+            internal=False,
+            ipv6=False,
+            options={
+                "com.docker.network.bridge.enable_icc": "false",
+                "com.docker.network.bridge.name": egress_bridge_name(host.name),
+            },
+            labels=[
+                docker.NetworkLabelArgs(label=LABEL_ROLE, value=ROLE_EGRESS_NETWORK),
+                docker.NetworkLabelArgs(label=LABEL_HOST, value=host.name),
+            ],
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        )
         self.register_outputs({"address": self.address, "kind": host.kind})
 
     def _cloud_server(self, name: str, args: ClawHostArgs, host_key: SshHostKey) -> list[pulumi.Resource]:

@@ -9,6 +9,7 @@ host does not starve while another idles. Same config, same placement.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, Mapping, Sequence
@@ -110,4 +111,31 @@ def claws_by_host(placement: Mapping[str, str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for claw, host in sorted(placement.items()):
         out.setdefault(host, []).append(claw)
+    return out
+
+
+# Numeric users of a cage's two containers. Under userns-remap container uid U is host uid base+U, so
+# distinct uids per cage on one host keep one cage's files (its key, its volume) unreadable to another.
+UID_BASE = 10000
+UID_SLOTS = 27000  # claw uid = UID_BASE + 2*slot, proxy uid = claw uid + 1; all below 65536
+
+
+def cage_uids(claws_on_host: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(claw uid, proxy uid) per claw of one host: a slot from the claw's name hash, probing on collision.
+
+    Hash-based rather than by position, so adding or removing a claw does not renumber the others
+    (a uid change would re-own a volume); only a claw that collides with an earlier name moves on.
+    """
+    names = sorted(claws_on_host)
+    if len(names) > UID_SLOTS:
+        raise PlacementError(f"a host can hold at most {UID_SLOTS} cages, not {len(names)}")
+    taken: set[int] = set()
+    out: dict[str, tuple[int, int]] = {}
+    for name in names:
+        slot = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % UID_SLOTS
+        while slot in taken:
+            slot = (slot + 1) % UID_SLOTS
+        taken.add(slot)
+        uid = UID_BASE + 2 * slot
+        out[name] = (uid, uid + 1)
     return out

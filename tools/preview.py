@@ -21,9 +21,50 @@ from rich.table import Table
 from rich.tree import Tree
 
 from components.config import ConfigError, load_stack_file, parse_stack_config
+from pulumi.runtime import rpc
+
 from tools import mockrun
+from tools.policyrun import UNKNOWN, PolicyResource, Secret, Violation, run_policy_pack
 
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
+POLICY_PACK = mockrun.ROOT / "policies"
+
+
+def policy_config_file(stack: str, root: Path = mockrun.ROOT) -> Path:
+    """The pack's config for a stack; the same file `pulumi preview --policy-pack-config` takes."""
+    return root / "policies" / "config" / f"{stack}.json"
+
+
+def _for_analyzer(value: Any) -> Any:
+    """Registered inputs as the engine sends them to an analyzer: secrets and unknowns marked."""
+    if rpc.is_rpc_secret(value):
+        return Secret(_for_analyzer(rpc.unwrap_rpc_secret(value)))
+    if isinstance(value, dict):
+        return {k: _for_analyzer(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_for_analyzer(v) for v in value]
+    if value == rpc.UNKNOWN:
+        return UNKNOWN
+    return value
+
+
+def check_policies(evaluation: mockrun.Evaluation, config: dict[str, Any] | None) -> list[Violation]:
+    """Run the CrossGuard pack through its own analyzer entry point, as the Pulumi CLI does."""
+    resources = [
+        PolicyResource(
+            urn=r.urn,
+            type=r.type,
+            name=r.name,
+            properties=_for_analyzer(dict(r.inputs)),
+            parent=r.parent,
+            provider_urn=r.provider,
+            dependencies=r.dependencies,
+        )
+        for r in sorted(evaluation.resources, key=lambda r: r.urn)
+        if r.custom
+    ]
+    return run_policy_pack(resources, pack_dir=POLICY_PACK, config=config, project=mockrun.PROJECT,
+                           stack=evaluation.stack)
 
 
 def stack_file(stack: str, root: Path = mockrun.ROOT) -> Path:
@@ -118,7 +159,9 @@ def preview(stack: str, json_path: Path | None, console: Console, root: Path = m
     raw, secret_keys = load_stack_file(stack_file(stack, root))
     parse_stack_config(raw, stack=stack, secret_keys=secret_keys)  # fail fast, before any resource
     evaluation = mockrun.evaluate(stack, raw, secret_keys)
-    violations: list[Any] = []
+    config_file = policy_config_file(stack, root)
+    policy_config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    violations = check_policies(evaluation, policy_config)
     plan = build_plan(evaluation, violations)
     render(plan, evaluation.outputs, console)
     if json_path:

@@ -31,6 +31,7 @@ from components.units import GiB, MiB
 
 IMAGE = "ghcr.io/clawstaff/claw-runtime@sha256:" + "ab" * 32
 OPERATOR_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO039s/514aAKRBSxFU7cYzKes4aQL6DGOH8+WmfzeE2 ops@example"
+PROXY_IMAGE = "sha256:" + "ab" * 32  # a local image by ID
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJvwWEP6UecWtArTPY7gDywFZrAVocMQihvrvvYgNeDk"
 RSA_1024 = (
     "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDDTQgSSH6keVvBHQVWU26GvjV2YsPjeU2gYzAGxGSB6oklXm3L94Y8ohB55gx/WPOb6O+G18"
@@ -46,6 +47,7 @@ def prod_raw() -> dict[str, Any]:
         "pulumi:tags": {"team": "platform"},  # other namespaces belong to others
         "hcloud:token": "not-ours",
         "clawstaff:controlPlane": "control.clawstaff.example:443",
+        "clawstaff:proxyImage": PROXY_IMAGE,
         "clawstaff:admin": {"sshAllowedCidrs": ["203.0.113.0/24", "2001:db8::/48"], "sshPublicKeys": [OPERATOR_KEY]},
         "clawstaff:hosts": [
             {"name": "fsn1-cage-01", "kind": "cloud", "serverType": "ccx33", "location": "fsn1"},
@@ -97,6 +99,7 @@ def prod_raw() -> dict[str, Any]:
 def local_raw() -> dict[str, Any]:
     return {
         "clawstaff:controlPlane": "control.clawstaff.example:443",
+        "clawstaff:proxyImage": PROXY_IMAGE,
         "clawstaff:hosts": [{"name": "laptop", "kind": "local"}],
         "clawstaff:claws": [
             {"name": "acme-support", "org": "acme", "image": "clawstaff/claw-runtime@sha256:" + "0" * 64,
@@ -169,6 +172,8 @@ MISTAKES: dict[str, tuple[list[tuple[str, Any]], str, str | None, str, str]] = {
     "unknown admin key": ([("admin.sshKeys", [])], "clawstaff:admin.sshKeys", "[]", "an unknown key", "sshPublicKeys"),
     # missing keys
     "missing claw memory": ([("claws[2].memory", DELETE)], "clawstaff:claws[2].memory", None, "missing", "at least 16MiB"),
+    "missing proxy image": ([("proxyImage", DELETE)], "clawstaff:proxyImage", None, "missing", "a local image's ID"),
+    "proxy image by tag": ([("proxyImage", "clawstaff/egress-proxy:latest")], "clawstaff:proxyImage", '"clawstaff/egress-proxy:latest"', "not pinned by digest", "@sha256:"),
     "missing control plane": ([("controlPlane", DELETE)], "clawstaff:controlPlane", None, "missing", "control.clawstaff.example:443"),
     "missing sealing key": ([("sealingKey", DELETE)], "clawstaff:sealingKey", None, "missing", "pulumi config set --secret"),
     "missing claws": ([("claws", DELETE)], "clawstaff:claws", None, "missing", "a non-empty list of claws"),
@@ -491,6 +496,7 @@ config:
   hcloud:token:
     secure: v1:AAAA
   clawstaff:controlPlane: control.clawstaff.example:443
+  clawstaff:proxyImage: {proxy_image}
   clawstaff:admin:
     sshAllowedCidrs: [203.0.113.0/24]
     sshPublicKeys: ["{key}"]
@@ -519,7 +525,7 @@ config:
 
 def write_stack(tmp_path: Path, slack: str = "secure: v1:DDDD", name: str = "Pulumi.dev.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(STACK_FILE.format(key=OPERATOR_KEY, image=IMAGE, slack=slack))
+    path.write_text(STACK_FILE.format(key=OPERATOR_KEY, image=IMAGE, proxy_image=PROXY_IMAGE, slack=slack))
     return path
 
 

@@ -1,0 +1,257 @@
+"""ClawCage: one Claw's sandbox. Its own internal network, its own egress proxy, its host-side state
+(whole-cage limits, the key on tmpfs, the encrypted volume) and the claw container, all on the Docker
+provider of the host that placement chose.
+
+Everything here is wiring: the scripts, the proxy config, the sealing and the uids are plain functions
+elsewhere (components.cagehost, components.egress, components.sealing, components.placement), each
+tested on its own. The isolation contract these resources implement is DESIGN.md section 3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Mapping, Optional
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+
+from components import cagehost
+from components.config import Claw, Endpoint
+from components.conventions import (
+    CAGE_KEY_MOUNT,
+    CAGE_VOLUME_MOUNT,
+    LABEL_CLAW,
+    LABEL_HOST,
+    LABEL_ORG,
+    LABEL_ROLE,
+    PROXY_ALIAS,
+    PROXY_CONFIG_MOUNT,
+    ROLE_CAGE_NETWORK,
+    ROLE_CLAW,
+    ROLE_PROXY,
+    SEALED_ENV,
+    cage_bridge_name,
+    host_key_dir,
+)
+from components.egress import PROXY_PORT, egress_allowlist, render_proxy_config
+from components.host import ClawHost
+from components.sealing import CLAW_ENV, cage_key_file_text, derive_cage_key, seal_credentials
+
+MiB = 1024**2
+# The proxy's own share of the cage (also counted by placement: keep in step with placement.PROXY_*).
+PROXY_CPUS = Decimal("0.25")
+PROXY_MEMORY = 64 * MiB
+PROXY_PIDS = 64
+PROXY_TMPFS = "rw,noexec,nosuid,nodev,size=16m"
+MAX_RESTARTS = 5
+LOG_OPTS = {"max-size": "10m", "max-file": "5"}
+# The claw has no resolver that reaches out: with an explicit upstream, Docker's embedded DNS forwards
+# from the cage's own namespace (not the host's, CVE-2024-29018), where 127.0.0.1:53 answers nothing.
+# Names on the cage network (the proxy's alias) still resolve; everything else goes through the proxy.
+CAGE_DNS = ["127.0.0.1"]
+
+
+@dataclass
+class ClawCageArgs:
+    claw: Claw
+    host: ClawHost
+    host_name: str
+    control_plane: Endpoint
+    sealing_key: str
+    secrets: Mapping[str, str]  # NAME -> value (plaintext; only ciphertext leaves this component)
+    claw_uid: int
+    proxy_uid: int
+    proxy_image: str
+
+
+def memory_mb(size: int) -> int:
+    """pulumi-docker takes memory in MiB; round up so a limit is never below what was asked."""
+    return math.ceil(size / MiB)
+
+
+def labels(claw: Claw, host_name: str, role: str) -> list[docker.ContainerLabelArgs]:
+    return [
+        docker.ContainerLabelArgs(label=LABEL_CLAW, value=claw.name),
+        docker.ContainerLabelArgs(label=LABEL_ORG, value=claw.org),
+        docker.ContainerLabelArgs(label=LABEL_HOST, value=host_name),
+        docker.ContainerLabelArgs(label=LABEL_ROLE, value=role),
+    ]
+
+
+def hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw_name: str) -> dict:
+    """What the claw and its proxy share: no privilege, no host namespace, bounded everything.
+
+    The cgroup parent holds the whole cage's pids, memory and cpu limits (the Docker provider has no
+    pids field); the per-container limits below keep the claw from starving its own proxy.
+    """
+    return dict(
+        user=f"{uid}:{uid}",
+        read_only=True,
+        tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={tmpfs_size}"},
+        capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=[]),
+        security_opts=["no-new-privileges:true"],
+        privileged=False,
+        init=True,
+        restart="on-failure",
+        max_retry_count=MAX_RESTARTS,
+        memory=memory_mb(memory),
+        memory_swap=memory_mb(memory),  # memory+swap = memory: no swap
+        cpus=str(cpus),
+        cgroup_parent=cagehost.cgroup_parent(claw_name),
+        ipc_mode="private",
+        # IPv6 stays off inside the cage: Docker 20.10 filters IPv6 only with experimental ip6tables.
+        sysctls={"net.ipv6.conf.all.disable_ipv6": "1"},
+        log_driver="json-file",
+        log_opts=LOG_OPTS,
+        must_run=True,
+    )
+
+
+class ClawCage(pulumi.ComponentResource):
+    """One claw's sandbox: network, proxy, host-side state and the claw container."""
+
+    def __init__(self, name: str, args: ClawCageArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("clawstaff:fleet:ClawCage", name, {}, opts)
+        claw, host = args.claw, args.host
+        self._host = host
+        on_host = pulumi.ResourceOptions(parent=self, provider=host.provider)
+
+        network = docker.Network(
+            f"{name}-network",
+            name=f"cage-{claw.name}",
+            driver="bridge",
+            internal=True,  # no route out: the proxy is the cage's only door
+            ipv6=False,
+            options={
+                # Two members, the claw and its proxy: ICC must stay on between them (DESIGN pitfall).
+                "com.docker.network.bridge.enable_icc": "true",
+                "com.docker.network.bridge.name": cage_bridge_name(claw.name),
+            },
+            labels=[docker.NetworkLabelArgs(label=l.label, value=l.value)
+                    for l in labels(claw, args.host_name, ROLE_CAGE_NETWORK)],
+            opts=on_host,
+        )
+
+        # Host-side state, each a command with idempotent create and delete scripts.
+        cage_memory = claw.memory + PROXY_MEMORY
+        limits = self._host_command(
+            f"{name}-limits",
+            create=cagehost.render_limits_create(
+                claw.name, cpus=claw.cpus + PROXY_CPUS, memory=cage_memory, pids=claw.pids + PROXY_PIDS
+            ),
+            delete=cagehost.render_limits_delete(claw.name),
+        )
+        cage_key = derive_cage_key(args.sealing_key, claw.name)
+        key = self._host_command(
+            f"{name}-key",
+            create=cagehost.render_key_create(claw.name, uid=args.claw_uid),
+            delete=cagehost.render_key_delete(claw.name),
+            stdin=pulumi.Output.secret(cage_key_file_text(cage_key)),
+        )
+        proxy_config = render_proxy_config(
+            claw=claw.name,
+            org=claw.org,
+            allowlist=egress_allowlist(claw.egress, args.control_plane),
+        )
+        proxy_config_file = self._host_command(
+            f"{name}-proxy-config",
+            create=cagehost.render_proxy_config_create(claw.name),
+            delete=cagehost.render_proxy_config_delete(claw.name),
+            stdin=proxy_config,
+        )
+        claw_mounts = [
+            docker.ContainerMountArgs(
+                type="bind", source=host_key_dir(claw.name), target=CAGE_KEY_MOUNT.rsplit("/", 1)[0], read_only=True
+            )
+        ]
+        host_state = [limits, key]
+        if claw.volume:
+            volume = self._host_command(
+                f"{name}-volume",
+                create=cagehost.render_volume_create(claw.name, size=claw.volume, uid=args.claw_uid),
+                delete=cagehost.render_volume_delete(claw.name),
+                stdin=pulumi.Output.secret(
+                    cagehost.volume_kek_stdin(cagehost.derive_volume_kek(args.sealing_key, claw.name))
+                ),
+            )
+            host_state.append(volume)
+            claw_mounts.append(
+                docker.ContainerMountArgs(
+                    type="bind", source=cagehost.volume_mount_path(claw.name), target=CAGE_VOLUME_MOUNT, read_only=False
+                )
+            )
+
+        proxy = docker.Container(
+            f"{name}-proxy",
+            name=f"proxy-{claw.name}",
+            image=args.proxy_image,
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[PROXY_ALIAS]),
+                docker.ContainerNetworksAdvancedArgs(name=host.egress_network.name),
+            ],
+            mounts=[
+                docker.ContainerMountArgs(
+                    type="bind",
+                    source=cagehost.proxy_config_dir(claw.name),
+                    target=PROXY_CONFIG_MOUNT,
+                    read_only=True,
+                )
+            ],
+            # A changed config replaces the proxy, so it never runs with a stale allowlist.
+            labels=labels(claw, args.host_name, ROLE_PROXY)
+            + [docker.ContainerLabelArgs(label="clawstaff.config-sha256",
+                                         value=hashlib.sha256(proxy_config.encode()).hexdigest())],
+            **hardening(args.proxy_uid, PROXY_MEMORY, PROXY_CPUS, 16 * MiB, claw.name),
+            opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[limits, proxy_config_file]),
+        )
+
+        proxy_url = f"http://{PROXY_ALIAS}:{PROXY_PORT}"
+        sealed = seal_credentials(cage_key, claw.name, dict(args.secrets))
+        self.container = docker.Container(
+            f"{name}-claw",
+            name=f"claw-{claw.name}",
+            image=claw.image,
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
+            dns=CAGE_DNS,
+            envs=[
+                f"{SEALED_ENV}={sealed}",  # ciphertext only; cage-init opens it in memory
+                f"{CLAW_ENV}={claw.name}",
+                f"HTTPS_PROXY={proxy_url}",
+                f"HTTP_PROXY={proxy_url}",
+                f"https_proxy={proxy_url}",
+                f"http_proxy={proxy_url}",
+            ],
+            mounts=claw_mounts,
+            labels=labels(claw, args.host_name, ROLE_CLAW),
+            # Healthy when the claw can reach its proxy: the cage's one way out works.
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", "/usr/bin/python3", "-c",
+                       f"import socket; socket.create_connection(('{PROXY_ALIAS}', {PROXY_PORT}), 3).close()"],
+                interval="30s",
+                timeout="5s",
+                retries=3,
+                start_period="10s",
+            ),
+            **hardening(args.claw_uid, claw.memory, claw.cpus, claw.tmpfs, claw.name),
+            opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[proxy, *host_state]),
+        )
+        self.network = network
+        self.proxy = proxy
+        self.register_outputs({"claw": claw.name, "host": args.host_name})
+
+    def _host_command(self, name: str, *, create: str, delete: str, stdin: pulumi.Input[str] | None = None):
+        """Run a cage's host-side script where the host is: locally, or over the host's pinned SSH.
+
+        No `update` step: a change re-runs create, which converges. Delete before replace: the state
+        is keyed by the claw's name, so a new create must not precede the old delete."""
+        opts = pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=self._host.ready)
+        create, delete = cagehost.shell_command(create), cagehost.shell_command(delete)
+        if self._host.connection is None:
+            return command.local.Command(name, create=create, delete=delete, stdin=stdin, opts=opts)
+        return command.remote.Command(
+            name, connection=self._host.connection, create=create, delete=delete, stdin=stdin, opts=opts
+        )

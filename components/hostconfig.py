@@ -1,0 +1,647 @@
+"""The hardening of one host, rendered as text: daemon.json, nftables rules, sysctls, sshd drop-in,
+the bootstrap script that applies all of it, and the cloud-init user-data that runs that script.
+
+Cloud and dedicated hosts run the very same bootstrap script: a cloud server gets it through
+cloud-init (`render_cloud_init`), a dedicated server over SSH. Everything here is a pure function of
+its arguments, so a preview shows exactly what a host will get and tests check it with the real
+tools (tests/host: `cloud-init schema`, `nft -c`, a real dockerd, `sshd -t`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Sequence
+
+import yaml
+
+from components.conventions import (
+    CAGE_BRIDGE_PREFIX,
+    EGRESS_BRIDGE_PREFIX,
+    LABEL_CLAW,
+    LABEL_HOST,
+    LABEL_ORG,
+    LABEL_ROLE,
+)
+from components.hostkeys import SshHostKey
+
+# docker-ce from Docker's Debian repository, pinned for production hosts. 28.5.1 (2025-10) is the last
+# 28.x release we have verified; it contains the fixes for CVE-2024-29018 (embedded DNS on internal
+# networks forwarding through the host, fixed in 26.0.0), CVE-2024-41110 (AuthZ plugin bypass, 27.1.1)
+# and CVE-2025-54388 (published ports exposed after a firewalld reload, 28.3.3). 29.x is not used yet:
+# it raises the minimum API version to 1.44 and changes the default image store, which the
+# provider versions pinned in requirements.txt have not been checked against.
+DOCKER_ENGINE_VERSION = "5:28.5.1-1~debian.12~bookworm"
+# Docker's release signing key (https://download.docker.com/linux/debian/gpg). The bootstrap refuses
+# the download unless it holds exactly this one primary key.
+DOCKER_REPO_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+DOCKER_REPO_URL = "https://download.docker.com/linux/debian"
+DEBIAN_CODENAME = "bookworm"
+
+# Hetzner's recursive resolvers (IPv4; cages have no IPv6).
+HETZNER_RESOLVERS: tuple[str, ...] = ("185.12.64.1", "185.12.64.2")
+
+# Docker allocates cage and egress networks from this pool. It is deliberately outside RFC 1918,
+# 100.64.0.0/10 and 169.254.0.0/16 (it is 198.18.0.0/15, reserved for benchmarking by RFC 2544 and
+# never routed on the internet): the host firewall can then drop every cage packet towards private
+# space without exceptions, because a cage talking to its own proxy never looks like private traffic.
+CAGE_ADDRESS_POOL = "198.18.0.0/15"
+# A cage network holds the gateway, the cage and its proxy: a /29 (5 usable addresses) is plenty and
+# gives 16384 networks per host.
+CAGE_SUBNET_PREFIX = 29
+DEFAULT_BRIDGE_IP = "172.17.0.1/16"
+
+# Destinations a cage or its proxy must never reach: "this network", RFC 1918, shared address space
+# (CGNAT, 100.64.0.0/10), loopback, link-local (169.254.169.254 serves cloud user-data), multicast and
+# reserved space. The host's own addresses are matched with `fib daddr type local` instead of a list.
+FORBIDDEN_V4: tuple[str, ...] = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+
+NFT_TABLE = "clawstaff"
+FIREWALL_PATH = "/etc/clawstaff/firewall.nft"
+BOOTSTRAP_PATH = "/usr/local/sbin/clawstaff-bootstrap"
+# "00-" so that it is included first: sshd keeps the FIRST value it reads for a keyword, and
+# cloud-init writes 50-cloud-init.conf (possibly "PasswordAuthentication yes") into the same directory.
+SSHD_DROPIN_PATH = "/etc/ssh/sshd_config.d/00-clawstaff.conf"
+SYSCTL_PATH = "/etc/sysctl.d/90-clawstaff.conf"
+HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key"
+
+NOFILE_SOFT = 4096
+NOFILE_HARD = 16384
+LOG_MAX_SIZE = "10m"
+LOG_MAX_FILE = "5"
+
+_HEREDOC = "CLAWSTAFF_EOF"
+_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SSH_PUBLIC_KEY = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
+    r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$"
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Docker daemon
+
+
+def daemon_config(*, dns: Sequence[str] = HETZNER_RESOLVERS) -> dict:
+    """The hardened daemon.json. Every key is here for an isolation or audit reason.
+
+    No "hosts" key: the engine listens only on its unix socket, which the packaged systemd unit
+    passes as `-H fd://` (a "hosts" key next to that flag makes dockerd refuse to start), and which
+    dockerd uses by default when started without -H. There is never a TCP socket.
+    """
+    config: dict = {
+        # Container root is an unprivileged uid range on the host (user namespace per daemon).
+        "userns-remap": "default",
+        # No traffic between containers of one bridge unless a network opts in: the shared egress
+        # network of the proxies keeps this default; a two-member cage network opts in.
+        "icc": False,
+        "no-new-privileges": True,
+        # Restarting or upgrading the daemon does not kill the cages.
+        "live-restore": True,
+        # Published ports go through iptables DNAT, not a root-owned userland proxy listening on the host.
+        "userland-proxy": False,
+        "iptables": True,
+        "ipv6": False,
+        "ip6tables": False,
+        "insecure-registries": [],
+        "experimental": False,
+        # A container gets its own cgroup namespace and cannot see the host's cgroup tree.
+        "default-cgroupns-mode": "private",
+        "default-address-pools": [{"base": CAGE_ADDRESS_POOL, "size": CAGE_SUBNET_PREFIX}],
+        # The default bridge keeps Docker's usual subnet instead of taking a /29 from the cage pool;
+        # no cage is ever attached to it (policy), image builds use it.
+        "bip": DEFAULT_BRIDGE_IP,
+        # Logs rotate (audit without filling the disk) and carry the cage's identity labels.
+        "log-driver": "json-file",
+        "log-opts": {
+            "max-size": LOG_MAX_SIZE,
+            "max-file": LOG_MAX_FILE,
+            "compress": "true",
+            "labels": ",".join((LABEL_CLAW, LABEL_ORG, LABEL_HOST, LABEL_ROLE)),
+        },
+        # core=0: a crashing cage must not dump its decrypted credentials to disk. nofile: bounded,
+        # plenty for an agent, and below the daemon's own hard limit (a container cannot raise its
+        # limit above that of the daemon that starts it). No nproc limit here: with userns-remap
+        # every cage runs as the same host uid, so an nproc budget would be shared between cages;
+        # each cage gets its own pids limit instead.
+        "default-ulimits": {
+            "core": {"Name": "core", "Soft": 0, "Hard": 0},
+            "nofile": {"Name": "nofile", "Soft": NOFILE_SOFT, "Hard": NOFILE_HARD},
+        },
+    }
+    resolvers = [str(ipaddress.IPv4Address(r)) for r in dns]
+    if resolvers:
+        config["dns"] = resolvers
+    return config
+
+
+def render_daemon_json(**kw) -> str:
+    """daemon.json text: sorted keys and fixed indentation, so the same config is the same bytes."""
+    return json.dumps(daemon_config(**kw), indent=2, sort_keys=True) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Host firewall
+
+
+def _split_cidrs(cidrs: Sequence[str]) -> tuple[list[str], list[str]]:
+    v4: list[str] = []
+    v6: list[str] = []
+    for cidr in cidrs:
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError as err:
+            raise ValueError(f"not a CIDR: {cidr!r} ({err})") from None
+        (v4 if network.version == 4 else v6).append(str(network))
+    return sorted(set(v4)), sorted(set(v6))
+
+
+def _nft_set(name: str, kind: str, elements: Sequence[str], interval: bool = True) -> str:
+    lines = [f"    set {name} {{", f"        type {kind}"]
+    if interval:
+        lines.append("        flags interval")
+    if elements:
+        lines.append(f"        elements = {{ {', '.join(elements)} }}")
+    lines.append("    }")
+    return "\n".join(lines)
+
+
+def render_nftables(
+    *,
+    ssh_allowed_cidrs: Sequence[str],
+    dns_resolvers: Sequence[str] = HETZNER_RESOLVERS,
+    guard_host_input: bool = True,
+) -> str:
+    """A complete `nft -f` file that replaces only `table inet clawstaff`, atomically.
+
+    Docker's own tables (iptables-nft `ip filter`/`ip nat`) are never flushed. Our base chains run
+    before Docker's (lower priority number); a drop in any base chain is final, so Docker's later
+    accepts cannot undo it. Cage bridges are `cg-*`, the proxies' shared egress bridge `ce-*`.
+
+    `dns_resolvers`: the daemon's upstream resolvers, the one private destination a proxy (never a
+    cage) may reach, on port 53 only. `guard_host_input=False` keeps the cage rules but leaves the
+    host's other inbound traffic alone; for a development machine whose own services are not ours.
+    """
+    if guard_host_input and not ssh_allowed_cidrs:
+        raise ValueError("ssh_allowed_cidrs is empty: the host would refuse all admin SSH")
+    ssh_v4, ssh_v6 = _split_cidrs(ssh_allowed_cidrs)
+    resolvers = sorted({str(ipaddress.IPv4Address(r)) for r in dns_resolvers})
+    cg, ce = f'"{CAGE_BRIDGE_PREFIX}*"', f'"{EGRESS_BRIDGE_PREFIX}*"'
+
+    if guard_host_input:
+        host_input = f"""\
+        ct state established,related accept
+        ct state invalid drop
+        iif "lo" accept
+        icmp type {{ echo-request, destination-unreachable, time-exceeded, parameter-problem }} limit rate 20/second accept
+        icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, echo-request, destination-unreachable, packet-too-big, time-exceeded, parameter-problem }} accept
+        tcp dport 22 ip saddr @admin_ssh_v4 accept
+        tcp dport 22 ip6 saddr @admin_ssh_v6 accept
+        limit rate 10/minute log prefix "clawstaff-in-drop: " level info
+        counter drop"""
+        input_policy = "drop"
+    else:
+        host_input = "        # host input is not guarded on this machine (guard_host_input=False): only cages are"
+        input_policy = "accept"
+
+    return f"""\
+#!/usr/sbin/nft -f
+# clawstaff host firewall, rendered by components/hostconfig.py. Loading it replaces table
+# inet {NFT_TABLE} in one transaction (create-if-missing, delete, define) and touches nothing else.
+
+table inet {NFT_TABLE}
+delete table inet {NFT_TABLE}
+
+table inet {NFT_TABLE} {{
+{_nft_set("forbidden_v4", "ipv4_addr", FORBIDDEN_V4)}
+{_nft_set("upstream_dns_v4", "ipv4_addr", resolvers, interval=False)}
+{_nft_set("admin_ssh_v4", "ipv4_addr", ssh_v4)}
+{_nft_set("admin_ssh_v6", "ipv6_addr", ssh_v6)}
+
+    # What a cage or proxy sends is judged before Docker's DNAT (priority dstnat), so a packet to any
+    # host address, published port or not, counts as "to the host".
+    chain cage_destination {{
+        meta nfproto ipv6 counter drop comment "IPv6 is off for cages and proxies"
+        iifname {ce} ip daddr @upstream_dns_v4 meta l4proto {{ tcp, udp }} th dport 53 return
+        fib daddr type local limit rate 10/minute log prefix "clawstaff-cage-to-host: " level warn
+        fib daddr type local counter drop comment "the host's own addresses, bridge gateways included"
+        ip daddr @forbidden_v4 limit rate 10/minute log prefix "clawstaff-cage-to-private: " level warn
+        ip daddr @forbidden_v4 counter drop comment "private, CGNAT, link-local (metadata), loopback"
+    }}
+
+    chain prerouting {{
+        type filter hook prerouting priority dstnat - 10; policy accept;
+        iifname {cg} jump cage_destination
+        iifname {ce} jump cage_destination
+    }}
+
+    chain forward {{
+        type filter hook forward priority filter - 10; policy accept;
+        iifname {cg} oifname != {cg} counter drop comment "cage networks are internal: nothing is routed out of them"
+        iifname {ce} oifname {cg} counter drop comment "a proxy reaches only its own cage, on the cage's bridge"
+        iifname {cg} ct status dnat counter drop comment "no hairpin to published ports"
+        iifname {ce} ct status dnat counter drop comment "no hairpin to published ports"
+        iifname {cg} jump cage_destination
+        iifname {ce} jump cage_destination
+        oifname {cg} meta nfproto ipv6 counter drop
+        oifname {ce} meta nfproto ipv6 counter drop
+    }}
+
+    chain input {{
+        type filter hook input priority filter - 10; policy {input_policy};
+        iifname {cg} counter drop comment "cages never talk to the host itself"
+        iifname {ce} counter drop comment "proxies never talk to the host itself"
+{host_input}
+    }}
+}}
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# Kernel, sshd
+
+
+SYSCTLS: tuple[tuple[str, str, str], ...] = (
+    # (key, value, why)
+    ("net.ipv4.ip_forward", "1", "Docker routes cage egress through the host"),
+    ("net.bridge.bridge-nf-call-iptables", "1", "bridged cage traffic passes the host firewall"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1", "bridged IPv6 too, so the IPv6 drops apply"),
+    ("net.ipv4.conf.all.rp_filter", "1", "drop spoofed source addresses"),
+    ("net.ipv4.conf.default.rp_filter", "1", "drop spoofed source addresses"),
+    ("net.ipv4.conf.all.accept_redirects", "0", "no ICMP redirects"),
+    ("net.ipv4.conf.default.accept_redirects", "0", "no ICMP redirects"),
+    ("net.ipv4.conf.all.send_redirects", "0", "no ICMP redirects"),
+    ("net.ipv4.conf.all.accept_source_route", "0", "no source routing"),
+    ("net.ipv6.conf.all.accept_redirects", "0", "no ICMPv6 redirects"),
+    ("net.ipv6.conf.default.accept_redirects", "0", "no ICMPv6 redirects"),
+    ("net.ipv4.conf.all.log_martians", "1", "log impossible source addresses"),
+    ("net.ipv4.tcp_syncookies", "1", "SYN flood protection"),
+    ("net.ipv4.icmp_echo_ignore_broadcasts", "1", "no smurf amplification"),
+    ("kernel.kptr_restrict", "2", "hide kernel pointers from every user"),
+    ("kernel.dmesg_restrict", "1", "kernel log for root only"),
+    ("kernel.unprivileged_bpf_disabled", "1", "no BPF for unprivileged users"),
+    ("net.core.bpf_jit_harden", "2", "harden the BPF JIT"),
+    ("kernel.unprivileged_userns_clone", "0", "no user namespaces for unprivileged users (Debian)"),
+    ("kernel.yama.ptrace_scope", "2", "ptrace for CAP_SYS_PTRACE only"),
+    ("kernel.kexec_load_disabled", "1", "no replacing the running kernel"),
+    ("kernel.sysrq", "0", "no magic SysRq"),
+    ("fs.protected_hardlinks", "1", "link-following protections"),
+    ("fs.protected_symlinks", "1", "link-following protections"),
+    ("fs.protected_fifos", "2", "link-following protections"),
+    ("fs.protected_regular", "2", "link-following protections"),
+    ("fs.suid_dumpable", "0", "no core dumps of setuid processes"),
+    ("vm.swappiness", "0", "swap is off; never page out cage memory (decrypted credentials)"),
+)
+
+
+def render_sysctls() -> str:
+    """/etc/sysctl.d drop-in; bridge keys need the br_netfilter module (the bootstrap loads it)."""
+    lines = ["# clawstaff host hardening, rendered by components/hostconfig.py"]
+    for key, value, why in SYSCTLS:
+        lines.append(f"# {why}")
+        lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def render_sshd_config() -> str:
+    """sshd_config.d drop-in: public keys only, root only with a key, only the derived host key."""
+    return f"""\
+# clawstaff sshd hardening, rendered by components/hostconfig.py. Included first, so it wins.
+HostKey {HOST_KEY_PATH}
+HostKeyAlgorithms ssh-ed25519
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+AuthenticationMethods publickey
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitEmptyPasswords no
+HostbasedAuthentication no
+IgnoreRhosts yes
+X11Forwarding no
+AllowAgentForwarding no
+AllowTcpForwarding no
+AllowStreamLocalForwarding no
+GatewayPorts no
+PermitTunnel no
+PermitUserEnvironment no
+MaxAuthTries 3
+MaxSessions 10
+LoginGraceTime 20
+ClientAliveInterval 300
+ClientAliveCountMax 2
+LogLevel VERBOSE
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# Bootstrap
+
+
+def _check_host_name(host_name: str) -> str:
+    if not _HOST_NAME.match(host_name):
+        raise ValueError(f"host name {host_name!r} is not a DNS label (a-z, 0-9, '-', at most 63)")
+    return host_name
+
+
+def _check_authorized_keys(keys: Sequence[str]) -> list[str]:
+    if not keys:
+        raise ValueError("ssh_authorized_keys is empty: nobody could administer the host")
+    cleaned = [k.strip() for k in keys]
+    for key in cleaned:
+        if not _SSH_PUBLIC_KEY.match(key):
+            raise ValueError(f"not an OpenSSH public key line: {key[:40]!r}...")
+    return cleaned
+
+
+def _put(path: str, mode: str, content: str) -> str:
+    """A bash step that installs `content` at `path`, quoted so that nothing in it is expanded."""
+    if _HEREDOC in content:
+        raise ValueError(f"content for {path} contains the heredoc delimiter")
+    if not content.endswith("\n"):
+        content += "\n"
+    return f"put {path} {mode} <<'{_HEREDOC}'\n{content}{_HEREDOC}\n"
+
+
+FIREWALL_UNIT = f"""\
+[Unit]
+Description=clawstaff host firewall (cage isolation, admin SSH allowlist)
+Documentation=file:{FIREWALL_PATH}
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target docker.service
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f {FIREWALL_PATH}
+ExecReload=/usr/sbin/nft -f {FIREWALL_PATH}
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+# Docker refuses to start without the firewall: no window in which cages run unfiltered.
+DOCKER_UNIT_DROPIN = """\
+[Unit]
+Requires=clawstaff-firewall.service
+After=clawstaff-firewall.service
+"""
+
+AUTO_UPGRADES = """\
+APT::Periodic::Update-Package-Lists "1";
+APT::Periodic::Unattended-Upgrade "1";
+APT::Periodic::AutocleanInterval "7";
+"""
+
+# Debian's 50unattended-upgrades already selects Debian-Security. Docker's repository is added so
+# that containerd.io (which ships runc) gets its security fixes; docker-ce and docker-ce-cli are held
+# at DOCKER_ENGINE_VERSION, and unattended-upgrades never touches held packages.
+UNATTENDED_UPGRADES = """\
+Unattended-Upgrade::Origins-Pattern {
+        "origin=Debian,codename=${distro_codename}-security,label=Debian-Security";
+        "origin=Docker,label=Docker CE";
+};
+// Cages keep running across daemon restarts (live-restore), not across reboots: reboots for kernel
+// updates are scheduled by the operators.
+Unattended-Upgrade::Automatic-Reboot "false";
+"""
+
+
+def render_bootstrap_script(
+    *, host_name: str, ssh_authorized_keys: Sequence[str], ssh_allowed_cidrs: Sequence[str]
+) -> str:
+    """Idempotent bash that brings a Debian 12 host to the hardened state; re-running it repairs drift.
+
+    Runs the same on a fresh cloud server (from cloud-init) and on an adopted dedicated server (over
+    SSH). Files are only rewritten, and services only restarted, when their content changes.
+    """
+    host_name = _check_host_name(host_name)
+    keys = _check_authorized_keys(ssh_authorized_keys)
+    steps = [
+        f"""\
+#!/bin/bash
+# clawstaff bootstrap for host {host_name}, rendered by components/hostconfig.py. Safe to re-run.
+set -euo pipefail
+umask 022
+export DEBIAN_FRONTEND=noninteractive
+readonly HOST_NAME='{host_name}'
+readonly DOCKER_VERSION='{DOCKER_ENGINE_VERSION}'
+readonly DOCKER_KEY_FINGERPRINT='{DOCKER_REPO_KEY_FINGERPRINT}'
+readonly DOCKER_KEYRING=/etc/apt/keyrings/docker.asc
+
+log() {{ printf 'clawstaff-bootstrap: %s\\n' "$*" >&2; }}
+die() {{ log "ERROR: $*"; exit 1; }}
+
+CHANGED=' '
+# put PATH MODE < content: install the content when it differs; remember which files changed.
+put() {{
+  local path=$1 mode=$2 tmp
+  tmp=$(mktemp)
+  cat >"$tmp"
+  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "${{mode#0}}" ]; then
+    rm -f "$tmp"
+    return 0
+  fi
+  install -D -m "$mode" -o root -g root "$tmp" "$path"
+  rm -f "$tmp"
+  CHANGED="$CHANGED$path "
+  log "wrote $path"
+}}
+changed() {{ [[ $CHANGED == *" $1 "* ]]; }}
+
+# docker_key_ok FILE: FILE holds exactly one primary key, Docker's, by full fingerprint.
+docker_key_ok() {{
+  [ -s "$1" ] || return 1
+  local primaries
+  primaries=$(gpg --batch --show-keys --with-colons "$1" 2>/dev/null \\
+    | awk -F: '$1 == "pub" {{ want = 1; next }} want && $1 == "fpr" {{ print $10; want = 0 }}')
+  [ "$primaries" = "$DOCKER_KEY_FINGERPRINT" ]
+}}
+
+[ "$(id -u)" = 0 ] || die "run as root"
+. /etc/os-release
+[ "${{ID:-}}" = debian ] && [ "${{VERSION_CODENAME:-}}" = {DEBIAN_CODENAME} ] \\
+  || die "needs Debian 12 ({DEBIAN_CODENAME}); this is ${{PRETTY_NAME:-unknown}}"
+[ -d /run/systemd/system ] || die "needs systemd as init"
+""",
+        """\
+log "hostname"
+hostnamectl set-hostname "$HOST_NAME"
+""",
+        "log \"admin SSH keys (authoritative list)\"\ninstall -d -m 0700 -o root -g root /root/.ssh\n"
+        + _put("/root/.ssh/authorized_keys", "0600", "\n".join(keys)),
+        """\
+log "swap off"
+swapoff -a
+sed -E -i '/^[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]/ s/^/#clawstaff: /' /etc/fstab
+systemctl mask swap.target >/dev/null
+""",
+        "log \"kernel modules and sysctls\"\n"
+        + _put("/etc/modules-load.d/clawstaff.conf", "0644", "br_netfilter")
+        + "modprobe br_netfilter\n"
+        + _put(SYSCTL_PATH, "0644", render_sysctls())
+        + f"sysctl -q -p {SYSCTL_PATH}\n",
+        "log \"sshd: keys only, the derived host key only\"\n"
+        + f'[ -s {HOST_KEY_PATH} ] || die "no host key at {HOST_KEY_PATH}: install the derived key first"\n'
+        + _put(SSHD_DROPIN_PATH, "0644", render_sshd_config())
+        + f"""\
+if ! sshd -t; then
+  rm -f {SSHD_DROPIN_PATH}
+  die "sshd rejects the hardened configuration; removed it, sshd left unchanged"
+fi
+systemctl reload-or-restart ssh.service
+""",
+        """\
+log "packages and automatic security updates"
+apt-get update -q
+apt-get install -y -q --no-install-recommends ca-certificates curl gnupg nftables unattended-upgrades
+"""
+        + _put("/etc/apt/apt.conf.d/20auto-upgrades", "0644", AUTO_UPGRADES)
+        + _put("/etc/apt/apt.conf.d/52clawstaff-unattended-upgrades", "0644", UNATTENDED_UPGRADES)
+        + "systemctl enable --now apt-daily.timer apt-daily-upgrade.timer\n",
+        "log \"host firewall\"\n"
+        + _put(
+            FIREWALL_PATH,
+            "0600",
+            render_nftables(ssh_allowed_cidrs=ssh_allowed_cidrs, dns_resolvers=HETZNER_RESOLVERS),
+        )
+        + f'nft -c -f {FIREWALL_PATH} || die "nft rejects {FIREWALL_PATH}"\n'
+        + _put("/etc/systemd/system/clawstaff-firewall.service", "0644", FIREWALL_UNIT)
+        + _put("/etc/systemd/system/docker.service.d/10-clawstaff.conf", "0644", DOCKER_UNIT_DROPIN)
+        + """\
+systemctl daemon-reload
+systemctl enable clawstaff-firewall.service
+# reload, not restart: a restart would also restart docker.service, which Requires= the firewall.
+systemctl reload-or-restart clawstaff-firewall.service
+""",
+        "log \"Docker Engine $DOCKER_VERSION\"\n"
+        "# daemon.json first, so that the engine's very first start is already hardened.\n"
+        + _put("/etc/docker/daemon.json", "0644", render_daemon_json())
+        + f"""\
+install -d -m 0755 /etc/apt/keyrings
+if ! docker_key_ok "$DOCKER_KEYRING"; then
+  key_tmp=$(mktemp)
+  curl -fsSL --proto '=https' --tlsv1.2 -o "$key_tmp" {DOCKER_REPO_URL}/gpg
+  docker_key_ok "$key_tmp" || {{ rm -f "$key_tmp"; die "Docker's repository key does not have fingerprint $DOCKER_KEY_FINGERPRINT"; }}
+  install -m 0644 "$key_tmp" "$DOCKER_KEYRING"
+  rm -f "$key_tmp"
+fi
+put /etc/apt/sources.list.d/docker.list 0644 <<<"deb [arch=$(dpkg --print-architecture) signed-by=$DOCKER_KEYRING] \\
+{DOCKER_REPO_URL} {DEBIAN_CODENAME} stable"
+if [ "$(dpkg-query -W -f='${{Version}}' docker-ce 2>/dev/null || true)" != "$DOCKER_VERSION" ]; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends --allow-change-held-packages \\
+    "docker-ce=$DOCKER_VERSION" "docker-ce-cli=$DOCKER_VERSION" containerd.io
+fi
+apt-mark hold docker-ce docker-ce-cli >/dev/null
+systemctl daemon-reload
+systemctl enable docker.service
+if changed /etc/docker/daemon.json || changed /etc/systemd/system/docker.service.d/10-clawstaff.conf; then
+  systemctl restart docker.service
+else
+  systemctl start docker.service
+fi
+""",
+        f"""\
+log "verify"
+for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+docker info --format '{{{{json .SecurityOptions}}}}' | grep -q 'name=userns' || die "docker runs without userns-remap"
+[ "$(docker info --format '{{{{.LiveRestoreEnabled}}}}')" = true ] || die "docker runs without live-restore"
+nft list table inet {NFT_TABLE} >/dev/null || die "firewall table inet {NFT_TABLE} is not loaded"
+[ -z "$(swapon --show --noheadings)" ] || die "swap is still active"
+sshd -T | grep -qx 'passwordauthentication no' || die "sshd still accepts passwords"
+log "host $HOST_NAME is hardened"
+""",
+    ]
+    return "\n".join(steps)
+
+
+def render_host_key_install(key: SshHostKey) -> str:
+    """Bash that installs the derived host key read from STDIN (never inlined) and reloads sshd.
+
+    For dedicated hosts, run over the first SSH connection (which pins the server's current key).
+    The script refuses a private key whose public half is not the one Pulumi pins.
+    """
+    public = " ".join(key.public_openssh.split()[:2])
+    return f"""\
+#!/bin/bash
+# Install the derived SSH host key ({key.fingerprint}); the private key arrives on stdin.
+set -euo pipefail
+umask 077
+tmp=$(mktemp {HOST_KEY_PATH}.new.XXXXXX)
+trap 'rm -f "$tmp"' EXIT
+cat >"$tmp"
+[ "$(ssh-keygen -y -f "$tmp" | cut -d' ' -f1,2)" = '{public}' ] \\
+  || {{ echo "clawstaff: the key on stdin is not {key.fingerprint}" >&2; exit 1; }}
+if [ -f {HOST_KEY_PATH} ] && cmp -s "$tmp" {HOST_KEY_PATH}; then
+  echo "clawstaff: host key {key.fingerprint} already installed" >&2
+  exit 0
+fi
+install -m 0600 -o root -g root "$tmp" {HOST_KEY_PATH}
+printf '%s\\n' '{key.public_openssh}' >{HOST_KEY_PATH}.pub
+chmod 0644 {HOST_KEY_PATH}.pub
+sshd -t
+systemctl reload-or-restart ssh.service
+echo "clawstaff: host key {key.fingerprint} installed" >&2
+"""
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Multi-line strings as `|` blocks, so the user-data stays readable in a diff."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_LiteralDumper.add_representer(str, _str_representer)
+
+
+def render_cloud_init(
+    *,
+    host_name: str,
+    ssh_authorized_keys: Sequence[str],
+    ssh_allowed_cidrs: Sequence[str],
+    host_key: SshHostKey,
+) -> str:
+    """#cloud-config user-data: the derived host key, then the same bootstrap a dedicated host runs.
+
+    The private host key is in the user-data: it is a Pulumi secret on our side, and the firewall keeps
+    cages away from the metadata service (169.254.169.254) that serves user-data on the host.
+    """
+    script = render_bootstrap_script(
+        host_name=host_name, ssh_authorized_keys=ssh_authorized_keys, ssh_allowed_cidrs=ssh_allowed_cidrs
+    )
+    document = {
+        "hostname": host_name,
+        "preserve_hostname": False,
+        "disable_root": False,
+        "ssh_pwauth": False,
+        "ssh_authorized_keys": _check_authorized_keys(ssh_authorized_keys),
+        # Delete the image's keys; with ssh_keys given, cloud-init generates none, so the derived key
+        # is the only one and no client ever has to trust a key on first use.
+        "ssh_deletekeys": True,
+        "ssh_keys": {
+            "ed25519_private": host_key.private_openssh,
+            "ed25519_public": host_key.public_openssh,
+        },
+        "write_files": [
+            {"path": BOOTSTRAP_PATH, "owner": "root:root", "permissions": "0700", "content": script}
+        ],
+        "runcmd": [[BOOTSTRAP_PATH]],
+    }
+    body = yaml.dump(document, Dumper=_LiteralDumper, sort_keys=False, width=1000, allow_unicode=False)
+    return "#cloud-config\n" + body
