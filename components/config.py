@@ -877,9 +877,12 @@ def _json_or_text(value: str) -> Any:
         return value  # the model then says it is not a list/mapping
 
 
-def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: Collection[str] = ()) -> StackConfig:
-    """Check the whole `clawstaff:*` config and return it typed; raise ConfigError on the first mistake."""
-    stack_file = f"Pulumi.{stack}.yaml"
+def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: Collection[str] = (),
+                       stack_file: str | None = None) -> StackConfig:
+    """Check the whole `clawstaff:*` config and return it typed; raise ConfigError on the first mistake.
+
+    `stack_file` names the file in messages (default Pulumi.<stack>.yaml)."""
+    stack_file = stack_file or f"Pulumi.{stack}.yaml"
     report = _Reporter(stack_file, {})
     own = _own_keys(raw, report)
     report.raw = own

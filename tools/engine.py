@@ -28,6 +28,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,20 +257,59 @@ def start(paths: EnginePaths, resolv_conf: str) -> str:
         info = _docker_info(paths)
         if info:
             return _summary(info, pid, config_sha, firewall_loaded(paths)) + " [unchanged]"
-    if paths.is_main and _systemd():
-        subprocess.run(["systemctl", "restart", "docker.service"], check=True)
-    else:
-        if pid is not None:
-            stop(paths)
-        for directory in (paths.data_root, paths.exec_root):
-            if directory:
-                directory.mkdir(parents=True, exist_ok=True)
-        _spawn_dockerd(paths)
-    info = _wait_for_engine(paths)
+    previous = _docker_info(paths)
+    carried = _save_images(paths, previous) if previous else None
+    try:
+        if paths.is_main and _systemd():
+            subprocess.run(["systemctl", "restart", "docker.service"], check=True)
+        else:
+            if pid is not None:
+                stop(paths)
+            for directory in (paths.data_root, paths.exec_root):
+                if directory:
+                    directory.mkdir(parents=True, exist_ok=True)
+            _spawn_dockerd(paths)
+        info = _wait_for_engine(paths)
+        note = ""
+        if carried and previous and previous.get("DockerRootDir") != info.get("DockerRootDir"):
+            note = " " + _load_images(paths, carried)
+    finally:
+        if carried:
+            carried.unlink(missing_ok=True)
     pid = _running_pid(paths)
     paths.state.parent.mkdir(parents=True, exist_ok=True)
     paths.state.write_text(json.dumps({"pid": pid, "config_sha256": config_sha}) + "\n")
-    return _summary(info, pid, config_sha, firewall_loaded(paths)) + " [started]"
+    return _summary(info, pid, config_sha, firewall_loaded(paths)) + " [started]" + note
+
+
+def _save_images(paths: EnginePaths, info: dict) -> Path | None:
+    """Before switching a running engine to userns-remap, save its tagged images: the remapped
+    engine keeps its images in another directory and would otherwise start empty, and images
+    built here (from Debian packages, no registry) cannot simply be pulled again."""
+    if any(opt.startswith("name=userns") for opt in info.get("SecurityOptions") or []):
+        return None  # already remapped: the data root does not move
+    listed = subprocess.run(
+        ["docker", "-H", f"unix://{paths.socket}", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    tags = sorted({t for t in listed if "<none>" not in t})
+    if not tags:
+        return None
+    handle, name = tempfile.mkstemp(prefix="clawstaff-images-", suffix=".tar", dir="/var/tmp")
+    os.close(handle)
+    archive = Path(name)
+    subprocess.run(["docker", "-H", f"unix://{paths.socket}", "image", "save", "-o", str(archive), *tags], check=True)
+    return archive
+
+
+def _load_images(paths: EnginePaths, archive: Path) -> str:
+    result = subprocess.run(
+        ["docker", "-H", f"unix://{paths.socket}", "image", "load", "-q", "-i", str(archive)],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise EngineError(f"could not carry the images over to the remapped engine: {result.stderr.strip()}")
+    return f"(carried {len(result.stdout.splitlines())} images over to the remapped data root)"
 
 
 def status(paths: EnginePaths, resolv_conf: str) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import pulumi
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -145,7 +146,7 @@ def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console) -> N
         for col in ("policy", "level", "resource", "message"):
             table.add_column(col)
         for v in plan["violations"]:
-            table.add_row(v["policy"], v["level"], v["urn"].rsplit("::", 1)[-1], v["message"])
+            table.add_row(v["policy"], v["level"], v["urn"].rsplit("::", 1)[-1], escape(v["message"]))
         console.print(table)
     s = plan["summary"]
     verdict = "[red]REFUSED[/]" if s["violations"]["mandatory"] else "[green]clean[/]"
@@ -155,10 +156,13 @@ def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console) -> N
     )
 
 
-def preview(stack: str, json_path: Path | None, console: Console, root: Path = mockrun.ROOT) -> int:
-    raw, secret_keys = load_stack_file(stack_file(stack, root))
-    parse_stack_config(raw, stack=stack, secret_keys=secret_keys)  # fail fast, before any resource
-    evaluation = mockrun.evaluate(stack, raw, secret_keys)
+def preview(stack: str, json_path: Path | None, console: Console, root: Path = mockrun.ROOT,
+            config_path: Path | None = None, program: Path | None = None) -> int:
+    path = config_path or stack_file(stack, root)
+    raw, secret_keys = load_stack_file(path)
+    # Fail fast, before any resource; the program itself checks again, as `pulumi up` would.
+    parse_stack_config(raw, stack=stack, secret_keys=secret_keys, stack_file=path.name)
+    evaluation = mockrun.evaluate(stack, raw, secret_keys, program=program)
     config_file = policy_config_file(stack, root)
     policy_config = json.loads(config_file.read_text()) if config_file.is_file() else None
     violations = check_policies(evaluation, policy_config)
@@ -174,12 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.preview", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
     parser.add_argument("--json", type=Path, help="also write the plan as JSON to this file")
+    parser.add_argument("--stack-file", type=Path, help="read this file instead of Pulumi.<stack>.yaml")
+    parser.add_argument("--program", type=Path, help="evaluate this Pulumi program instead of __main__.py")
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
-        return preview(args.stack, args.json, console)
+        return preview(args.stack, args.json, console, config_path=args.stack_file, program=args.program)
     except pulumi.RunError as error:  # ConfigError, PlacementError: the user's to fix, no traceback
-        Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False)
+        # escape: the message quotes user input, which must not be read as rich markup
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
 
 
