@@ -30,6 +30,9 @@ unit: venv
 up: venv
 	pulumi up --stack $(STACK) --policy-pack policies
 
+# claw-runtime and egress-proxy, from pinned Debian packages (mmdebstrap), into the local engine.
+include images/images.mk
+
 # This machine's Docker engine, configured with the daemon.json and host rules the program renders.
 engine: venv
 	$(PY) -m tools.engine start

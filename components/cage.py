@@ -215,6 +215,7 @@ class ClawCage(pulumi.ComponentResource):
             f"{name}-claw",
             name=f"claw-{claw.name}",
             image=claw.image,
+            command=list(claw.command) if claw.command else None,  # run by the image's cage-init
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
             dns=CAGE_DNS,
             envs=[

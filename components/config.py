@@ -163,6 +163,7 @@ class Claw:
     egress: tuple[Endpoint, ...]
     secrets: tuple[str, ...]
     host: str | None
+    command: tuple[str, ...] | None = None  # what cage-init execs; None: the image's CMD
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,8 @@ ALLOWED: dict[str, str] = {
         "an environment variable name ([A-Z_][A-Z0-9_]*), unique in the list, not starting with CLAWCAGE_ "
         "and not one of " + ", ".join(sorted(RESERVED_ENV_NAMES))
     ),
+    "claws[].command": "a non-empty list of strings (the claw's program and its arguments), or no command key",
+    "claws[].command[]": "a non-empty string without NUL characters",
     "claws[].host": "the name of a host in clawstaff:hosts",
     "sealingKey": (
         f"a secret of at least {MIN_SEALING_KEY_CHARS} random characters, set with "
@@ -394,6 +397,15 @@ def parse_image(value: Any) -> str:
     return text
 
 
+def parse_command_word(value: Any) -> str:
+    # Not stripped: an argument's spaces and newlines are the user's (a `python3 -c` program).
+    if not isinstance(value, str):
+        raise Invalid("not a string")
+    if not value or "\x00" in value:
+        raise Invalid("an empty string or one with a NUL character")
+    return value
+
+
 def parse_env_name(value: Any) -> str:
     text = _text(value)
     if not _ENV_NAME.match(text):
@@ -530,6 +542,7 @@ class ClawModel(_Model):
     egress: list[EndpointField] = []
     secrets: list[Annotated[str, PlainValidator(parse_env_name)]] = []
     host: DnsLabel | None = None
+    command: Annotated[list[Annotated[str, PlainValidator(parse_command_word)]], Field(min_length=1)] | None = None
 
 
 class StackModel(_Model):
@@ -844,6 +857,7 @@ def _claw(model: ClawModel) -> Claw:
         egress=tuple(model.egress),
         secrets=tuple(model.secrets),
         host=model.host,
+        command=tuple(model.command) if model.command is not None else None,
     )
 
 

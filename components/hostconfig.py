@@ -557,11 +557,13 @@ fi
         f"""\
 log "verify"
 for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
-docker info --format '{{{{json .SecurityOptions}}}}' | grep -q 'name=userns' || die "docker runs without userns-remap"
-[ "$(docker info --format '{{{{.LiveRestoreEnabled}}}}')" = true ] || die "docker runs without live-restore"
+# Outputs are captured first: `cmd | grep -q` can fail under pipefail when grep exits early.
+security=$(docker info --format '{{{{json .SecurityOptions}}}} {{{{.LiveRestoreEnabled}}}}')
+[[ $security == *name=userns*" true" ]] || die "docker runs without userns-remap or live-restore: $security"
 nft list table inet {NFT_TABLE} >/dev/null || die "firewall table inet {NFT_TABLE} is not loaded"
 [ -z "$(swapon --show --noheadings)" ] || die "swap is still active"
-sshd -T | grep -qx 'passwordauthentication no' || die "sshd still accepts passwords"
+sshd_effective=$(sshd -T)
+grep -qx 'passwordauthentication no' <<<"$sshd_effective" || die "sshd still accepts passwords"
 log "host $HOST_NAME is hardened"
 """,
     ]

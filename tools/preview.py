@@ -25,7 +25,15 @@ from components.config import ConfigError, load_stack_file, parse_stack_config
 from pulumi.runtime import rpc
 
 from tools import mockrun
-from tools.policyrun import UNKNOWN, PolicyResource, Secret, Violation, run_policy_pack
+from tools.policyrun import (
+    UNKNOWN,
+    PolicyConfigError,
+    PolicyPackError,
+    PolicyResource,
+    Secret,
+    Violation,
+    run_policy_pack,
+)
 
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
 POLICY_PACK = mockrun.ROOT / "policies"
@@ -164,7 +172,13 @@ def preview(stack: str, json_path: Path | None, console: Console, root: Path = m
     parse_stack_config(raw, stack=stack, secret_keys=secret_keys, stack_file=path.name)
     evaluation = mockrun.evaluate(stack, raw, secret_keys, program=program)
     config_file = policy_config_file(stack, root)
-    policy_config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    policy_config = None
+    if config_file.is_file():
+        try:
+            policy_config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as error:
+            raise PolicyConfigError(f"{config_file}: not valid JSON ({error}); allowed: a JSON object of "
+                                    "policy name -> settings, as `pulumi preview --policy-pack-config` takes") from None
     violations = check_policies(evaluation, policy_config)
     plan = build_plan(evaluation, violations)
     render(plan, evaluation.outputs, console)
@@ -184,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
         return preview(args.stack, args.json, console, config_path=args.stack_file, program=args.program)
-    except pulumi.RunError as error:  # ConfigError, PlacementError: the user's to fix, no traceback
+    except (pulumi.RunError, PolicyConfigError, PolicyPackError) as error:
+        # ConfigError, PlacementError, a bad policies/config/<stack>.json, a pack that cannot run:
+        # the user's to fix, said in one paragraph, no traceback of ours.
         # escape: the message quotes user input, which must not be read as rich markup
         Console(stderr=True).print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE

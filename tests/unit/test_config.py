@@ -188,6 +188,8 @@ MISTAKES: dict[str, tuple[list[tuple[str, Any]], str, str | None, str, str]] = {
     "admin not a mapping": ([("admin", "203.0.113.0/24")], "clawstaff:admin", '"203.0.113.0/24"', "not a mapping", "sshAllowedCidrs"),
     "pids as text": ([("claws[0].pids", "256")], "clawstaff:claws[0].pids", '"256"', "not a whole number", "16 to 65536"),
     "cpus not a number": ([("claws[0].cpus", "two")], "clawstaff:claws[0].cpus", '"two"', "not a number", "at most 2 decimals"),
+    "empty command": ([("claws[0].command", [])], "clawstaff:claws[0].command", "[]", "an empty list", "non-empty list of strings"),
+    "command word not a string": ([("claws[0].command", ["/usr/bin/python3", 3])], "clawstaff:claws[0].command[1]", "3", "not a string", "without NUL"),
     "secret value not a string": ([("clawSecrets.acme-support.SLACK_BOT_TOKEN", 12345)], "clawstaff:clawSecrets.acme-support.SLACK_BOT_TOKEN", "[secret]", "not a string", "pulumi config set --secret"),
     # bad units
     "size with junk": ([("claws[2].memory", "1 GB x")], "clawstaff:claws[2].memory", '"1 GB x"', "not a size", "512MiB"),
