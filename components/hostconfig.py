@@ -26,8 +26,8 @@ from components.conventions import (
 )
 from components.hostkeys import SshHostKey
 
-# docker-ce from Docker's Debian repository, pinned for production hosts. 28.5.1 (2025-10) is the last
-# 28.x release we have verified; it contains the fixes for CVE-2024-29018 (embedded DNS on internal
+# docker-ce from Docker's Debian repository, pinned for production hosts. 28.5.1 (2025-10-08, checked
+# against Docker's release notes) contains the fixes for CVE-2024-29018 (embedded DNS on internal
 # networks forwarding through the host, fixed in 26.0.0), CVE-2024-41110 (AuthZ plugin bypass, 27.1.1)
 # and CVE-2025-54388 (published ports exposed after a firewalld reload, 28.3.3). 29.x is not used yet:
 # it raises the minimum API version to 1.44 and changes the default image store, which the
@@ -47,7 +47,7 @@ HETZNER_RESOLVERS: tuple[str, ...] = ("185.12.64.1", "185.12.64.2")
 # never routed on the internet): the host firewall can then drop every cage packet towards private
 # space without exceptions, because a cage talking to its own proxy never looks like private traffic.
 CAGE_ADDRESS_POOL = "198.18.0.0/15"
-# A cage network holds the gateway, the cage and its proxy: a /29 (5 usable addresses) is plenty and
+# A cage network holds the gateway, the cage and its proxy: a /29 (6 usable addresses) is plenty and
 # gives 16384 networks per host.
 CAGE_SUBNET_PREFIX = 29
 DEFAULT_BRIDGE_IP = "172.17.0.1/16"
@@ -118,6 +118,10 @@ def daemon_config(*, dns: Sequence[str] = HETZNER_RESOLVERS) -> dict:
         "experimental": False,
         # A container gets its own cgroup namespace and cannot see the host's cgroup tree.
         "default-cgroupns-mode": "private",
+        # cgroupfs, not systemd: a cage's containers then land below its own parent cgroup
+        # (/clawstaff/<claw>, components.cagehost), which holds the whole cage's pids, memory and cpu
+        # limits; the same path works on cgroup v1 and v2 hosts, with or without systemd.
+        "exec-opts": ["native.cgroupdriver=cgroupfs"],
         "default-address-pools": [{"base": CAGE_ADDRESS_POOL, "size": CAGE_SUBNET_PREFIX}],
         # The default bridge keeps Docker's usual subnet instead of taking a /29 from the cage pool;
         # no cage is ever attached to it (policy), image builds use it.
@@ -425,7 +429,9 @@ def render_bootstrap_script(
     """Idempotent bash that brings a Debian 12 host to the hardened state; re-running it repairs drift.
 
     Runs the same on a fresh cloud server (from cloud-init) and on an adopted dedicated server (over
-    SSH). Files are only rewritten, and services only restarted, when their content changes.
+    SSH). Files are only rewritten, and services only restarted, when their content changes. It
+    expects the derived host key in place: cloud-init's `ssh_keys` writes it on a cloud server, and
+    `render_host_key_install` on a dedicated one, which must therefore run first.
     """
     host_name = _check_host_name(host_name)
     keys = _check_authorized_keys(ssh_authorized_keys)

@@ -1,0 +1,1 @@
+"""Real-tool tests of the host configuration (marker: host)."""
