@@ -50,12 +50,15 @@ class ClawHostArgs:
     hetzner: Optional[HetznerShared] = None
 
 
-def docker_ssh_opts(address: str, host_key: SshHostKey) -> list[str]:
-    """ssh(1) options for the Docker provider: accept exactly the derived host key, nothing else."""
+def docker_ssh_opts(host_key: SshHostKey) -> list[str]:
+    """ssh(1) options for the Docker provider: accept exactly the derived host key, nothing else.
+
+    `%H` is ssh's own token for the host it connects to, so the options are known before the server
+    exists (a preview can check them) and no known_hosts file is trusted or written."""
     return [
         "-o", "StrictHostKeyChecking=yes",
         "-o", "UserKnownHostsFile=/dev/null",
-        "-o", f"KnownHostsCommand=/bin/echo {address} {host_key.public_openssh}",
+        "-o", f"KnownHostsCommand=/bin/echo %H {host_key.public_openssh}",
         "-o", "BatchMode=yes",
     ]
 
@@ -123,7 +126,7 @@ class ClawHost(pulumi.ComponentResource):
             self.provider = docker.Provider(
                 f"{name}-docker",
                 host=self.address.apply(lambda a: f"ssh://root@{a}:22"),
-                ssh_opts=self.address.apply(lambda a: docker_ssh_opts(a, host_key)),
+                ssh_opts=docker_ssh_opts(host_key),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[apply_bootstrap]),
             )
         # The one network the host's proxies share to reach out. ICC off: a proxy cannot talk to

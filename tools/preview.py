@@ -164,8 +164,32 @@ def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console) -> N
     )
 
 
+def render_markdown(plan: dict[str, Any]) -> str:
+    """The plan as a pull-request comment: verdict first, then each violation, then the placement."""
+    s = plan["summary"]
+    mandatory = s["violations"]["mandatory"]
+    lines = [
+        f"### Offline preview of stack `{plan['stack']}`: "
+        + (f"REFUSED, {mandatory} mandatory violation(s)" if mandatory else "clean"),
+        "",
+        f"{s['resources']} resources, {s['hosts']} hosts, {s['claws']} claws; "
+        f"{mandatory} mandatory and {s['violations']['advisory']} advisory violations.",
+        "",
+    ]
+    if plan["violations"]:
+        lines += ["| policy | level | resource | message |", "|---|---|---|---|"]
+        for v in plan["violations"]:
+            message = v["message"].replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| `{v['policy']}` | {v['level']} | `{v['urn'].rsplit('::', 1)[-1] or '(stack)'}` | {message} |")
+        lines.append("")
+    lines += ["| claw | host |", "|---|---|"]
+    lines += [f"| {claw} | {host} |" for claw, host in plan["placement"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def preview(stack: str, json_path: Path | None, console: Console, root: Path = mockrun.ROOT,
-            config_path: Path | None = None, program: Path | None = None) -> int:
+            config_path: Path | None = None, program: Path | None = None,
+            markdown_path: Path | None = None) -> int:
     path = config_path or stack_file(stack, root)
     raw, secret_keys = load_stack_file(path)
     # Fail fast, before any resource; the program itself checks again, as `pulumi up` would.
@@ -185,6 +209,8 @@ def preview(stack: str, json_path: Path | None, console: Console, root: Path = m
     if json_path:
         json_path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
         console.print(f"plan written to {json_path}")
+    if markdown_path:
+        markdown_path.write_text(render_markdown(plan))
     return EXIT_VIOLATION if plan["summary"]["violations"]["mandatory"] else EXIT_OK
 
 
@@ -192,12 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.preview", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
     parser.add_argument("--json", type=Path, help="also write the plan as JSON to this file")
+    parser.add_argument("--markdown", type=Path, help="also write a summary for a pull-request comment")
     parser.add_argument("--stack-file", type=Path, help="read this file instead of Pulumi.<stack>.yaml")
     parser.add_argument("--program", type=Path, help="evaluate this Pulumi program instead of __main__.py")
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
-        return preview(args.stack, args.json, console, config_path=args.stack_file, program=args.program)
+        return preview(args.stack, args.json, console, config_path=args.stack_file, program=args.program,
+                       markdown_path=args.markdown)
     except (pulumi.RunError, PolicyConfigError, PolicyPackError) as error:
         # ConfigError, PlacementError, a bad policies/config/<stack>.json, a pack that cannot run:
         # the user's to fix, said in one paragraph, no traceback of ours.

@@ -1,0 +1,65 @@
+"""The few conventions of the clawstaff components that the pack relies on, restated on purpose.
+
+The pack imports nothing from the program it judges (it must refuse a bad graph whoever wrote it), so
+these names are copied from components/conventions.py and components/cagehost.py;
+tests/policies/test_conventions_agree.py fails if the two drift apart.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+CONTAINER = "docker:index/container:Container"
+NETWORK = "docker:index/network:Network"
+HCLOUD_SERVER = "hcloud:index/server:Server"
+HCLOUD_FIREWALL = "hcloud:index/firewall:Firewall"
+LOCAL_COMMAND = "command:local:Command"
+REMOTE_COMMAND = "command:remote:Command"
+COMMANDS = (LOCAL_COMMAND, REMOTE_COMMAND)
+DOCKER_PROVIDER = "pulumi:providers:docker"
+
+LABEL_CLAW = "clawstaff.claw"
+LABEL_ORG = "clawstaff.org"
+LABEL_HOST = "clawstaff.host"
+LABEL_ROLE = "clawstaff.role"
+ROLE_CLAW = "claw"
+ROLE_PROXY = "proxy"
+ROLE_CAGE_NETWORK = "cage-network"
+ROLE_EGRESS_NETWORK = "egress-network"
+CONTAINER_ROLES = (ROLE_CLAW, ROLE_PROXY)
+
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+
+# Host-side state of a cage and where it appears inside the containers:
+# - the key directory HOST_KEY_ROOT/<claw> (a tmpfs), read-only at the parent of CAGE_KEY_MOUNT, claw only
+#   (the directory, not the key file: the file is replaced by a rename, which a file bind mount would miss);
+# - the proxy's config directory HOST_PROXY_CONFIG_ROOT/<claw>, read-only at PROXY_CONFIG_MOUNT, proxy only;
+# - the encrypted volume below HOST_VOLUME_ROOT/<claw>, at CAGE_VOLUME_MOUNT, claw only.
+HOST_KEY_ROOT = "/run/clawstaff/cages"
+HOST_VOLUME_ROOT = "/srv/clawstaff/volumes"
+HOST_PROXY_CONFIG_ROOT = "/etc/clawstaff/proxies"
+CAGE_KEY_MOUNT = "/run/clawcage/key"
+CAGE_KEY_DIR_MOUNT = posixpath.dirname(CAGE_KEY_MOUNT)
+CAGE_VOLUME_MOUNT = "/data"
+PROXY_CONFIG_MOUNT = "/etc/clawcage"
+
+# Sealed credentials: "clawcage-v1:" + standard base64 of AES-SIV output (16-byte tag, then the data).
+SEALED_ENV = "CLAWCAGE_SEALED"
+SEALED_PREFIX = "clawcage-v1:"
+SEALED_MIN_BYTES = 16 + 1
+
+# Whole-cage limits (components/cagehost.py): the claw and its proxy run below the parent cgroup
+# /CGROUP_ROOT/<claw> (`cgroupParent`); one command resource creates it. Its `create` is
+# `/bin/bash -c '<script>'`, the script holds the marker line and the assignments below and writes them to
+# the cgroup's pids, memory and cpu limits; its `delete` (same marker) removes the cgroup.
+CGROUP_ROOT = "clawstaff"
+LIMITS_SHELL = ("/bin/bash", "-c")
+LIMITS_MARKER = "# clawstaff limits of cage {claw}:"
+LIMITS_CGROUP_VAR = "CG"
+LIMITS_VARS = ("PIDS", "MEMORY", "CPU_QUOTA", "CPU_PERIOD")
+LIMITS_DELETE_COMMAND = "rmdir"
+
+
+def cgroup_parent(claw: str) -> str:
+    """The `cgroupParent` of a cage's containers (same rule as components.cagehost.cgroup_parent)."""
+    return f"/{CGROUP_ROOT}/{claw}"
