@@ -33,8 +33,8 @@ from components.units import MiB, GiB, SIZE_EXAMPLES, format_cpus, format_size, 
 NAMESPACE = "clawstaff"
 SECRET_KEYS = ("sealingKey", "clawSecrets")  # must be set with `pulumi config set --secret`
 # Keys whose values are objects: the Pulumi runtime hands those over as JSON text.
-STRUCTURED_KEYS = ("admin", "hosts", "claws", "clawSecrets")
-HOST_KINDS = ("cloud", "dedicated", "local")
+STRUCTURED_KEYS = ("admin", "placement", "hosts", "claws", "clawSecrets")
+HOST_KINDS = ("cloud", "dedicated", "local", "pool")
 
 MIN_CLAW_MEMORY = 16 * MiB
 MIN_TMPFS = 1 * MiB
@@ -43,6 +43,15 @@ MIN_PIDS, MAX_PIDS = 16, 65536
 MIN_SEALING_KEY_CHARS = 32
 LOCAL_DEFAULT_CAPACITY = (Decimal(2), 4 * GiB, 20 * 1000**3)
 HOST_IMAGES = ("debian-12", "debian-13")  # the host setup is written for Debian's docker.io
+# A pool's hosts are named <pool>-001 ... <pool>-999: a fixed width, so that growing the pool never
+# renames a host (and the names sort in the order the pool fills them).
+POOL_MAX_HOSTS = 999
+POOL_INDEX_WIDTH = 3
+# Cages per host unless the stack or the host says otherwise: each cage is a bridge network, veth
+# pairs, iptables rules and a uid pair on its host; Docker's per-network work grows with the count.
+DEFAULT_MAX_CAGES_PER_HOST = 100
+MAX_CAGES_PER_HOST = 27000  # the uid slots of components.placement.cage_uids
+MAX_OVERCOMMIT = Decimal(16)
 
 # Environment names a secret may not take: the cage runtime's own, and ones that change how the
 # claw's process loads code or reaches the network.
@@ -148,6 +157,64 @@ class Host:
     image: str | None = None  # cloud
     address: str | None = None  # dedicated: public IP
     host_key: str | None = None  # dedicated: the server's current SSH host key (no trust on first use)
+    drain: bool = False  # an explicit decision in the config: move this host's cages elsewhere
+    max_cages: int | None = None  # None: the stack's placement.maxCagesPerHost
+    pool: str | None = None  # the pool that made this host, if any
+    pool_index: int | None = None  # its 1-based index in that pool
+
+
+def pool_host_name(pool: str, index: int) -> str:
+    """The stable name of a pool's index-th host: the index alone decides it, never the pool's size."""
+    return f"{pool}-{index:0{POOL_INDEX_WIDTH}d}"
+
+
+@dataclass(frozen=True)
+class HostPool:
+    """Identical cloud hosts made only as the cages need them, up to `max`, spread over `locations`.
+
+    Host i (from 1) is named pool_host_name(name, i) and stands in locations[(i - 1) % len(locations)]:
+    both depend on i alone, so raising `max` adds names and never renames or moves an existing host.
+    """
+
+    name: str
+    server_type: str
+    locations: tuple[str, ...]
+    max: int
+    image: str
+    drain: tuple[str, ...] = ()  # names of this pool's hosts whose cages must move
+    max_cages: int | None = None
+
+    def host(self, index: int) -> Host:
+        st = SERVER_TYPES[self.server_type]
+        name = pool_host_name(self.name, index)
+        return Host(
+            name=name,
+            kind="cloud",
+            capacity=Capacity(cpus=Decimal(st.cpus), memory=st.memory, disk=st.disk),
+            server_type=self.server_type,
+            location=self.locations[(index - 1) % len(self.locations)],
+            image=self.image,
+            drain=name in self.drain,
+            max_cages=self.max_cages,
+            pool=self.name,
+            pool_index=index,
+        )
+
+    def hosts(self) -> tuple[Host, ...]:
+        """Every host the pool may make, in the order it fills them."""
+        return tuple(self.host(i) for i in range(1, self.max + 1))
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    """How full a host may be: usable capacity times an overcommit ratio per resource, and a ceiling of
+    cages. Ratios are 1 (no overcommit) unless the stack says otherwise; memory overcommit is allowed
+    only when asked for, because an overcommitted host can OOM-kill a neighbour's cage."""
+
+    overcommit_cpus: Decimal = Decimal(1)
+    overcommit_memory: Decimal = Decimal(1)
+    overcommit_disk: Decimal = Decimal(1)
+    max_cages_per_host: int = DEFAULT_MAX_CAGES_PER_HOST
 
 
 @dataclass(frozen=True)
@@ -184,6 +251,8 @@ class StackConfig:
     # repr=False: a config printed in a log or a traceback must not carry the secrets.
     sealing_key: str = field(repr=False)
     claw_secrets: Mapping[str, Mapping[str, str]] = field(repr=False)
+    pools: tuple[HostPool, ...] = ()
+    placement: PlacementPolicy = PlacementPolicy()
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
@@ -215,9 +284,9 @@ ALLOWED: dict[str, str] = {
     "admin.sshPublicKeys": "a list of OpenSSH public keys",
     "admin.sshPublicKeys[]": 'an OpenSSH public key such as "ssh-ed25519 AAAAC3Nza... you@laptop" (RSA at least 2048 bits)',
     "hosts": "a non-empty list of hosts",
-    "hosts[]": "a mapping with name and kind (cloud, dedicated or local)",
+    "hosts[]": "a mapping with name and kind (cloud, dedicated or local; or pool)",
     "hosts[].name": DNS_LABEL_TEXT + ", unique among the hosts",
-    "hosts[].kind": "cloud, dedicated or local",
+    "hosts[].kind": "cloud, dedicated or local (one host), or pool (cloud hosts made as the cages need them)",
     "hosts[].serverType": "a Hetzner Cloud server type: " + ", ".join(SERVER_TYPES),
     "hosts[].location": "a Hetzner location: " + ", ".join(LOCATIONS),
     "hosts[].image": " or ".join(HOST_IMAGES),
@@ -226,6 +295,19 @@ ALLOWED: dict[str, str] = {
     "hosts[].cpus": HOST_CPUS_TEXT,
     "hosts[].memory": SIZE_TEXT,
     "hosts[].disk": SIZE_TEXT,
+    "hosts[].drain": "true (move this host's cages to other hosts) or false; for a pool, a list of its host names",
+    "hosts[].drain[]": "the name of one of this pool's hosts: <pool>-001 up to its max",
+    "hosts[].maxCages": f"a whole number of cages from 1 to {MAX_CAGES_PER_HOST}",
+    "hosts[].name (pool)": f"a DNS label of at most {63 - 1 - POOL_INDEX_WIDTH} characters (its hosts are <name>-001, <name>-002, ...)",
+    "hosts[].locations": "a non-empty list of Hetzner locations, each once: " + ", ".join(LOCATIONS),
+    "hosts[].locations[]": "a Hetzner location: " + ", ".join(LOCATIONS),
+    "hosts[].max": f"the most hosts the pool may make: a whole number from 1 to {POOL_MAX_HOSTS}",
+    "placement": "a mapping with overcommit and maxCagesPerHost",
+    "placement.overcommit": "a mapping of cpus, memory and disk to a ratio",
+    "placement.overcommit.cpus": f"a ratio from 1 to {MAX_OVERCOMMIT}, such as 1 (none) or 2",
+    "placement.overcommit.memory": f"a ratio from 1 to {MAX_OVERCOMMIT}; 1 (the default) keeps every cage's memory backed by the host",
+    "placement.overcommit.disk": f"a ratio from 1 to {MAX_OVERCOMMIT}, such as 1 (none)",
+    "placement.maxCagesPerHost": f"a whole number of cages from 1 to {MAX_CAGES_PER_HOST} (default {DEFAULT_MAX_CAGES_PER_HOST})",
     "claws": "a non-empty list of claws",
     "claws[]": "a mapping with name, org, image, cpus, memory, pids, tmpfs and optionally volume, egress, secrets, host",
     "claws[].name": DNS_LABEL_TEXT + ", unique among the claws",
@@ -246,7 +328,7 @@ ALLOWED: dict[str, str] = {
     ),
     "claws[].command": "a non-empty list of strings (the claw's program and its arguments), or no command key",
     "claws[].command[]": "a non-empty string without NUL characters",
-    "claws[].host": "the name of a host in clawstaff:hosts",
+    "claws[].host": "the name of a host in clawstaff:hosts, or of a pool's host (<pool>-001 up to its max)",
     "sealingKey": (
         f"a secret of at least {MIN_SEALING_KEY_CHARS} random characters, set with "
         '`pulumi config set --secret sealingKey "$(openssl rand -base64 32)"`'
@@ -466,6 +548,42 @@ def parse_host_image(value: Any) -> str:
     return name
 
 
+def parse_max_cages(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid("not a whole number")
+    if not 1 <= value <= MAX_CAGES_PER_HOST:
+        raise Invalid(f"not from 1 to {MAX_CAGES_PER_HOST}")
+    return value
+
+
+def parse_pool_max(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid("not a whole number")
+    if not 1 <= value <= POOL_MAX_HOSTS:
+        raise Invalid(f"not from 1 to {POOL_MAX_HOSTS}")
+    return value
+
+
+def parse_overcommit(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise Invalid("not a number")
+    try:
+        ratio = Decimal(str(value).strip())
+    except ArithmeticError:
+        raise Invalid("not a number") from None
+    if not ratio.is_finite() or not Decimal(1) <= ratio <= MAX_OVERCOMMIT:
+        raise Invalid(f"not from 1 to {MAX_OVERCOMMIT}")
+    if ratio != ratio.quantize(Decimal("0.01")):
+        raise Invalid("more than two decimals")
+    return ratio
+
+
+def parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid("not true or false")
+    return value
+
+
 def parse_sealing_key(value: Any) -> str:
     if not isinstance(value, str):
         raise Invalid("not a string")
@@ -500,12 +618,29 @@ class AdminModel(_Model):
     ssh_public_keys: list[Annotated[str, PlainValidator(parse_ssh_public_key)]] = []
 
 
+Drain = Annotated[bool, PlainValidator(parse_bool)]
+MaxCages = Annotated[int, PlainValidator(parse_max_cages)]
+
+
 class CloudHostModel(_Model):
     name: DnsLabel
     kind: Literal["cloud"]
     server_type: Annotated[str, PlainValidator(parse_server_type)]
     location: Annotated[str, PlainValidator(parse_location)]
     image: Annotated[str, PlainValidator(parse_host_image)] = HOST_IMAGES[0]
+    drain: Drain = False
+    max_cages: MaxCages | None = None
+
+
+class PoolModel(_Model):
+    name: DnsLabel
+    kind: Literal["pool"]
+    server_type: Annotated[str, PlainValidator(parse_server_type)]
+    locations: Annotated[list[Annotated[str, PlainValidator(parse_location)]], Field(min_length=1)]
+    max: Annotated[int, PlainValidator(parse_pool_max)]
+    image: Annotated[str, PlainValidator(parse_host_image)] = HOST_IMAGES[0]
+    drain: list[DnsLabel] = []
+    max_cages: MaxCages | None = None
 
 
 class DedicatedHostModel(_Model):
@@ -516,6 +651,8 @@ class DedicatedHostModel(_Model):
     cpus: Cpus
     memory: Size
     disk: Size
+    drain: Drain = False
+    max_cages: MaxCages | None = None
 
 
 class LocalHostModel(_Model):
@@ -524,10 +661,14 @@ class LocalHostModel(_Model):
     cpus: Cpus = LOCAL_DEFAULT_CAPACITY[0]
     memory: Size = LOCAL_DEFAULT_CAPACITY[1]
     disk: Size = LOCAL_DEFAULT_CAPACITY[2]
+    drain: Drain = False
+    max_cages: MaxCages | None = None
 
 
-HOST_MODELS: dict[str, type[_Model]] = {"cloud": CloudHostModel, "dedicated": DedicatedHostModel, "local": LocalHostModel}
-HostModel = Annotated[Union[CloudHostModel, DedicatedHostModel, LocalHostModel], Field(discriminator="kind")]
+HOST_MODELS: dict[str, type[_Model]] = {
+    "cloud": CloudHostModel, "dedicated": DedicatedHostModel, "local": LocalHostModel, "pool": PoolModel,
+}
+HostModel = Annotated[Union[CloudHostModel, DedicatedHostModel, LocalHostModel, PoolModel], Field(discriminator="kind")]
 
 
 class ClawModel(_Model):
@@ -545,10 +686,22 @@ class ClawModel(_Model):
     command: Annotated[list[Annotated[str, PlainValidator(parse_command_word)]], Field(min_length=1)] | None = None
 
 
+class OvercommitModel(_Model):
+    cpus: Annotated[Decimal, PlainValidator(parse_overcommit)] = Decimal(1)
+    memory: Annotated[Decimal, PlainValidator(parse_overcommit)] = Decimal(1)
+    disk: Annotated[Decimal, PlainValidator(parse_overcommit)] = Decimal(1)
+
+
+class PlacementModel(_Model):
+    overcommit: OvercommitModel = OvercommitModel()
+    max_cages_per_host: MaxCages = DEFAULT_MAX_CAGES_PER_HOST
+
+
 class StackModel(_Model):
     control_plane: EndpointField
     proxy_image: Annotated[str, PlainValidator(parse_image)]
     admin: AdminModel | None = None
+    placement: PlacementModel = PlacementModel()
     hosts: list[HostModel] = Field(min_length=1)
     claws: list[ClawModel] = Field(min_length=1)
     sealing_key: Annotated[str, PlainValidator(parse_sealing_key)]
@@ -660,6 +813,8 @@ def _known_keys(loc: Loc, host_kind: str | None) -> list[str]:
         model = ClawModel
     elif loc[0] == "admin":
         model = AdminModel
+    elif loc[0] == "placement":
+        model = OvercommitModel if len(loc) > 2 and loc[1] == "overcommit" else PlacementModel
     names = [str(f.alias) for f in model.model_fields.values()]
     return [f"{NAMESPACE}:{n}" for n in names] if model is StackModel else names
 
@@ -671,6 +826,8 @@ def check_unique_host_names_and_addresses(model: StackModel, report: _Reporter) 
     seen_names: dict[str, int] = {}
     seen_addresses: dict[str, int] = {}
     for i, host in enumerate(model.hosts):
+        if isinstance(host, PoolModel):
+            continue
         if host.name in seen_names:
             report.fail(("hosts", i, "name"), f"a duplicate: hosts[{seen_names[host.name]}] has the same name")
         seen_names[host.name] = i
@@ -678,6 +835,44 @@ def check_unique_host_names_and_addresses(model: StackModel, report: _Reporter) 
             if host.address in seen_addresses:
                 report.fail(("hosts", i, "address"), f"a duplicate: hosts[{seen_addresses[host.address]}] has it")
             seen_addresses[host.address] = i
+    check_pools(model, seen_names, report)
+
+
+def check_pools(model: StackModel, explicit_names: Mapping[str, int], report: _Reporter) -> None:
+    """A pool's name leaves room for its hosts' suffix; its hosts' names collide with no other host;
+    each location once; drain names only its own hosts."""
+    pools: dict[str, int] = {}
+    for i, pool in enumerate(model.hosts):
+        if not isinstance(pool, PoolModel):
+            continue
+        if len(pool.name) > 63 - 1 - POOL_INDEX_WIDTH:
+            report.fail(("hosts", i, "name"), f"too long for a pool (its hosts are {pool_host_name(pool.name, 1)}, ...)",
+                        ALLOWED["hosts[].name (pool)"])  # fmt: skip
+        if pool.name in pools:
+            report.fail(("hosts", i, "name"), f"a duplicate: hosts[{pools[pool.name]}] is a pool with the same name")
+        pools[pool.name] = i
+        for other, j in explicit_names.items():
+            index = _pool_index(pool.name, other)
+            if index is not None:
+                report.fail(("hosts", i, "name"),
+                            f"its host {other} (up to {pool_host_name(pool.name, pool.max)}) would have the name of hosts[{j}]",
+                            "a pool name that no other host's name starts with followed by -<number>")  # fmt: skip
+        for j, location in enumerate(pool.locations):
+            if location in pool.locations[:j]:
+                report.fail(("hosts", i, "locations", j), f"listed twice (also locations[{pool.locations.index(location)}])")
+        for j, name in enumerate(pool.drain):
+            index = _pool_index(pool.name, name)
+            if index is None or index > pool.max:
+                report.fail(("hosts", i, "drain", j), "not a host of this pool",
+                            f"{pool_host_name(pool.name, 1)} up to {pool_host_name(pool.name, pool.max)}")  # fmt: skip
+
+
+def _pool_index(pool: str, host: str) -> int | None:
+    """The index of `host` in `pool` if the name is one the pool makes (<pool>-NNN), else None."""
+    prefix, _, digits = host.rpartition("-")
+    if prefix != pool or len(digits) != POOL_INDEX_WIDTH or not digits.isdigit() or int(digits) == 0:
+        return None
+    return int(digits)
 
 
 def check_local_host_stands_alone(model: StackModel, report: _Reporter) -> None:
@@ -695,6 +890,12 @@ def check_local_host_stands_alone(model: StackModel, report: _Reporter) -> None:
 
 def check_server_type_offered_in_location(model: StackModel, report: _Reporter) -> None:
     for i, host in enumerate(model.hosts):
+        if isinstance(host, PoolModel):
+            offered = SERVER_TYPES[host.server_type].locations
+            for j, location in enumerate(host.locations):
+                if location not in offered:
+                    report.fail(("hosts", i, "locations", j), f"Hetzner does not offer {host.server_type} there",
+                                f"for {host.server_type}: " + ", ".join(l for l in LOCATIONS if l in offered))  # fmt: skip
         if isinstance(host, CloudHostModel):
             offered = SERVER_TYPES[host.server_type].locations
             if host.location not in offered:
@@ -740,16 +941,22 @@ def check_tmpfs_within_memory(model: StackModel, report: _Reporter) -> None:
 
 
 def check_pins(model: StackModel, report: _Reporter) -> None:
-    names = [h.name for h in model.hosts]
+    names = [h.name for h in model.hosts if not isinstance(h, PoolModel)]
+    pools = [h for h in model.hosts if isinstance(h, PoolModel)]
+    choices = names + [f"{pool_host_name(p.name, 1)} ... {pool_host_name(p.name, p.max)}" for p in pools]
     for i, claw in enumerate(model.claws):
-        if claw.host is not None and claw.host not in names:
-            report.fail(("claws", i, "host"), "not a host of this stack", "one of " + ", ".join(names))
+        if claw.host is None or claw.host in names:
+            continue
+        if any((index := _pool_index(p.name, claw.host)) is not None and index <= p.max for p in pools):
+            continue
+        report.fail(("claws", i, "host"), "not a host of this stack", "one of " + ", ".join(choices))
 
 
 def check_claws_fit_a_host(hosts: Sequence[Host], model: StackModel, report: _Reporter) -> None:
     """A claw larger than every host it may run on can never be placed; say so before creating anything."""
     for i, claw in enumerate(model.claws):
-        eligible = [h for h in hosts if h.name == claw.host] if claw.host else list(hosts)
+        eligible = [h for h in hosts if h.name == claw.host or (h.pool and _pool_index(h.pool, claw.host or "") is not None)] \
+            if claw.host else list(hosts)  # fmt: skip
         which = "its pinned host" if claw.host else "the largest host"
         needs = (("cpus", claw.cpus, format_cpus), ("memory", claw.memory, format_size), ("volume", claw.volume or 0, format_size))
         for field_name, need, fmt in needs:
@@ -834,14 +1041,27 @@ def check_claw_secrets_match_claws(model: StackModel, report: _Reporter) -> None
 
 
 def _host(model: CloudHostModel | DedicatedHostModel | LocalHostModel) -> Host:
+    common = dict(drain=model.drain, max_cages=model.max_cages)
     if isinstance(model, CloudHostModel):
         st = SERVER_TYPES[model.server_type]
         capacity = Capacity(cpus=Decimal(st.cpus), memory=st.memory, disk=st.disk)
-        return Host(model.name, "cloud", capacity, server_type=model.server_type, location=model.location, image=model.image)
+        return Host(model.name, "cloud", capacity, server_type=model.server_type, location=model.location,
+                    image=model.image, **common)  # fmt: skip
     capacity = Capacity(cpus=model.cpus, memory=model.memory, disk=model.disk)
     if isinstance(model, DedicatedHostModel):
-        return Host(model.name, "dedicated", capacity, address=model.address, host_key=model.host_key)
-    return Host(model.name, "local", capacity)
+        return Host(model.name, "dedicated", capacity, address=model.address, host_key=model.host_key, **common)
+    return Host(model.name, "local", capacity, **common)
+
+
+def _pool(model: PoolModel) -> HostPool:
+    return HostPool(name=model.name, server_type=model.server_type, locations=tuple(model.locations), max=model.max,
+                    image=model.image, drain=tuple(model.drain), max_cages=model.max_cages)  # fmt: skip
+
+
+def _placement_policy(model: PlacementModel) -> PlacementPolicy:
+    o = model.overcommit
+    return PlacementPolicy(overcommit_cpus=o.cpus, overcommit_memory=o.memory, overcommit_disk=o.disk,
+                           max_cages_per_host=model.max_cages_per_host)  # fmt: skip
 
 
 def _claw(model: ClawModel) -> Claw:
@@ -914,8 +1134,9 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: Colle
     check_no_repeats_in_lists(model, report)
     check_tmpfs_within_memory(model, report)
     check_pins(model, report)
-    hosts = tuple(_host(h) for h in model.hosts)
-    check_claws_fit_a_host(hosts, model, report)
+    hosts = tuple(_host(h) for h in model.hosts if not isinstance(h, PoolModel))
+    pools = tuple(_pool(h) for h in model.hosts if isinstance(h, PoolModel))
+    check_claws_fit_a_host(hosts + tuple(p.host(1) for p in pools), model, report)
     check_claw_secrets_match_claws(model, report)
 
     return StackConfig(
@@ -928,6 +1149,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: Colle
         proxy_image=model.proxy_image,
         sealing_key=model.sealing_key,
         claw_secrets={claw: dict(values) for claw, values in model.claw_secrets.items()},
+        pools=pools,
+        placement=_placement_policy(model.placement),
     )
 
 

@@ -1,17 +1,21 @@
-"""Fleet: the whole stack. Placement decides where each cage runs; the Fleet creates one ClawHost per
-host (with the stack-wide Hetzner objects they share) and one ClawCage per claw on its host's provider."""
+"""Fleet: the whole stack. Placement decides where each cage runs and which pool hosts exist; the Fleet
+creates one ClawHost per host (with the stack-wide Hetzner objects they share) and one ClawCage per claw
+on its host's provider.
+
+Nothing a host gets depends on which other hosts exist: a pool growing or shrinking never changes the
+private address or the spread group of a host that stays, so it never updates or replaces one."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_hcloud as hcloud
 
-from components.config import StackConfig
+from components.config import Host, StackConfig
 from components.cage import ClawCage, ClawCageArgs
 from components.host import ClawHost, ClawHostArgs, HetznerShared
-from components.placement import cage_uids, claws_by_host, place_claws
+from components.placement import cage_uids, claws_by_host, place_fleet
 
 # Hetzner network zones of the locations (a subnet serves one zone).
 NETWORK_ZONES = {
@@ -23,19 +27,42 @@ NETWORK_ZONES = {
     "sin": "ap-southeast",
 }
 PRIVATE_NETWORK = "10.0.0.0/16"
+# Each zone's subnet is fixed by the zone alone (a /18 of the network), never by which zones the stack
+# uses, so adding a host in a new zone renumbers nothing.
+ZONE_SUBNET_BASE = {"eu-central": 0, "us-east": 64, "us-west": 128, "ap-southeast": 192}  # third octet
 SPREAD_GROUP_MAX = 10  # Hetzner's limit of servers in one spread placement group
 
 
-def private_addresses(config: StackConfig) -> dict[str, str]:
-    """A stable private address per cloud host: zone subnet 10.0.<zone>.0/24, hosts from .10 in name order."""
-    zones = sorted({NETWORK_ZONES[h.location] for h in config.hosts if h.kind == "cloud"})
+def zone_subnet(zone: str) -> str:
+    return f"10.0.{ZONE_SUBNET_BASE[zone]}.0/18"
+
+
+def private_addresses(hosts: Sequence[Host]) -> dict[str, str]:
+    """A private address per listed cloud host: 10.0.<zone base + 1>.<10 + n>, n its rank by name among
+    the zone's listed cloud hosts. Pool hosts get none here: Hetzner assigns theirs from the zone's
+    subnet when it creates the server, so a pool host's address depends on no other host."""
     out: dict[str, str] = {}
     per_zone: dict[str, int] = {}
-    for host in sorted((h for h in config.hosts if h.kind == "cloud"), key=lambda h: h.name):
+    for host in sorted((h for h in hosts if h.kind == "cloud" and h.pool is None), key=lambda h: h.name):
         zone = NETWORK_ZONES[host.location]
         index = per_zone.get(zone, 0)
         per_zone[zone] = index + 1
-        out[host.name] = f"10.0.{zones.index(zone) + 1}.{10 + index}"
+        out[host.name] = f"10.0.{ZONE_SUBNET_BASE[zone] + 1}.{10 + index}"
+    return out
+
+
+def spread_groups(hosts: Sequence[Host]) -> dict[str, str]:
+    """Host name -> the key of its spread placement group (at most SPREAD_GROUP_MAX servers each).
+
+    Listed cloud hosts fill groups "0", "1", ... in name order; a pool's host i goes to group
+    "<pool>-<(i - 1) // 10>", which depends on i alone, so a pool that grows never regroups a host."""
+    out: dict[str, str] = {}
+    listed = sorted((h for h in hosts if h.kind == "cloud" and h.pool is None), key=lambda h: h.name)
+    for rank, host in enumerate(listed):
+        out[host.name] = str(rank // SPREAD_GROUP_MAX)
+    for host in hosts:
+        if host.pool is not None:
+            out[host.name] = f"{host.pool}-{(host.pool_index - 1) // SPREAD_GROUP_MAX}"
     return out
 
 
@@ -45,16 +72,17 @@ class Fleet(pulumi.ComponentResource):
     def __init__(self, name: str, config: StackConfig, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("clawstaff:fleet:Fleet", name, {}, opts)
         self.config = config
-        self.placement = place_claws(config.hosts, config.claws, stack_file=config.stack_file)
-        cloud_hosts = sorted((h for h in config.hosts if h.kind == "cloud"), key=lambda h: h.name)
-        shared_groups = self._hetzner_shared(name, config, len(cloud_hosts)) if cloud_hosts else []
-        addresses = private_addresses(config)
+        placement = place_fleet(config)
+        self.placement = dict(placement.claws)
+        # Every listed host, and each pool host that holds a cage (a pool makes no empty host).
+        self.host_configs: tuple[Host, ...] = placement.hosts
+        groups = spread_groups(placement.hosts)
+        shared_groups = self._hetzner_shared(name, config, placement.hosts, groups) if groups else {}
+        addresses = private_addresses(placement.hosts)
 
         self.hosts: dict[str, ClawHost] = {}
-        for host in config.hosts:
-            shared = None
-            if host.kind == "cloud":
-                shared = shared_groups[cloud_hosts.index(host) // SPREAD_GROUP_MAX]
+        for host in placement.hosts:
+            shared = shared_groups[groups[host.name]] if host.kind == "cloud" else None
             self.hosts[host.name] = ClawHost(
                 host.name,
                 ClawHostArgs(
@@ -68,10 +96,11 @@ class Fleet(pulumi.ComponentResource):
             )
 
         self.cages: dict[str, ClawCage] = {}
+        claws = {c.name: c for c in config.claws}
         for host_name, claw_names in claws_by_host(self.placement).items():
             uids = cage_uids(claw_names)
             for claw_name in claw_names:
-                claw = config.claw(claw_name)
+                claw = claws[claw_name]
                 claw_uid, proxy_uid = uids[claw_name]
                 self.cages[claw_name] = ClawCage(
                     claw_name,
@@ -90,7 +119,8 @@ class Fleet(pulumi.ComponentResource):
                 )
         self.register_outputs({"placement": self.placement})
 
-    def _hetzner_shared(self, name: str, config: StackConfig, cloud_count: int) -> list[HetznerShared]:
+    def _hetzner_shared(self, name: str, config: StackConfig, hosts: Sequence[Host],
+                        groups: Mapping[str, str]) -> dict[str, HetznerShared]:
         child = pulumi.ResourceOptions(parent=self)
         ssh_keys = [
             hcloud.SshKey(f"{name}-ssh-key-{i}", name=f"clawstaff-{config.stack}-admin-{i}", public_key=key, opts=child)
@@ -99,29 +129,27 @@ class Fleet(pulumi.ComponentResource):
         network = hcloud.Network(
             f"{name}-network", name=f"clawstaff-{config.stack}", ip_range=PRIVATE_NETWORK, opts=child
         )
-        zones = sorted({NETWORK_ZONES[h.location] for h in config.hosts if h.kind == "cloud"})
+        zones = sorted({NETWORK_ZONES[h.location] for h in hosts if h.kind == "cloud"})
         subnets = [
             hcloud.NetworkSubnet(
                 f"{name}-subnet-{zone}",
                 network_id=network.id.apply(int),
                 type="cloud",
                 network_zone=zone,
-                ip_range=f"10.0.{i + 1}.0/24",
+                ip_range=zone_subnet(zone),
                 opts=child,
             )
-            for i, zone in enumerate(zones)
+            for zone in zones
         ]
-        groups = []
-        for g in range((cloud_count + SPREAD_GROUP_MAX - 1) // SPREAD_GROUP_MAX):
+        shared: dict[str, HetznerShared] = {}
+        for g in sorted(set(groups.values())):
             group = hcloud.PlacementGroup(
                 f"{name}-spread-{g}", name=f"clawstaff-{config.stack}-spread-{g}", type="spread", opts=child
             )
-            groups.append(
-                HetznerShared(
-                    ssh_key_ids=[k.id for k in ssh_keys],
-                    placement_group_id=group.id.apply(int),
-                    network_id=network.id,
-                    subnets=subnets,
-                )
+            shared[g] = HetznerShared(
+                ssh_key_ids=[k.id for k in ssh_keys],
+                placement_group_id=group.id.apply(int),
+                network_id=network.id,
+                subnets=subnets,
             )
-        return groups
+        return shared

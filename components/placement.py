@@ -1,32 +1,60 @@
 """Which host runs which cage: a pure, deterministic function of the stack config.
 
-Each cage needs its claw's limits plus the fixed overhead of its egress proxy. A host offers its
-capacity less a reserve for the operating system and the Docker engine. Pinned claws go where they are
-pinned; the others go, in name order, to the eligible host that would be least loaded afterwards (the
-largest share of cpus, memory or disk in use, compared across hosts), spreading load so that one busy
-host does not starve while another idles. Same config, same placement.
+What a cage takes: its claw's cpus and memory plus its egress proxy's (components.cage), and on disk
+its tmpfs and its volume (tmpfs lives in RAM and is charged to the memory cgroup too; it is also
+counted on disk so that a host's disk bounds everything its cages can write, swap included). What a
+host offers: its capacity less a reserve for the OS and dockerd, times the stack's overcommit ratio for
+each resource (1 unless the stack says otherwise), and at most `max_cages` cages.
+
+How cages are placed (same config, same placement, whatever the order of the lists):
+1. Pinned claws go to their host, in name order.
+2. Every other claw, in the order of the SHA-256 of its name, takes the first host with room in its own
+   preference order: the stack's listed hosts ranked by rendezvous hashing (HRW: a score that depends
+   only on the claw's and the host's names), then each pool's hosts in index order. Listed hosts exist
+   whatever we do, so cages spread over them; pool hosts cost money, so they fill in order and a pool
+   makes a host only when the hosts before it are full.
+3. Draining: steps 1-2 run as if no host were draining; then only the cages that landed on a draining
+   host are placed again, in the same order, on the room that is left. So a drain moves exactly the
+   drained host's cages, whatever else the config holds.
+
+What holds exactly (tests/unit/test_placement.py proves each with hypothesis):
+- determinism and independence from list order; capacity, overcommit and the cage ceiling are never
+  exceeded; pins are honoured; an impossible placement is a PlacementError naming every claw that
+  does not fit and by how much;
+- draining a host moves only that host's cages; changing anything but a claw's cpus, memory, tmpfs,
+  volume or pin (egress, secrets, image, pids, org, command) moves nothing;
+- while the claws placed before it (in the SHA-256 order) leave room on its first choice, a claw stays
+  there: adding, removing or resizing a claw then moves no other claw. This is always so on listed
+  hosts with room to spare.
+What does not hold exactly: when hosts are full, adding or growing a claw can push a claw that sorts
+after it (and only such a claw) to its next host, and removing or shrinking one can let such a claw
+move into the room it freed; removing a host from the config (rather than draining it first) may
+move cages of other hosts the same way. No pure function of the config can avoid this while packing
+hosts full: two claws that each fit alone in a host's last room cannot both keep it. A placement that
+must never change is written into the config as a pin (`host:`), the one decision that survives any
+change; benchmarks/ measures how many cages the other changes move.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable, Mapping, Sequence
 
 import pulumi
 
-from components.config import Capacity, Claw, Host
-from components.units import format_size
+from components.cage import PROXY_CPUS, PROXY_MEMORY
+from components.config import Capacity, Claw, Host, HostPool, PlacementPolicy, StackConfig
+from components.units import format_cpus, format_size
 
 MiB = 1024**2
 GiB = 1024**3
 
-# What a cage costs beyond its claw's own limits: the egress proxy's limits (see components.cage).
-PROXY_CPUS = Decimal("0.25")
-PROXY_MEMORY = 64 * MiB
 # Kept back on every host for the OS, dockerd and logs.
 HOST_RESERVE = Capacity(cpus=Decimal("0.5"), memory=1 * GiB, disk=10 * 1000**3)
+DEFAULT_POLICY = PlacementPolicy()
 
 
 class PlacementError(pulumi.RunError):
@@ -41,11 +69,8 @@ class Demand:
 
 
 def cage_demand(claw: Claw) -> Demand:
-    """What one cage takes from its host: the claw, its proxy, and its volume on disk.
-
-    tmpfs is charged to the container's memory cgroup, so it is inside `memory`, not on disk.
-    """
-    return Demand(cpus=claw.cpus + PROXY_CPUS, memory=claw.memory + PROXY_MEMORY, disk=claw.volume or 0)
+    """What one cage takes from its host: the claw and its proxy; on disk, its tmpfs and its volume."""
+    return Demand(cpus=claw.cpus + PROXY_CPUS, memory=claw.memory + PROXY_MEMORY, disk=claw.tmpfs + (claw.volume or 0))
 
 
 def usable_capacity(host: Host) -> Capacity:
@@ -57,54 +82,212 @@ def usable_capacity(host: Host) -> Capacity:
     )
 
 
-def _shortfall(free: Capacity, need: Demand) -> list[str]:
-    short = []
-    if need.cpus > free.cpus:
-        short.append(f"cpus {need.cpus} > {free.cpus} free")
-    if need.memory > free.memory:
-        short.append(f"memory {format_size(need.memory)} > {format_size(free.memory)} free")
-    if need.disk > free.disk:
-        short.append(f"disk {format_size(need.disk)} > {format_size(free.disk)} free")
-    return short
+@dataclass(frozen=True)
+class Limit:
+    """What placement may put on one host: usable capacity times the overcommit ratios, and a cage count."""
+
+    cpus: Decimal
+    memory: int
+    disk: int
+    cages: int
 
 
-def _load_after(total: Capacity, free: Capacity, need: Demand) -> float:
-    """The host's most loaded resource, as a share of its capacity, if this cage were added."""
-    shares = []
-    for have, left, want in ((total.cpus, free.cpus, need.cpus), (total.memory, free.memory, need.memory),
-                             (total.disk, free.disk, need.disk)):
-        shares.append(float((have - left + want) / have) if have else float("inf"))
-    return max(shares)
+def host_limit(host: Host, policy: PlacementPolicy = DEFAULT_POLICY) -> Limit:
+    u = usable_capacity(host)
+    return Limit(
+        cpus=u.cpus * policy.overcommit_cpus,
+        memory=int(u.memory * policy.overcommit_memory),
+        disk=int(u.disk * policy.overcommit_disk),
+        cages=host.max_cages or policy.max_cages_per_host,
+    )
 
 
-def place_claws(hosts: Sequence[Host], claws: Iterable[Claw], *, stack_file: str = "the stack") -> dict[str, str]:
-    """Map every claw name to a host name, or raise PlacementError naming each claw that does not fit."""
-    usable = {h.name: usable_capacity(h) for h in hosts}
-    free = dict(usable)
-    placement: dict[str, str] = {}
+@dataclass
+class _Bin:
+    """One host's limit and what the cages placed so far take of it."""
+
+    host: Host
+    limit: Limit
+    cpus: Decimal = Decimal(0)
+    memory: int = 0
+    disk: int = 0
+    cages: list[str] = field(default_factory=list)
+
+    def fits(self, need: Demand) -> bool:
+        lim = self.limit
+        return (len(self.cages) < lim.cages and self.cpus + need.cpus <= lim.cpus
+                and self.memory + need.memory <= lim.memory and self.disk + need.disk <= lim.disk)  # fmt: skip
+
+    def add(self, claw: str, need: Demand) -> None:
+        self.cpus += need.cpus
+        self.memory += need.memory
+        self.disk += need.disk
+        self.cages.append(claw)
+
+    def remove(self, claw: str, need: Demand) -> None:
+        self.cpus -= need.cpus
+        self.memory -= need.memory
+        self.disk -= need.disk
+        self.cages.remove(claw)
+
+    def shortfall(self, need: Demand) -> list[str]:
+        """What is missing for `need`, each as 'cpus short by 0.75 (needs 2.25, 1.5 free)'."""
+        lim, out = self.limit, []
+        for what, want, free, fmt in (
+            ("cpus", need.cpus, lim.cpus - self.cpus, format_cpus),
+            ("memory", need.memory, lim.memory - self.memory, format_size),
+            ("disk", need.disk, lim.disk - self.disk, format_size),
+        ):
+            if want > free:
+                free = max(free, 0)
+                out.append(f"{what} short by {fmt(want - free)} (needs {fmt(want)}, {fmt(free)} free)")
+        if len(self.cages) >= lim.cages:
+            out.append(f"at its ceiling of {lim.cages} cages")
+        return out
+
+    def short_ratio(self, need: Demand) -> float:
+        """How far from fitting, as the largest missing share of a need: ranks the closest host."""
+        lim, worst = self.limit, 0.0
+        for want, free in ((need.cpus, lim.cpus - self.cpus), (need.memory, lim.memory - self.memory),
+                           (need.disk, lim.disk - self.disk)):  # fmt: skip
+            if want > free and want:
+                worst = max(worst, float((want - max(free, 0)) / want))
+        return worst + (1.0 if len(self.cages) >= lim.cages else 0.0)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def hrw_score(claw: str, host: str) -> bytes:
+    """Rendezvous score of a host for a claw: depends on the two names only, so adding or removing
+    other hosts never changes how a claw ranks the hosts it had."""
+    return _digest(f"{claw}\0{host}")
+
+
+def placement_key(claw: Claw) -> tuple:
+    """The order claws are placed in: pinned first (by name), then by the SHA-256 of the name, which no
+    other claw's presence or limits can change."""
+    return (0, claw.name) if claw.host else (1, _digest(claw.name), claw.name)
+
+
+def candidate_hosts(hosts: Sequence[Host], pools: Sequence[HostPool] = ()) -> list[Host]:
+    """Every host placement may use: the listed ones by name, then each pool's (by pool name) in index order."""
+    out = sorted(hosts, key=lambda h: h.name)
+    for pool in sorted(pools, key=lambda p: p.name):
+        out.extend(pool.hosts())
+    return out
+
+
+@dataclass(frozen=True)
+class Placement:
+    claws: Mapping[str, str]  # claw name -> host name, in claw-name order
+    hosts: tuple[Host, ...]  # the hosts that exist: every listed host, then each pool host that holds a cage
+
+    def by_host(self) -> dict[str, list[str]]:
+        return claws_by_host(self.claws)
+
+
+def place(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostPool] = (),
+          policy: PlacementPolicy = DEFAULT_POLICY, stack_file: str = "the stack") -> Placement:
+    """Place every claw (see the module docstring), or raise PlacementError naming each claw that does not fit."""
+    bins = {h.name: _Bin(h, host_limit(h, policy)) for h in candidate_hosts(hosts, pools)}
+    listed = sorted(h.name for h in hosts)
+    pool_hosts = [name for name in bins if name not in set(listed)]
+    ordered = sorted(claws, key=placement_key)
+    demands = {c.name: cage_demand(c) for c in ordered}
     misfits: list[str] = []
-    ordered = sorted(claws, key=lambda c: (c.host is None, c.name))  # pins first: they have no choice
+
+    # Pass 1: as if nothing were draining.
+    chosen: dict[str, str] = {}
     for claw in ordered:
-        need = cage_demand(claw)
-        candidates = [claw.host] if claw.host else sorted(free, key=lambda n: (_load_after(usable[n], free[n], need), n))
-        chosen = next((n for n in candidates if not _shortfall(free[n], need)), None)
-        if chosen is None:
-            best = min(candidates, key=lambda n: (len(_shortfall(free[n], need)), n))
-            misfits.append(f"{claw.name} (on {best}: {', '.join(_shortfall(free[best], need))})")
+        host = _choose(claw, demands[claw.name], bins, listed, pool_hosts, draining=False)
+        if host is None:
+            misfits.append(_misfit(claw, demands[claw.name], bins, pools))
+        else:
+            bins[host].add(claw.name, demands[claw.name])
+            chosen[claw.name] = host
+
+    # Pass 2: the cages of draining hosts leave them and are placed again on what is left.
+    draining = {name for name, b in bins.items() if b.host.drain}
+    moving = [c for c in ordered if chosen.get(c.name) in draining]
+    for claw in moving:
+        if claw.host:
+            misfits.append(f"{claw.name} (pinned to {claw.host}, which is draining: unpin it or pin it to another host)")
+        bins[chosen.pop(claw.name)].remove(claw.name, demands[claw.name])
+    for claw in moving:
+        if claw.host:
             continue
-        f = free[chosen]
-        free[chosen] = Capacity(cpus=f.cpus - need.cpus, memory=f.memory - need.memory, disk=f.disk - need.disk)
-        placement[claw.name] = chosen
+        host = _choose(claw, demands[claw.name], bins, listed, pool_hosts, draining=True)
+        if host is None:
+            misfits.append(_misfit(claw, demands[claw.name], bins, pools, draining=True))
+        else:
+            bins[host].add(claw.name, demands[claw.name])
+            chosen[claw.name] = host
+
     if misfits:
         raise PlacementError(
             f"{stack_file}: clawstaff:claws: {len(misfits)} claw(s) do not fit on the hosts: "
             + "; ".join(misfits)
-            + ". Each cage needs its claw's limits plus its proxy "
-            f"({PROXY_CPUS} cpus, {format_size(PROXY_MEMORY)}) and each host keeps {HOST_RESERVE.cpus} cpus, "
+            + f". Each cage needs its claw's limits plus its proxy ({PROXY_CPUS} cpus, {format_size(PROXY_MEMORY)}) "
+            f"and its tmpfs and volume on disk; each host keeps {HOST_RESERVE.cpus} cpus, "
             f"{format_size(HOST_RESERVE.memory)} and {format_size(HOST_RESERVE.disk)} for itself: "
-            "add a host, unpin, or lower the limits."
+            "add a host, raise a pool's max, unpin, or lower the limits."
         )
-    return dict(sorted(placement.items()))
+    used = {h for h in chosen.values()}
+    existing = tuple(bins[name].host for name in listed) + tuple(bins[n].host for n in pool_hosts if n in used)
+    return Placement(claws=dict(sorted(chosen.items())), hosts=existing)
+
+
+def _choose(claw: Claw, need: Demand, bins: Mapping[str, _Bin], listed: Sequence[str], pool_hosts: Sequence[str],
+            *, draining: bool) -> str | None:
+    if claw.host:
+        return claw.host if bins[claw.host].fits(need) else None
+    preference = sorted(listed, key=lambda h: hrw_score(claw.name, h), reverse=True)
+    for name in (*preference, *pool_hosts):
+        b = bins[name]
+        if not (draining and b.host.drain) and b.fits(need):
+            return name
+    return None
+
+
+def _misfit(claw: Claw, need: Demand, bins: Mapping[str, _Bin], pools: Sequence[HostPool], *,
+            draining: bool = False) -> str:
+    """'<claw> (needs cpus 2.25, memory 1GiB, disk 256MiB; closest: <host>, cpus short by ...)'."""
+    needs = f"needs cpus {format_cpus(need.cpus)}, memory {format_size(need.memory)}, disk {format_size(need.disk)}"
+    if claw.host:
+        return f"{claw.name} ({needs}; its pinned host {claw.host}: {', '.join(bins[claw.host].shortfall(need))})"
+    open_bins = [b for b in bins.values() if not (draining and b.host.drain)]
+    if not open_bins:
+        return f"{claw.name} ({needs}; every host is draining)"
+    closest = min(open_bins, key=lambda b: (b.short_ratio(need), b.host.name))
+    full_pools = [p.name for p in pools if all(bins[h.name].cages for h in p.hosts())]
+    pools_note = f"; pool(s) {', '.join(full_pools)} at their max" if full_pools else ""
+    return f"{claw.name} ({needs}; closest: {closest.host.name}, {', '.join(closest.shortfall(need))}{pools_note})"
+
+
+def place_fleet(config: StackConfig) -> Placement:
+    return place(config.hosts, config.claws, pools=config.pools, policy=config.placement, stack_file=config.stack_file)
+
+
+def place_claws(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostPool] = (),
+                policy: PlacementPolicy = DEFAULT_POLICY, stack_file: str = "the stack") -> dict[str, str]:
+    """Claw name -> host name (see place)."""
+    return dict(place(hosts, claws, pools=pools, policy=policy, stack_file=stack_file).claws)
+
+
+def lower_bound_hosts(claws: Iterable[Claw], host: Host, policy: PlacementPolicy = DEFAULT_POLICY) -> tuple[int, str]:
+    """The fewest hosts like `host` that could hold these cages, and the resource that binds: the
+    largest of ceil(total demand / host limit) over cpus, memory, disk and the cage count."""
+    limit, demands = host_limit(host, policy), [cage_demand(c) for c in claws]
+    bounds = {
+        "cpus": math.ceil(sum((d.cpus for d in demands), Decimal(0)) / limit.cpus),
+        "memory": math.ceil(sum(d.memory for d in demands) / limit.memory),
+        "disk": math.ceil(sum(d.disk for d in demands) / limit.disk),
+        "cages": math.ceil(len(demands) / limit.cages),
+    }
+    binding = max(bounds, key=lambda k: (bounds[k], k))
+    return bounds[binding], binding
 
 
 def claws_by_host(placement: Mapping[str, str]) -> dict[str, list[str]]:

@@ -90,3 +90,28 @@ def hardened():
                     mem_limit="256m", labels={"clawstaff.test": "integration"})
         return base | extra
     return options
+
+
+@pytest.fixture(scope="session")
+def isolation_bench(docker_client, claw_runtime_image, egress_proxy_image):
+    """The `local` stack replayed onto this engine with the bench's outside world (tests/integration/
+    bench.py); torn down at the end of the session (or earlier, by the teardown probes)."""
+    import shutil
+
+    from tests.integration import bench
+
+    if os.geteuid() != 0:
+        _unavailable("the isolation bench needs root (network namespaces, cgroups, loop devices)")
+    for tool in ("ip", "nsenter", "losetup", "mkfs.ext4", "grep"):
+        if shutil.which(tool) is None:
+            _unavailable(f"{tool} is not installed (the isolation bench needs it)")
+    scorecard = bench.Scorecard()
+    instance = bench.start_bench(scorecard)
+    try:
+        yield instance
+    finally:
+        errors = instance.teardown()
+        instance.outside.stop()
+        scorecard.write()
+        if errors:
+            pytest.fail("the bench's teardown left resources behind: " + "; ".join(errors))
