@@ -204,7 +204,7 @@ def render_nftables(
     cg, ce = f'"{CAGE_BRIDGE_PREFIX}*"', f'"{EGRESS_BRIDGE_PREFIX}*"'
 
     if guard_host_input:
-        host_input = f"""\
+        host_input = """\
         ct state established,related accept
         ct state invalid drop
         iif "lo" accept

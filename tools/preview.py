@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from components.config import ConfigError, load_stack_file, parse_stack_config
+from components.config import load_stack_file, parse_stack_config
 from pulumi.runtime import rpc
 
 from tools import mockrun

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tools.engine import _alive  # one definition: the engine tool waits on dockerd the same way
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -145,18 +146,6 @@ def stop_pid(pid: int, timeout: float = 30.0) -> None:
             return
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Running, as opposed to gone or an exited child of ours not yet reaped (which this reaps)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def child_pids(pid: int) -> list[int]:

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pulumi.runtime import rpc
 
 from tests.conftest import ROOT
 from tests.policies import fixtures as fx
 from tools import mockrun
+from tools.mockrun import unwrap_secrets
 from tools.preview import check_policies, policy_config_file
 from tools.policyrun import Violation
 
@@ -102,16 +102,6 @@ def test_a_tampered_seal_and_a_proxy_mounting_the_key_are_caught(local_eval: moc
 
 # --- the fixture is a real cage -----------------------------------------------------------------------
 
-def _plain(value: Any) -> Any:
-    if rpc.is_rpc_secret(value):
-        return _plain(rpc.unwrap_rpc_secret(value))
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 # Inputs that depend on the claw's configuration or on secrets, not on the cage's shape.
 VARIES = {"user", "image", "memory", "memorySwap", "cpus", "tmpfs./tmp", "stdin", "connection.host",
           "connection.hostKey"}
@@ -141,7 +131,7 @@ def normalized(props: dict[str, Any]) -> Any:
 
 
 def real_cage(evaluation: mockrun.Evaluation, claw: str) -> dict[str, tuple[str, Any]]:
-    return {r.name: (r.type, normalized(_plain(dict(r.inputs)))) for r in evaluation.resources
+    return {r.name: (r.type, normalized(unwrap_secrets(dict(r.inputs)))) for r in evaluation.resources
             if r.custom and r.parent.endswith(f"{CAGE_TYPE}::{claw}")}
 
 
@@ -164,7 +154,7 @@ def test_the_fixture_cage_is_shaped_like_a_real_one(stack: str, claw: str, prod_
 def test_the_fixture_host_is_shaped_like_a_real_one(prod_eval: mockrun.Evaluation,
                                                     local_eval: mockrun.Evaluation) -> None:
     for evaluation, host, local in ((prod_eval, "fsn1-cage-01", False), (local_eval, "laptop", True)):
-        real = {r.name: (r.type, _plain(dict(r.inputs))) for r in evaluation.resources
+        real = {r.name: (r.type, unwrap_secrets(dict(r.inputs))) for r in evaluation.resources
                 if r.name in (f"{host}-docker", f"{host}-egress")}
         for type_, name, props, _ in fx.host_resources(host, local):
             real_type, real_props = real[name]
