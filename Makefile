@@ -28,7 +28,7 @@ unit: venv
 
 # The real thing: needs the Pulumi CLI, a Hetzner token (HCLOUD_TOKEN) and the stack's secrets.
 up: venv
-	pulumi up --stack $(STACK) --policy-pack policies
+	pulumi up --stack $(STACK) --policy-pack policies --policy-pack-config policies/config/$(STACK).json
 
 # claw-runtime and egress-proxy, from pinned Debian packages (mmdebstrap), into the local engine.
 include images/images.mk

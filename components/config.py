@@ -33,7 +33,7 @@ from components.units import MiB, GiB, SIZE_EXAMPLES, format_cpus, format_size, 
 NAMESPACE = "clawstaff"
 SECRET_KEYS = ("sealingKey", "clawSecrets")  # must be set with `pulumi config set --secret`
 # Keys whose values are objects: the Pulumi runtime hands those over as JSON text.
-STRUCTURED_KEYS = ("admin", "placement", "hosts", "claws", "clawSecrets")
+STRUCTURED_KEYS = ("admin", "placement", "placementLock", "hosts", "claws", "clawSecrets")
 HOST_KINDS = ("cloud", "dedicated", "local", "pool")
 
 MIN_CLAW_MEMORY = 16 * MiB
@@ -253,6 +253,8 @@ class StackConfig:
     claw_secrets: Mapping[str, Mapping[str, str]] = field(repr=False)
     pools: tuple[HostPool, ...] = ()
     placement: PlacementPolicy = PlacementPolicy()
+    # claw -> the host it was placed on when last deployed: kept there while it fits (components.placement)
+    placement_lock: Mapping[str, str] = field(default_factory=dict)
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
@@ -307,6 +309,8 @@ ALLOWED: dict[str, str] = {
     "placement.overcommit.cpus": f"a ratio from 1 to {MAX_OVERCOMMIT}, such as 1 (none) or 2",
     "placement.overcommit.memory": f"a ratio from 1 to {MAX_OVERCOMMIT}; 1 (the default) keeps every cage's memory backed by the host",
     "placement.overcommit.disk": f"a ratio from 1 to {MAX_OVERCOMMIT}, such as 1 (none)",
+    "placementLock": "a mapping <claw> -> <host>: where each deployed claw runs, as the preview's placement says (README: Placement)",
+    "placementLock.*": "the name of a host (a listed host or a pool's host)",
     "placement.maxCagesPerHost": f"a whole number of cages from 1 to {MAX_CAGES_PER_HOST} (default {DEFAULT_MAX_CAGES_PER_HOST})",
     "claws": "a non-empty list of claws",
     "claws[]": "a mapping with name, org, image, cpus, memory, pids, tmpfs and optionally volume, egress, secrets, host",
@@ -706,6 +710,7 @@ class StackModel(_Model):
     claws: list[ClawModel] = Field(min_length=1)
     sealing_key: Annotated[str, PlainValidator(parse_sealing_key)]
     claw_secrets: dict[str, dict[str, Annotated[str, PlainValidator(parse_secret_value)]]] = {}
+    placement_lock: dict[str, DnsLabel] = {}
 
 
 # --- turning a pydantic error into a ConfigError ---------------------------------------------------
@@ -740,7 +745,7 @@ def _pattern(loc: Loc) -> str:
         if isinstance(part, int):
             path += "[]"
         else:
-            path += ".*" if loc[0] == "clawSecrets" else f".{part}"
+            path += ".*" if loc[0] in ("clawSecrets", "placementLock") else f".{part}"
     return path
 
 
@@ -991,6 +996,16 @@ def _shortfall(claw: ClawModel, host: Host) -> str:
     return ", ".join(short)
 
 
+def check_placement_lock_names_claws(model: StackModel, report: _Reporter) -> None:
+    """A lock entry for a claw that no longer exists is stale: say so rather than keep it silently. An
+    entry whose host is gone is not an error: removing a host is how its cages are moved."""
+    claws = {c.name for c in model.claws}
+    for claw_name in model.placement_lock:
+        if claw_name not in claws:
+            report.fail(("placementLock", claw_name), "a stale entry: no claw has this name",
+                        "entries for claws in clawstaff:claws only; remove it (the lock is rewritten after each deployment)")  # fmt: skip
+
+
 def check_secrets_are_secret(raw: Mapping[str, Any], secret_keys: Collection[str], report: _Reporter) -> None:
     """sealingKey and clawSecrets must be encrypted in the stack file. The runtime only says which
     top-level keys hold secrets; a stack file read by load_stack_file also lists each secure leaf, so
@@ -1138,6 +1153,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: Colle
     pools = tuple(_pool(h) for h in model.hosts if isinstance(h, PoolModel))
     check_claws_fit_a_host(hosts + tuple(p.host(1) for p in pools), model, report)
     check_claw_secrets_match_claws(model, report)
+    check_placement_lock_names_claws(model, report)
 
     return StackConfig(
         stack=stack,
@@ -1151,6 +1167,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: Colle
         claw_secrets={claw: dict(values) for claw, values in model.claw_secrets.items()},
         pools=pools,
         placement=_placement_policy(model.placement),
+        placement_lock=dict(sorted(model.placement_lock.items())),
     )
 
 

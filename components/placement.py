@@ -7,15 +7,22 @@ host offers: its capacity less a reserve for the OS and dockerd, times the stack
 each resource (1 unless the stack says otherwise), and at most `max_cages` cages.
 
 How cages are placed (same config, same placement, whatever the order of the lists):
-1. Pinned claws go to their host, in name order.
-2. Every other claw, in the order of the SHA-256 of its name, takes the first host with room in its own
+1. Pinned claws (`host:`) go to their host, in name order.
+2. Locked claws (`clawstaff:placementLock`, written from the preview's placement after each deployment)
+   stay on their recorded host while it exists and they fit there, in the order of step 3.
+3. Every other claw, in the order of the SHA-256 of its name, takes the first host with room in its own
    preference order: the stack's listed hosts ranked by rendezvous hashing (HRW: a score that depends
    only on the claw's and the host's names), then each pool's hosts in index order. Listed hosts exist
    whatever we do, so cages spread over them; pool hosts cost money, so they fill in order and a pool
    makes a host only when the hosts before it are full.
-3. Draining: steps 1-2 run as if no host were draining; then only the cages that landed on a draining
-   host are placed again, in the same order, on the room that is left. So a drain moves exactly the
-   drained host's cages, whatever else the config holds.
+4. Draining: steps 1-3 run as if no host were draining; then only the cages that landed on a draining
+   host are placed again, in the same order, on the room that is left.
+
+Why a lock: no pure function of the claws alone can pack hosts full and never move a running cage.
+Two claws that each fit alone in a host's last room cannot both keep it, so whichever function places
+them moves one of them when the other is added. So the decisions that must not change are written into
+the config itself (the lock, like Kubernetes writes a pod's node into the pod), never kept as hidden
+state; a new claw is placed around them.
 
 What holds exactly (tests/unit/test_placement.py proves each with hypothesis):
 - determinism and independence from list order; capacity, overcommit and the cage ceiling are never
@@ -23,16 +30,14 @@ What holds exactly (tests/unit/test_placement.py proves each with hypothesis):
   does not fit and by how much;
 - draining a host moves only that host's cages; changing anything but a claw's cpus, memory, tmpfs,
   volume or pin (egress, secrets, image, pids, org, command) moves nothing;
-- while the claws placed before it (in the SHA-256 order) leave room on its first choice, a claw stays
-  there: adding, removing or resizing a claw then moves no other claw. This is always so on listed
-  hosts with room to spare.
-What does not hold exactly: when hosts are full, adding or growing a claw can push a claw that sorts
-after it (and only such a claw) to its next host, and removing or shrinking one can let such a claw
-move into the room it freed; removing a host from the config (rather than draining it first) may
-move cages of other hosts the same way. No pure function of the config can avoid this while packing
-hosts full: two claws that each fit alone in a host's last room cannot both keep it. A placement that
-must never change is written into the config as a pin (`host:`), the one decision that survives any
-change; benchmarks/ measures how many cages the other changes move.
+- a locked claw never moves because another claw was added, removed, changed or locked, nor because
+  another host was drained or removed; a locked claw that grew, or whose host shrank, moves only if its
+  host's locked cages no longer fit together, and then the ones that sort last move first;
+- without a lock, a change moves only claws that sort after the changed one (step 3's order), and with
+  room to spare on its first choice a claw never moves.
+What does not hold without a lock: on full hosts, adding, removing or resizing a claw can move claws
+that sort after it (benchmarks/ counts them). Claws not yet deployed are the only ones without a lock
+entry, so in the intended workflow that only reshuffles cages that do not run yet.
 """
 
 from __future__ import annotations
@@ -189,18 +194,36 @@ class Placement:
 
 
 def place(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostPool] = (),
-          policy: PlacementPolicy = DEFAULT_POLICY, stack_file: str = "the stack") -> Placement:
+          policy: PlacementPolicy = DEFAULT_POLICY, lock: Mapping[str, str] | None = None,
+          stack_file: str = "the stack") -> Placement:
     """Place every claw (see the module docstring), or raise PlacementError naming each claw that does not fit."""
     bins = {h.name: _Bin(h, host_limit(h, policy)) for h in candidate_hosts(hosts, pools)}
     listed = sorted(h.name for h in hosts)
-    pool_hosts = [name for name in bins if name not in set(listed)]
+    listed_set = set(listed)
+    pool_hosts = [name for name in bins if name not in listed_set]
     ordered = sorted(claws, key=placement_key)
     demands = {c.name: cage_demand(c) for c in ordered}
     misfits: list[str] = []
+    lock = lock or {}
 
-    # Pass 1: as if nothing were draining.
+    # Pass 1: as if nothing were draining. Pins, then locked claws that still fit where they are, then the rest.
     chosen: dict[str, str] = {}
+    free: list[Claw] = []
     for claw in ordered:
+        locked = lock.get(claw.name)
+        if claw.host is None and locked in bins and bins[locked].fits(demands[claw.name]):
+            bins[locked].add(claw.name, demands[claw.name])
+            chosen[claw.name] = locked
+        elif claw.host is None:
+            free.append(claw)
+        else:
+            host = _choose(claw, demands[claw.name], bins, listed, pool_hosts, draining=False)
+            if host is None:
+                misfits.append(_misfit(claw, demands[claw.name], bins, pools))
+            else:
+                bins[host].add(claw.name, demands[claw.name])
+                chosen[claw.name] = host
+    for claw in free:
         host = _choose(claw, demands[claw.name], bins, listed, pool_hosts, draining=False)
         if host is None:
             misfits.append(_misfit(claw, demands[claw.name], bins, pools))
@@ -267,13 +290,15 @@ def _misfit(claw: Claw, need: Demand, bins: Mapping[str, _Bin], pools: Sequence[
 
 
 def place_fleet(config: StackConfig) -> Placement:
-    return place(config.hosts, config.claws, pools=config.pools, policy=config.placement, stack_file=config.stack_file)
+    return place(config.hosts, config.claws, pools=config.pools, policy=config.placement,
+                 lock=config.placement_lock, stack_file=config.stack_file)  # fmt: skip
 
 
 def place_claws(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostPool] = (),
-                policy: PlacementPolicy = DEFAULT_POLICY, stack_file: str = "the stack") -> dict[str, str]:
+                policy: PlacementPolicy = DEFAULT_POLICY, lock: Mapping[str, str] | None = None,
+                stack_file: str = "the stack") -> dict[str, str]:
     """Claw name -> host name (see place)."""
-    return dict(place(hosts, claws, pools=pools, policy=policy, stack_file=stack_file).claws)
+    return dict(place(hosts, claws, pools=pools, policy=policy, lock=lock, stack_file=stack_file).claws)
 
 
 def lower_bound_hosts(claws: Iterable[Claw], host: Host, policy: PlacementPolicy = DEFAULT_POLICY) -> tuple[int, str]:
@@ -322,3 +347,63 @@ def cage_uids(claws_on_host: Iterable[str]) -> dict[str, tuple[int, int]]:
         uid = UID_BASE + 2 * slot
         out[name] = (uid, uid + 1)
     return out
+
+
+# --- the lock in the stack file --------------------------------------------------------------------
+
+LOCK_KEY = "clawstaff:placementLock"
+
+
+def render_lock(placement: Mapping[str, str], indent: str = "  ") -> str:
+    """The stack file's lock block: every claw and the host it runs on, in name order."""
+    lines = [f"{indent}{LOCK_KEY}:"] + [f"{indent}  {claw}: {host}" for claw, host in sorted(placement.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_lock(stack_text: str, placement: Mapping[str, str]) -> str:
+    """The stack file's text with its lock block replaced (or added at the end of `config:`), the rest
+    of the file, comments included, untouched. `config:` must be the file's last top-level key."""
+    lines = stack_text.splitlines(keepends=True)
+    config_at = next((i for i, l in enumerate(lines) if l.rstrip() == "config:"), None)
+    if config_at is None or any(l[:1] not in ("", " ", "#", "\n") for l in lines[config_at + 1:]):
+        raise ValueError("the stack file's last top-level key must be config:")
+    block = render_lock(placement)
+    start = next((i for i, l in enumerate(lines) if l.startswith(f"  {LOCK_KEY}:")), None)
+    if start is None:
+        text = "".join(lines)
+        return text + ("" if text.endswith("\n") else "\n") + block
+    end = start + 1
+    while end < len(lines) and (lines[end].startswith("    ") or not lines[end].strip()):
+        end += 1
+    return "".join(lines[:start]) + block + "".join(lines[end:])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m components.placement --stack prod [--write]: print (or write into Pulumi.<stack>.yaml)
+    the lock of the stack's current placement. Run it on the config you deploy, commit it with it."""
+    import argparse
+    from pathlib import Path
+
+    from components.config import load_stack_file, parse_stack_config
+
+    parser = argparse.ArgumentParser(prog="python -m components.placement", description=main.__doc__.split("\n")[0])
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--write", action="store_true", help="rewrite the lock block in Pulumi.<stack>.yaml")
+    args = parser.parse_args(argv)
+    path = Path(__file__).resolve().parent.parent / f"Pulumi.{args.stack}.yaml"
+    try:
+        raw, secret_keys = load_stack_file(path)
+        placement = place_fleet(parse_stack_config(raw, stack=args.stack, secret_keys=secret_keys))
+    except pulumi.RunError as error:
+        print(f"error: {error}")
+        return 2
+    if args.write:
+        path.write_text(write_lock(path.read_text(), placement.claws))
+        print(f"{LOCK_KEY}: {len(placement.claws)} claws written to {path.name}")
+    else:
+        print(render_lock(placement.claws), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -54,10 +54,14 @@ class EnginePaths:
     data_root: Path | None = None  # None: dockerd's default (/var/lib/docker)
     exec_root: Path | None = None  # None: dockerd's default (/var/run/docker)
     netns: str | None = None  # run dockerd and the firewall inside /run/netns/<netns>
+    # The resolv.conf this engine sees instead of /etc/resolv.conf (tests: the isolation bench's
+    # loopback resolver). dockerd then runs in its own mount namespace with the file bound over
+    # /etc/resolv.conf; host mounts still propagate into it (slave), its own stay private.
+    resolv_conf: Path | None = None
 
     @property
     def is_main(self) -> bool:
-        return self.netns is None and self.data_root is None
+        return self.netns is None and self.data_root is None and self.resolv_conf is None
 
 
 class EngineError(Exception):
@@ -167,10 +171,14 @@ def _spawn_dockerd(paths: EnginePaths) -> None:
         argv += ["--data-root", str(paths.data_root)]
     if paths.exec_root:
         argv += ["--exec-root", str(paths.exec_root)]
+    argv = _in_netns(paths, argv)
+    if paths.resolv_conf:
+        argv = ["unshare", "--mount", "--propagation", "slave", "--", "/bin/sh", "-c",
+                'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(paths.resolv_conf), *argv]
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     with open(paths.log, "ab") as log:
         subprocess.Popen(
-            _in_netns(paths, argv),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -340,6 +348,8 @@ def _parse(argv: list[str] | None) -> tuple[str, EnginePaths]:
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--exec-root", type=Path)
     parser.add_argument("--netns", help="run inside the network namespace /run/netns/NETNS (tests)")
+    parser.add_argument("--resolv-conf", type=Path,
+                        help="the resolv.conf dockerd sees instead of /etc/resolv.conf (tests)")
     args = parser.parse_args(argv)
     paths = EnginePaths(
         daemon_json=args.daemon_json,
@@ -351,6 +361,7 @@ def _parse(argv: list[str] | None) -> tuple[str, EnginePaths]:
         data_root=args.data_root,
         exec_root=args.exec_root,
         netns=args.netns,
+        resolv_conf=args.resolv_conf,
     )
     return args.command, paths
 
@@ -360,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("engine: must run as root (it writes /etc/docker and loads firewall rules)", file=sys.stderr)
         return 2
-    resolv_conf = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+    resolv_path = paths.resolv_conf or Path("/etc/resolv.conf")
+    resolv_conf = resolv_path.read_text() if resolv_path.exists() else ""
     try:
         if command == "start":
             print(start(paths, resolv_conf))
