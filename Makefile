@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STACK ?= local
 JSON ?=
 
-.PHONY: venv preview test unit up engine images isolation-report clean
+.PHONY: venv preview test unit up engine isolation-report isolation-report-show
 
 venv: $(VENV)/.installed
 
@@ -36,3 +36,12 @@ include images/images.mk
 # This machine's Docker engine, configured with the daemon.json and host rules the program renders.
 engine: venv
 	$(PY) -m tools.engine start
+
+# The isolation suite on the real engine (needs root, `make engine`, `make images`): attacks the local
+# stack's cages and prints the scorecard (also build/isolation-report.json).
+isolation-report: venv
+	$(PY) -m tools.isolation_report
+
+# The last scorecard again, without running anything.
+isolation-report-show: venv
+	$(PY) -m tools.isolation_report --no-run

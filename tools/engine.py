@@ -14,7 +14,8 @@ production host, on purpose:
   firewall; every rule about cage and proxy traffic is identical.
 Without systemd (as here) dockerd is started in the background; with systemd, `systemctl restart
 docker` is used. The path options exist so the tests can drive a private engine in its own network
-namespace without touching the main one.
+namespace without touching the main one; `--resolv-conf` gives such an engine its own resolver (the
+isolation bench's loopback test DNS, tests/integration/test_isolation_dns.py).
 """
 
 from __future__ import annotations

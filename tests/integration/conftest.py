@@ -102,7 +102,7 @@ def isolation_bench(docker_client, claw_runtime_image, egress_proxy_image):
 
     if os.geteuid() != 0:
         _unavailable("the isolation bench needs root (network namespaces, cgroups, loop devices)")
-    for tool in ("ip", "nsenter", "losetup", "mkfs.ext4", "grep"):
+    for tool in ("ip", "nsenter", "unshare", "mount", "losetup", "mkfs.ext4", "grep", "sha256sum", "dockerd"):
         if shutil.which(tool) is None:
             _unavailable(f"{tool} is not installed (the isolation bench needs it)")
     scorecard = bench.Scorecard()

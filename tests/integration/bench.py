@@ -1,0 +1,421 @@
+"""The isolation bench: the `local` stack replayed onto this machine's engine, an outside world made
+of local stand-ins, a way to run probes inside a cage as the claw's user, and the scorecard.
+
+What the bench changes in the program's graph, and why (each is printed in the scorecard):
+- secrets: the stack file's encrypted values cannot be opened here (no Pulumi CLI), so each one is
+  replaced by a fresh random plaintext before evaluation; the credential probes then search the host
+  for strings that exist nowhere else;
+- proxies: the "outside" test server has a TEST-NET-2 address (198.51.100.10) that the production
+  proxy config refuses, so each cage's squid.conf is re-rendered with `bench_allow_cidrs` for exactly
+  that /32 (components.egress, the documented bench hook), and the proxies get a hosts table (the
+  `hosts` input of the Container) that resolves the allowlisted names to that server and the control
+  plane to 169.254.169.254, standing in for DNS that points an allowed name at a private address.
+
+The outside world, all on this machine: a network namespace with the test server (TLS on 443 and
+8443) behind a veth; 169.254.169.254 on a host interface (metadata stand-in); a TCP/UDP service on the
+host's own addresses; a DNS server on every host address (127.0.0.53 included) that answers every name
+and logs every query.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import secrets as pysecrets
+import subprocess
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from components.config import is_secret_placeholder, load_stack_file, parse_stack_config
+from components.egress import egress_allowlist, render_proxy_config
+from tools import mockrun, replay
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT_JSON = ROOT / "build" / "isolation-report.json"
+
+NETNS = "clawbench-out"
+VETH_HOST, VETH_NS = "cbo-h", "cbo-n"
+OUTSIDE_GW, OUTSIDE_IP = "198.51.100.1", "198.51.100.10"
+METADATA_IF, METADATA_IP = "cb-meta", "169.254.169.254"
+HOST_SERVICE_TCP, HOST_SERVICE_UDP = 18080, 18081
+GREETING = "HELLO-FROM-OUTSIDE"
+
+# The cages the probes use: A has the volume; C shares A's org; B is another org (the neighbour).
+CAGE_A, CAGE_B, CAGE_C = "acme-reports", "globex-triage", "acme-support"
+
+
+# --- scorecard ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scorecard:
+    rows: list[dict] = field(default_factory=list)
+    latency: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def record(self, group: str, probe: str, expected: str, observed: Any, ok: bool) -> bool:
+        self.rows.append({"group": group, "probe": probe, "expected": expected,
+                          "observed": observed if isinstance(observed, str) else json.dumps(observed, default=str),
+                          "verdict": "PASS" if ok else "FAIL"})
+        self.write()
+        return ok
+
+    def write(self) -> None:
+        REPORT_JSON.parent.mkdir(parents=True, exist_ok=True)
+        document = {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "bench_changes": self.notes, "rows": self.rows, "latency": self.latency}
+        tmp = REPORT_JSON.with_suffix(".tmp")
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+        tmp.replace(REPORT_JSON)
+
+
+# --- the bench's version of the program's graph --------------------------------------------------------
+
+
+def random_secret(path: str) -> str:
+    """A unique plaintext, greppable and long enough that a hit cannot be a coincidence."""
+    return f"bench-{hashlib.sha256(path.encode()).hexdigest()[:6]}-{pysecrets.token_hex(16)}"
+
+
+def _fill_secrets(node: Any, found: dict[str, str]) -> Any:
+    if is_secret_placeholder(node):
+        path = node[len("[secret:"):-1]
+        found[path] = random_secret(path)
+        return found[path]
+    if isinstance(node, dict):
+        return {k: _fill_secrets(v, found) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill_secrets(v, found) for v in node]
+    return node
+
+
+@dataclass
+class BenchStack:
+    evaluation: mockrun.Evaluation
+    config: Any  # components.config.StackConfig
+    plaintexts: dict[str, str]  # config key path -> the random value the bench put there
+
+    def claw_secrets(self, claw: str) -> dict[str, str]:
+        return dict(self.config.claw_secrets.get(claw, {}))
+
+    def secret_values(self) -> list[str]:
+        return list(self.plaintexts.values())
+
+
+def bench_stack(scorecard: Scorecard) -> BenchStack:
+    raw, secret_keys = load_stack_file(ROOT / "Pulumi.local.yaml")
+    plaintexts: dict[str, str] = {}
+    raw = _fill_secrets(raw, plaintexts)
+    config = parse_stack_config(raw, stack="local", secret_keys=secret_keys)
+    evaluation = mockrun.evaluate("local", raw, secret_keys)
+    scorecard.notes.append(f"secrets: {len(plaintexts)} encrypted stack values replaced by fresh random plaintexts")
+    evaluation = bench_graph(evaluation, config, scorecard)
+    return BenchStack(evaluation, config, plaintexts)
+
+
+def proxy_hosts(config) -> list[dict[str, str]]:
+    names = sorted({e.host for c in config.claws for e in c.egress})
+    table = [{"host": n, "ip": OUTSIDE_IP} for n in names]
+    table.append({"host": config.control_plane.host, "ip": METADATA_IP})
+    return table
+
+
+def bench_graph(evaluation: mockrun.Evaluation, config, scorecard: Scorecard) -> mockrun.Evaluation:
+    """The program's graph with the two bench changes of the module docstring, nothing else."""
+    claws = {c.name: c for c in config.claws}
+    hosts = proxy_hosts(config)
+    out: list[mockrun.Registered] = []
+    configs: dict[str, str] = {}
+    for r in evaluation.resources:
+        if r.type == replay.LOCAL_COMMAND and r.name.endswith("-proxy-config"):
+            claw = claws[r.name[: -len("-proxy-config")]]
+            production = render_proxy_config(claw=claw.name, org=claw.org,
+                                             allowlist=egress_allowlist(claw.egress, config.control_plane))
+            if r.inputs.get("stdin") != production:
+                raise AssertionError(f"{r.name}: the program's proxy config is not the production rendering")
+            text = render_proxy_config(claw=claw.name, org=claw.org,
+                                       allowlist=egress_allowlist(claw.egress, config.control_plane),
+                                       bench_allow_cidrs=[f"{OUTSIDE_IP}/32"])
+            configs[claw.name] = text
+            r = dataclasses.replace(r, inputs={**r.inputs, "stdin": text})
+        out.append(r)
+    final: list[mockrun.Registered] = []
+    for r in out:
+        if r.type == replay.CONTAINER and r.name.endswith("-proxy"):
+            claw = r.name[: -len("-proxy")]
+            labels = [dict(l) if l["label"] != "clawstaff.config-sha256"
+                      else {"label": l["label"], "value": hashlib.sha256(configs[claw].encode()).hexdigest()}
+                      for l in r.inputs["labels"]]
+            if "hosts" in r.inputs:
+                raise AssertionError(f"{r.name}: the program now sets hosts; the bench would overwrite them")
+            r = dataclasses.replace(r, inputs={**r.inputs, "labels": labels, "hosts": hosts})
+        final.append(r)
+    scorecard.notes.append(f"proxies: squid.conf re-rendered with bench_allow_cidrs=[{OUTSIDE_IP}/32] "
+                           "(production config checked identical otherwise)")
+    scorecard.notes.append("proxies: hosts table " + ", ".join(f"{h['host']}={h['ip']}" for h in hosts))
+    return dataclasses.replace(evaluation, resources=final)
+
+
+# --- the outside world ------------------------------------------------------------------------------------
+
+TLS_SERVER = r"""
+import socket, ssl, sys, threading
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+def serve(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(64)
+    while True:
+        c, _ = s.accept()
+        try:
+            t = ctx.wrap_socket(c, server_side=True); t.settimeout(5); t.sendall(b"%s\n"); t.close()
+        except Exception:
+            c.close()
+for p in (443, 8443):
+    threading.Thread(target=serve, args=(p,), daemon=True).start()
+threading.Event().wait()
+""" % GREETING
+
+# Plain TCP greeter and UDP echo on every host address, and on the metadata stand-in (port 80).
+HOST_SERVICE = r"""
+import socket, sys, threading
+def tcp(addr, port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(64)
+    while True:
+        c, peer = s.accept(); print("TCP", addr, port, peer[0], flush=True); c.sendall(b"HOST-SERVICE\n"); c.close()
+def udp(addr, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, port))
+    while True:
+        data, peer = s.recvfrom(2048); print("UDP", addr, port, peer[0], flush=True); s.sendto(data, peer)
+threading.Thread(target=tcp, args=("0.0.0.0", %d), daemon=True).start()
+threading.Thread(target=udp, args=("0.0.0.0", %d), daemon=True).start()
+threading.Thread(target=tcp, args=("%s", 80), daemon=True).start()
+threading.Event().wait()
+""" % (HOST_SERVICE_TCP, HOST_SERVICE_UDP, METADATA_IP)
+
+# Answers every A query with the outside server's address and logs every name it is asked.
+DNS_SERVER = r"""
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 53))
+while True:
+    data, peer = s.recvfrom(2048)
+    try:
+        qid = struct.unpack(">H", data[:2])[0]; i, labels = 12, []
+        while data[i]:
+            labels.append(data[i + 1:i + 1 + data[i]].decode(errors="replace")); i += 1 + data[i]
+        question = data[12:i + 5]
+        print("QUERY", ".".join(labels).lower(), peer[0], flush=True)
+        answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 5, 4) + socket.inet_aton("%s")
+        s.sendto(struct.pack(">HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + answer, peer)
+    except Exception as e:
+        print("BAD", repr(e), flush=True)
+""" % OUTSIDE_IP
+
+
+def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+    return result
+
+
+def _self_signed(names: list[str], workdir: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clawstaff bench outside")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = workdir / "cert.pem", workdir / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class OutsideWorld:
+    """Stand-ins for the internet, the host's services and the metadata service; all local."""
+
+    def __init__(self, tls_names: list[str]):
+        self.workdir = Path(tempfile.mkdtemp(prefix="clawbench-"))
+        self.tls_names = tls_names
+        self.processes: list[subprocess.Popen] = []
+        self.cert_pem = ""
+        self.dns_log = self.workdir / "dns.log"
+        self.service_log = self.workdir / "service.log"
+
+    def start(self) -> None:
+        self.stop()  # a crashed earlier run may have left the namespace or interfaces
+        _sh("ip", "netns", "add", NETNS)
+        _sh("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS, "netns", NETNS)
+        _sh("ip", "addr", "add", f"{OUTSIDE_GW}/24", "dev", VETH_HOST)
+        _sh("ip", "link", "set", VETH_HOST, "up")
+        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", VETH_NS],
+                    ["ip", "link", "set", VETH_NS, "up"], ["ip", "route", "add", "default", "via", OUTSIDE_GW]):
+            _sh("ip", "netns", "exec", NETNS, *cmd)
+        # A dummy interface would do, but this kernel has no dummy driver: a veth pair whose both
+        # ends stay in the host namespace carries the address just the same.
+        _sh("ip", "link", "add", METADATA_IF, "type", "veth", "peer", "name", METADATA_IF + "-p")
+        _sh("ip", "addr", "add", f"{METADATA_IP}/32", "dev", METADATA_IF)
+        _sh("ip", "link", "set", METADATA_IF + "-p", "up")
+        _sh("ip", "link", "set", METADATA_IF, "up")
+        cert, key = _self_signed(self.tls_names, self.workdir)
+        self.cert_pem = cert.read_text()
+        python = "/usr/bin/python3"
+        self._spawn(["ip", "netns", "exec", NETNS, python, "-c", TLS_SERVER, str(cert), str(key)],
+                    self.workdir / "tls.log")
+        self._spawn([python, "-c", HOST_SERVICE], self.service_log)
+        self._spawn([python, "-c", DNS_SERVER], self.dns_log)
+        time.sleep(0.5)
+        for p in self.processes:
+            if p.poll() is not None:
+                raise RuntimeError(f"an outside-world server exited at start: {p.args[:4]} "
+                                   f"(logs in {self.workdir})")
+
+    def _spawn(self, argv: list[str], log: Path) -> None:
+        with open(log, "ab") as out:
+            self.processes.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL, start_new_session=True))
+
+    def dns_queries(self) -> str:
+        return self.dns_log.read_text() if self.dns_log.exists() else ""
+
+    def service_hits(self) -> str:
+        return self.service_log.read_text() if self.service_log.exists() else ""
+
+    def stop(self) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)  # our own child's process group, started with start_new_session
+                p.wait(timeout=10)
+        self.processes.clear()
+        _sh("ip", "link", "del", METADATA_IF, check=False)
+        _sh("ip", "link", "del", VETH_HOST, check=False)
+        _sh("ip", "netns", "del", NETNS, check=False)
+
+
+# --- probes inside a cage ---------------------------------------------------------------------------------
+
+# Every probe program starts with this: a hard time limit, JSON out on the last line.
+PRELUDE = """
+import json, os, signal, socket, sys, time, errno
+signal.alarm(%d)
+ARG = json.loads(sys.argv[1]) if len(sys.argv) > 1 else None
+def out(value):
+    print(json.dumps(value), flush=True)
+"""
+
+
+@dataclass
+class Bench:
+    stack: BenchStack
+    deployment: replay.Deployment
+    outside: OutsideWorld
+    scorecard: Scorecard
+    torn_down: bool = False
+    teardown_errors: list[str] = field(default_factory=list)
+    volume_marker: tuple[str, str] | None = None  # (content, file name) the claw wrote to its volume
+
+    # -- docker facts
+    def claw(self, name: str):
+        return self.deployment.client.containers.get(f"claw-{name}")
+
+    def proxy(self, name: str):
+        return self.deployment.client.containers.get(f"proxy-{name}")
+
+    def addresses(self, container) -> dict[str, str]:
+        container.reload()
+        return {n: v["IPAddress"] for n, v in container.attrs["NetworkSettings"]["Networks"].items()}
+
+    def gateway(self, network: str) -> str:
+        net = self.deployment.client.networks.get(network)
+        return net.attrs["IPAM"]["Config"][0]["Gateway"].split("/")[0]
+
+    # -- running code in a cage as the claw's user (the image's user; no shell in it)
+    def exec(self, container_name: str, code: str, arg: Any = None, *, timeout: int = 30,
+             env: dict[str, str] | None = None, entrypoint: list[str] | None = None) -> subprocess.CompletedProcess:
+        argv = ["docker", "exec", "-i"]
+        for k, v in (env or {}).items():
+            argv += ["-e", f"{k}={v}"]
+        program = textwrap.dedent(PRELUDE % timeout) + textwrap.dedent(code)
+        argv += [container_name, *(entrypoint or ["/usr/bin/python3"]), "-c", program]
+        if arg is not None:
+            argv.append(json.dumps(arg))
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 15)
+
+    def probe(self, container_name: str, code: str, arg: Any = None, *, timeout: int = 30) -> Any:
+        result = self.exec(container_name, code, arg, timeout=timeout)
+        lines = [l for l in result.stdout.splitlines() if l.strip()]
+        if result.returncode != 0 or not lines:
+            raise AssertionError(f"probe in {container_name} failed ({result.returncode}): "
+                                 f"{result.stderr.strip()[-1500:]}")
+        return json.loads(lines[-1])
+
+    def popen_probe(self, container_name: str, code: str, arg: Any = None, *, timeout: int = 30) -> subprocess.Popen:
+        program = textwrap.dedent(PRELUDE % timeout) + textwrap.dedent(code)
+        argv = ["docker", "exec", "-i", container_name, "/usr/bin/python3", "-c", program]
+        if arg is not None:
+            argv.append(json.dumps(arg))
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # -- teardown, once, recorded
+    def teardown(self) -> list[str]:
+        if not self.torn_down:
+            self.teardown_errors = replay.teardown(self.deployment)
+            self.torn_down = True
+        return self.teardown_errors
+
+
+def cage_cgroup_dirs(claw: str) -> list[Path]:
+    """The cage's parent cgroup in every v1 hierarchy (or the v2 one) that has it."""
+    root = Path("/sys/fs/cgroup")
+    candidates = [root / "clawstaff" / claw] + [d / "clawstaff" / claw for d in root.iterdir() if d.is_dir()]
+    return [c for c in candidates if c.is_dir()]
+
+
+def cgroup_file(controller: str, claw: str, name: str, container_id: str | None = None) -> Path:
+    base = Path("/sys/fs/cgroup") / controller / "clawstaff" / claw
+    return (base / container_id / name) if container_id else base / name
+
+
+def start_bench(scorecard: Scorecard) -> Bench:
+    """Build the bench's graph, bring up the outside world, replay the stack. Cleans up on failure."""
+    stack = bench_stack(scorecard)
+    names = sorted({e.host for c in stack.config.claws for e in c.egress} | {stack.config.control_plane.host})
+    client = docker.from_env(timeout=120)
+    pinned = {stack.config.proxy_image, *(c.image for c in stack.config.claws)}
+    for image in sorted(pinned):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise RuntimeError(f"Pulumi.local.yaml pins {image}, which this engine does not have: build the images "
+                               "with `make images` (reproducible: the same IDs) and check the pins") from None
+    leftovers = replay.purge(stack.evaluation)
+    if leftovers:
+        raise RuntimeError("could not clear an earlier bench's leftovers: " + "; ".join(leftovers))
+    outside = OutsideWorld(names)
+    outside.start()
+    try:
+        deployment = replay.deploy(stack.evaluation)
+    except BaseException:
+        outside.stop()
+        raise
+    return Bench(stack, deployment, outside, scorecard)

@@ -1,0 +1,229 @@
+"""Limits and faults (issue 5): a runaway cage A is held to its limits while its neighbour B, another
+org's cage, keeps measuring itself. B's latency during each fault is reported beside its latency at
+rest (scorecard `latency`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.bench import CAGE_A, CAGE_B, cgroup_file
+from tests.integration.test_isolation_credentials import claw_cmdline
+
+pytestmark = pytest.mark.integration
+GROUP = "limits"
+MiB = 1024**2
+
+# B's self-measurement: a fixed bit of CPU work plus a round trip to its proxy, every 50 ms.
+MEASURE = """
+import hashlib
+samples, fails = [], 0
+end = time.time() + ARG["seconds"]
+while time.time() < end:
+    t = time.perf_counter()
+    h = hashlib.sha256()
+    for _ in range(64): h.update(b"x" * 4096)
+    try: socket.create_connection(("egress-proxy", 3128), 2).close()
+    except OSError: fails += 1
+    samples.append((time.perf_counter() - t) * 1000)
+    time.sleep(0.05)
+samples.sort()
+q = lambda f: round(samples[min(len(samples) - 1, int(f * len(samples)))], 2)
+out({"n": len(samples), "fails": fails, "p50_ms": q(0.5), "p95_ms": q(0.95), "max_ms": round(samples[-1], 2)})
+"""
+
+FORK_BOMB = """
+kids, error = [], None
+start = time.time()
+while len(kids) < ARG["max"] and time.time() - start < ARG["seconds"]:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        error = errno.errorcode.get(e.errno, str(e)); break
+    if pid == 0:
+        signal.alarm(ARG["hold"] + 5); signal.pause(); os._exit(0)
+    kids.append(pid)
+time.sleep(ARG["hold"])
+for k in kids: os.kill(k, 9)
+for k in kids: os.waitpid(k, 0)
+out({"forked": len(kids), "error": error})
+"""
+
+MEMORY_HOG = """
+chunks = []
+while True:
+    chunks.append(bytearray(16 << 20))
+"""
+
+CPU_SPIN = """
+kids = []
+for _ in range(ARG["procs"]):
+    pid = os.fork()
+    if pid == 0:
+        end = time.time() + ARG["seconds"]
+        while time.time() < end: pass
+        os._exit(0)
+    kids.append(pid)
+for k in kids: os.waitpid(k, 0)
+out({"spinners": len(kids)})
+"""
+
+
+def _measure_b(bench, seconds: float):
+    return bench.popen_probe(f"claw-{CAGE_B}", MEASURE, {"seconds": seconds}, timeout=int(seconds) + 20)
+
+
+def _finish(proc) -> dict:
+    stdout, stderr = proc.communicate(timeout=60)
+    lines = [l for l in stdout.splitlines() if l.strip()]
+    assert proc.returncode == 0 and lines, f"B's measurement failed: {stderr[-500:]}"
+    return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def at_rest(isolation_bench):
+    result = _finish(_measure_b(isolation_bench, 4))
+    isolation_bench.scorecard.latency.append({"fault": "at rest", "neighbour": CAGE_B, **result})
+    return result
+
+
+def _b_held(bench, fault: str, during: dict, rest: dict) -> bool:
+    """B keeps answering: every round trip worked, and its p95 stays within 4x rest + 50 ms."""
+    bench.scorecard.latency.append({"fault": fault, "neighbour": CAGE_B, **during})
+    ok = during["fails"] == 0 and during["n"] >= 10 and during["p95_ms"] <= 4 * rest["p95_ms"] + 50
+    bench.scorecard.record(GROUP, f"{CAGE_B} latency during: {fault}",
+                           f"answers every time; p95 <= 4x rest ({rest['p95_ms']} ms) + 50 ms",
+                           f"n={during['n']} fails={during['fails']} p50={during['p50_ms']} p95={during['p95_ms']} "
+                           f"max={during['max_ms']} ms", ok)
+    bench.scorecard.write()
+    return ok
+
+
+def _claw_id(bench, cage: str) -> str:
+    claw = bench.claw(cage)
+    claw.reload()
+    return claw.id
+
+
+def test_fork_bomb_hits_the_cage_pids_limit(isolation_bench, at_rest):
+    bench = isolation_bench
+    pids_max = int(cgroup_file("pids", CAGE_A, "pids.max").read_text())
+    leaf = _claw_id(bench, CAGE_A)
+    events_before = cgroup_file("pids", CAGE_A, "pids.events", leaf).read_text()
+    b = _measure_b(bench, 7)
+    time.sleep(1)
+    bomb = bench.probe(f"claw-{CAGE_A}", FORK_BOMB, {"max": 5000, "seconds": 10, "hold": 3}, timeout=40)
+    during = _finish(b)
+    events_after = cgroup_file("pids", CAGE_A, "pids.events", leaf).read_text()
+    ok = bomb["error"] == "EAGAIN" and bomb["forked"] < pids_max
+    bench.scorecard.record(GROUP, f"{CAGE_A}: fork bomb", f"EAGAIN below the cage's pids.max ({pids_max})",
+                           f"{bomb['error']} after {bomb['forked']} forks; the claw cgroup's pids.events "
+                           f"{' '.join(events_before.split())} -> {' '.join(events_after.split())}", ok)
+    held = _b_held(bench, "fork bomb in A", during, at_rest)
+    assert ok and held, (bomb, during)
+
+
+def test_memory_hog_is_oom_killed_and_the_claw_restarts_within_its_bound(isolation_bench, at_rest):
+    bench = isolation_bench
+    claw_id = _claw_id(bench, CAGE_A)
+    oom_control = cgroup_file("memory", CAGE_A, "memory.oom_control", claw_id)
+    kills_before = _oom_kills(oom_control)
+    restarts_before = bench.claw(CAGE_A).attrs["RestartCount"]
+    b = _measure_b(bench, 7)
+    time.sleep(1)
+    hog = bench.exec(f"claw-{CAGE_A}", MEMORY_HOG, timeout=40)
+    during = _finish(b)
+    kills_after = _oom_kills(oom_control)
+    limit = int(cgroup_file("memory", CAGE_A, "memory.limit_in_bytes", claw_id).read_text())
+    ok = hog.returncode == 137 and kills_after > kills_before
+    bench.scorecard.record(GROUP, f"{CAGE_A}: memory hog", f"OOM-killed at the claw's limit ({limit // MiB} MiB)",
+                           f"exit {hog.returncode}; oom_kill {kills_before} -> {kills_after}", ok)
+    held = _b_held(bench, "memory hog in A", during, at_rest)
+
+    # The claw itself dies (as the OOM killer would kill it): Docker restarts it, within its bound.
+    killer = """
+for p in os.listdir("/proc"):
+    if p.isdigit() and open(f"/proc/{p}/cmdline", "rb").read() == ARG.encode():
+        os.kill(int(p), 9)
+        time.sleep(5)  # the cage stops with its claw, and takes this probe along (exit 137)
+out("the claw's own process was not found in the cage")
+"""
+    killed = bench.exec(f"claw-{CAGE_A}", killer, claw_cmdline(bench, CAGE_A))
+    assert killed.returncode != 0, killed.stdout
+    claw = bench.claw(CAGE_A)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        claw.reload()
+        state = claw.attrs["State"]
+        # Docker reports Running=true during the restart back-off too; Restarting tells them apart.
+        if claw.attrs["RestartCount"] > restarts_before and state["Running"] and not state["Restarting"]:
+            break
+        time.sleep(0.3)
+    policy = claw.attrs["HostConfig"]["RestartPolicy"]
+    restarted = (claw.attrs["RestartCount"] == restarts_before + 1 and claw.attrs["State"]["Running"]
+                 and not claw.attrs["State"]["Restarting"])
+    alive = bench.probe(f"claw-{CAGE_A}", "out('alive')") == "alive" if restarted else False
+    bench.scorecard.record(GROUP, f"{CAGE_A}: the claw process is killed", "restarted once, running, policy bounded",
+                           f"restarts {restarts_before} -> {claw.attrs['RestartCount']}, running "
+                           f"{claw.attrs['State']['Running']}, policy {policy['Name']}:{policy['MaximumRetryCount']}",
+                           restarted and alive and policy == {"Name": "on-failure", "MaximumRetryCount": 5})
+    assert ok and held and restarted and alive, (hog.returncode, hog.stderr[-300:], kills_before, kills_after)
+
+
+def _oom_kills(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith("oom_kill "):
+            return int(line.split()[1])
+    raise AssertionError(f"{path} has no oom_kill counter (kernel too old for this probe)")
+
+
+def test_cpu_spin_is_held_to_its_quota(isolation_bench, at_rest):
+    bench = isolation_bench
+    claw_id = _claw_id(bench, CAGE_A)
+    usage = cgroup_file("cpuacct", CAGE_A, "cpuacct.usage", claw_id)
+    quota = next(c.cpus for c in bench.stack.config.claws if c.name == CAGE_A)
+    b = _measure_b(bench, 8)
+    time.sleep(1)
+    before, t0 = int(usage.read_text()), time.monotonic()
+    bench.probe(f"claw-{CAGE_A}", CPU_SPIN, {"procs": 2, "seconds": 5}, timeout=30)
+    used = (int(usage.read_text()) - before) / 1e9
+    wall = time.monotonic() - t0
+    during = _finish(b)
+    share = used / wall
+    ok = share <= float(quota) * 1.2 + 0.02
+    bench.scorecard.record(GROUP, f"{CAGE_A}: two processes spin for 5 s", f"<= its quota of {quota} CPU",
+                           f"{share:.3f} CPU ({used:.2f} s CPU in {wall:.2f} s)", ok)
+    held = _b_held(bench, "CPU spin in A", during, at_rest)
+    assert ok and held, (share, during)
+
+
+FILL = """
+res = {}
+for d in ("/tmp", "/data"):
+    path, written, error = os.path.join(d, "fill"), 0, None
+    try:
+        with open(path, "wb") as f:
+            while written < (1 << 30):
+                f.write(b"\\x5a" * (1 << 20)); written += 1 << 20
+            f.flush(); os.fsync(f.fileno())
+    except OSError as e:
+        error = errno.errorcode.get(e.errno, str(e))
+    os.unlink(path)
+    res[d] = {"written_mib": written >> 20, "error": error}
+out(res)
+"""
+
+
+def test_filling_a_disks_fails_in_a_only(isolation_bench, at_rest):
+    bench = isolation_bench
+    b = _measure_b(bench, 6)
+    time.sleep(0.5)
+    fill = bench.probe(f"claw-{CAGE_A}", FILL, timeout=60)
+    during = _finish(b)
+    ok = all(r["error"] == "ENOSPC" for r in fill.values())
+    bench.scorecard.record(GROUP, f"{CAGE_A}: fill /tmp and /data", "ENOSPC in A", fill, ok)
+    held = _b_held(bench, "A fills its tmpfs and volume", during, at_rest)
+    assert ok and held, (fill, during)

@@ -1,0 +1,462 @@
+"""Replay a stack's registered resources onto a real Docker engine (the integration bench).
+
+`tools.mockrun.evaluate` records every resource the program registers, with its inputs, exactly as
+the Pulumi engine would receive them. This module creates those resources for real, in dependency
+order: the Docker provider is checked against the engine we talk to, networks are created, host
+commands run their `create` scripts (`/bin/sh -c`, the secret stdin, the given environment), and
+containers are created, connected and started. `teardown` undoes it in reverse order and runs every
+command's `delete` script.
+
+What runs must be what the program asked for: every input key of every resource is interpreted
+explicitly. A key this replayer does not understand, or a value it cannot map faithfully, raises
+ReplayError naming the resource and the key; nothing is skipped silently. Pulumi-only fields
+(`mustRun`, ...) are interpreted too: `mustRun` means the container must be running after start.
+
+    deployment = deploy(evaluation)       # docker-py client from the environment by default
+    ...
+    teardown(deployment)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Mapping
+
+import docker
+import docker.errors
+from docker.types import LogConfig, Mount
+
+from tools.mockrun import Evaluation, Registered, unwrap_secrets
+
+NETWORK = "docker:index/network:Network"
+CONTAINER = "docker:index/container:Container"
+LOCAL_COMMAND = "command:local:Command"
+DOCKER_PROVIDER = "pulumi:providers:docker"
+MiB = 1024**2
+COMMAND_TIMEOUT_S = 300
+MUST_RUN_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10
+# Resources of these types are grouping only (ComponentResources): nothing to create.
+_COMPONENT_PREFIX = "clawstaff:"
+# Tie-break among resources whose dependencies allow any order: the order of the issue's contract.
+_RANK = {DOCKER_PROVIDER: 0, NETWORK: 1, LOCAL_COMMAND: 2, CONTAINER: 3}
+
+
+class ReplayError(Exception):
+    """The replay cannot do what the program asked for; the message names the resource and why."""
+
+
+@dataclass
+class Created:
+    """One resource that exists on the engine or host because of the replay."""
+
+    urn: str
+    type: str
+    name: str  # the Pulumi resource name
+    engine_id: str = ""  # container or network id
+    delete: str | None = None  # command: the delete script
+    environment: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    stdout: str = ""
+
+
+@dataclass
+class Deployment:
+    evaluation: Evaluation
+    client: docker.DockerClient
+    created: list[Created] = field(default_factory=list)
+
+    def container(self, name: str):
+        """The docker-py container the replay created under this Docker name."""
+        return self.client.containers.get(name)
+
+
+def _fail(resource: Registered, message: str) -> ReplayError:
+    return ReplayError(f"{resource.type} {resource.name!r}: {message}")
+
+
+class _Inputs:
+    """The inputs of one resource; every key must be taken exactly once, or the replay refuses."""
+
+    def __init__(self, resource: Registered):
+        self.resource = resource
+        self.values = dict(unwrap_secrets(dict(resource.inputs)))
+        self.taken: set[str] = set()
+
+    def take(self, key: str, default: Any = None) -> Any:
+        self.taken.add(key)
+        return self.values.get(key, default)
+
+    def require(self, key: str) -> Any:
+        if key not in self.values:
+            raise _fail(self.resource, f"input {key!r} is required by the replayer but missing")
+        return self.take(key)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.values) - self.taken)
+        if unknown:
+            raise _fail(self.resource, f"input {unknown[0]!r} is not understood by the replayer "
+                        f"(all unknown: {unknown}); refusing to replay it partially")
+
+
+def _keys(resource: Registered, value: Any, where: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    if not isinstance(value, Mapping):
+        raise _fail(resource, f"input {where!r} must be an object, got {value!r}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise _fail(resource, f"input {where}.{unknown[0]} is not understood by the replayer")
+    missing = sorted(required - set(value))
+    if missing:
+        raise _fail(resource, f"input {where}.{missing[0]} is required by the replayer but missing")
+    return dict(value)
+
+
+def _int(resource: Registered, key: str, value: Any) -> int:
+    """Pulumi numbers arrive as floats; only integral ones are meaningful here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise _fail(resource, f"input {key!r} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _duration_ns(resource: Registered, key: str, value: Any) -> int:
+    """pulumi-docker durations: '30s', '500ms', '1m', '1h' (Go duration subset the program uses)."""
+    units = (("ms", 10**6), ("s", 10**9), ("m", 60 * 10**9), ("h", 3600 * 10**9))
+    if isinstance(value, str):
+        for suffix, scale in units:
+            number = value[: -len(suffix)]
+            if value.endswith(suffix) and number.replace(".", "", 1).isdigit():
+                if suffix == "s" and value.endswith("ms"):
+                    continue
+                return int(Decimal(number) * scale)
+    raise _fail(resource, f"input {key!r}: {value!r} is not a duration the replayer knows (e.g. 30s, 500ms, 1m)")
+
+
+# --- order -----------------------------------------------------------------------------------------
+
+
+def replay_order(resources: list[Registered]) -> list[Registered]:
+    """Dependencies (explicit, provider, parent) first; ties by kind (provider, network, command,
+    container), then registration order. A cycle is a ReplayError."""
+    by_urn = {r.urn: r for r in resources}
+    index = {r.urn: i for i, r in enumerate(resources)}
+    needs = {
+        r.urn: {u for u in (*r.dependencies, r.provider, r.parent) if u in by_urn and u != r.urn}
+        for r in resources
+    }
+    done: list[Registered] = []
+    placed: set[str] = set()
+    while len(done) < len(resources):
+        ready = [r for r in resources if r.urn not in placed and needs[r.urn] <= placed]
+        if not ready:
+            stuck = sorted(r.name for r in resources if r.urn not in placed)
+            raise ReplayError(f"dependency cycle among {stuck}")
+        ready.sort(key=lambda r: (_RANK.get(r.type, -1), index[r.urn]))
+        done.append(ready[0])
+        placed.add(ready[0].urn)
+    return done
+
+
+# --- per type --------------------------------------------------------------------------------------
+
+
+def _check_provider(resource: Registered, client: docker.DockerClient) -> None:
+    """The program's Docker provider must be the engine this replay talks to (the local socket)."""
+    inputs = _Inputs(resource)
+    host = inputs.require("host")
+    inputs.done()
+    engine = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not (isinstance(host, str) and host.startswith("unix://") and engine.startswith("unix://")):
+        raise _fail(resource, f"input 'host' = {host!r}: only a local engine (unix://) is replayed here")
+    if os.path.realpath(host[len("unix://"):]) != os.path.realpath(engine[len("unix://"):]):
+        raise _fail(resource, f"the program targets {host} but the replay talks to {engine}")
+
+
+def _create_network(resource: Registered, client: docker.DockerClient) -> Created:
+    inputs = _Inputs(resource)
+    name = inputs.require("name")
+    driver = inputs.take("driver", "bridge")
+    internal = bool(inputs.take("internal", False))
+    ipv6 = bool(inputs.take("ipv6", False))
+    options = inputs.take("options", {}) or {}
+    labels = {}
+    for i, entry in enumerate(inputs.take("labels", []) or []):
+        entry = _keys(resource, entry, f"labels[{i}]", {"label", "value"}, {"label", "value"})
+        labels[entry["label"]] = entry["value"]
+    inputs.done()
+    network = client.networks.create(name, driver=driver, options=dict(options), internal=internal,
+                                     enable_ipv6=ipv6, labels=labels, check_duplicate=True)
+    return Created(resource.urn, resource.type, resource.name, engine_id=network.id)
+
+
+def _run_shell(resource: Registered, script: str, *, stdin: str | None, environment: Mapping[str, str],
+               cwd: str | None, step: str) -> str:
+    """pulumi-command's local interpreter: `/bin/sh -c SCRIPT`, the environment merged over ours."""
+    env = dict(os.environ)
+    env.update(environment)
+    try:
+        result = subprocess.run(["/bin/sh", "-c", script], input=stdin, capture_output=True, text=True,
+                                env=env, cwd=cwd, timeout=COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise _fail(resource, f"{step} did not finish within {COMMAND_TIMEOUT_S}s") from None
+    if result.returncode != 0:
+        # The scripts never print a secret (components/cagehost.py); stderr is safe to show.
+        raise _fail(resource, f"{step} failed with status {result.returncode}: {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
+def _run_command(resource: Registered) -> Created:
+    inputs = _Inputs(resource)
+    create = inputs.require("create")
+    delete = inputs.take("delete")
+    stdin = inputs.take("stdin")
+    environment = inputs.take("environment", {}) or {}
+    cwd = inputs.take("dir")
+    inputs.done()
+    for key, value in (("create", create), ("delete", delete), ("stdin", stdin), ("dir", cwd)):
+        if value is not None and not isinstance(value, str):
+            raise _fail(resource, f"input {key!r} must be a string")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(environment).items()):
+        raise _fail(resource, "input 'environment' must map strings to strings")
+    stdout = _run_shell(resource, create, stdin=stdin, environment=environment, cwd=cwd, step="create")
+    return Created(resource.urn, resource.type, resource.name, delete=delete, environment=dict(environment),
+                   cwd=cwd, stdout=stdout)
+
+
+def _container_config(resource: Registered, client: docker.DockerClient) -> tuple[dict, dict, list[dict], bool]:
+    """(create_container kwargs, host_config kwargs, networks, must_run) for one Container."""
+    inputs = _Inputs(resource)
+    create: dict[str, Any] = {"name": inputs.require("name"), "image": inputs.require("image"), "detach": True}
+    host: dict[str, Any] = {}
+    if (command := inputs.take("command")) is not None:
+        create["command"] = list(command)
+    if (entrypoint := inputs.take("entrypoints")) is not None:
+        create["entrypoint"] = list(entrypoint)
+    if (user := inputs.take("user")) is not None:
+        create["user"] = user
+    if (envs := inputs.take("envs")) is not None:
+        create["environment"] = list(envs)
+    if (working_dir := inputs.take("workingDir")) is not None:
+        create["working_dir"] = working_dir
+    labels = {}
+    for i, entry in enumerate(inputs.take("labels", []) or []):
+        entry = _keys(resource, entry, f"labels[{i}]", {"label", "value"}, {"label", "value"})
+        labels[entry["label"]] = entry["value"]
+    create["labels"] = labels
+    if (hc := inputs.take("healthcheck")) is not None:
+        hc = _keys(resource, hc, "healthcheck", {"tests", "interval", "timeout", "startPeriod", "retries"}, {"tests"})
+        create["healthcheck"] = {
+            "test": list(hc["tests"]),
+            **({"interval": _duration_ns(resource, "healthcheck.interval", hc["interval"])} if "interval" in hc else {}),
+            **({"timeout": _duration_ns(resource, "healthcheck.timeout", hc["timeout"])} if "timeout" in hc else {}),
+            **({"start_period": _duration_ns(resource, "healthcheck.startPeriod", hc["startPeriod"])}
+               if "startPeriod" in hc else {}),
+            **({"retries": _int(resource, "healthcheck.retries", hc["retries"])} if "retries" in hc else {}),
+        }
+
+    host["read_only"] = bool(inputs.take("readOnly", False))
+    host["privileged"] = bool(inputs.take("privileged", False))
+    host["init"] = bool(inputs.take("init", False))
+    if (tmpfs := inputs.take("tmpfs")) is not None:
+        host["tmpfs"] = dict(tmpfs)
+    if (caps := inputs.take("capabilities")) is not None:
+        caps = _keys(resource, caps, "capabilities", {"adds", "drops"})
+        host["cap_drop"] = list(caps.get("drops") or [])
+        host["cap_add"] = list(caps.get("adds") or [])
+    if (security := inputs.take("securityOpts")) is not None:
+        host["security_opt"] = list(security)
+    restart = inputs.take("restart", "no")
+    retries = inputs.take("maxRetryCount")
+    if restart not in ("no", "on-failure", "always", "unless-stopped"):
+        raise _fail(resource, f"input 'restart' = {restart!r} is not a Docker restart policy")
+    if retries is not None and restart != "on-failure":
+        raise _fail(resource, "input 'maxRetryCount' only means something with restart=on-failure")
+    host["restart_policy"] = {"Name": "" if restart == "no" else restart,
+                              "MaximumRetryCount": _int(resource, "maxRetryCount", retries or 0)}
+    if (memory := inputs.take("memory")) is not None:
+        host["mem_limit"] = _int(resource, "memory", memory) * MiB  # pulumi-docker: MiB
+    if (swap := inputs.take("memorySwap")) is not None:
+        host["memswap_limit"] = _int(resource, "memorySwap", swap) * MiB
+    if (cpus := inputs.take("cpus")) is not None:
+        try:
+            host["nano_cpus"] = int(Decimal(str(cpus)) * 10**9)
+        except InvalidOperation:
+            raise _fail(resource, f"input 'cpus' = {cpus!r} is not a decimal") from None
+    if (parent := inputs.take("cgroupParent")) is not None:
+        host["cgroup_parent"] = parent
+    if (ipc := inputs.take("ipcMode")) is not None:
+        host["ipc_mode"] = ipc
+    if (sysctls := inputs.take("sysctls")) is not None:
+        host["sysctls"] = dict(sysctls)
+    if (dns := inputs.take("dns")) is not None:
+        host["dns"] = list(dns)
+    log_driver = inputs.take("logDriver")
+    log_opts = inputs.take("logOpts")
+    if log_driver is not None or log_opts is not None:
+        host["log_config"] = LogConfig(type=log_driver or "json-file", config=dict(log_opts or {}))
+    mounts = []
+    for i, m in enumerate(inputs.take("mounts", []) or []):
+        m = _keys(resource, m, f"mounts[{i}]", {"type", "source", "target", "readOnly"}, {"type", "source", "target"})
+        if m["type"] != "bind":
+            raise _fail(resource, f"input mounts[{i}].type = {m['type']!r}: only bind mounts are replayed")
+        mounts.append(Mount(target=m["target"], source=m["source"], type="bind", read_only=bool(m.get("readOnly"))))
+    if mounts:
+        host["mounts"] = mounts
+    hosts = {}
+    for i, h in enumerate(inputs.take("hosts", []) or []):
+        h = _keys(resource, h, f"hosts[{i}]", {"host", "ip"}, {"host", "ip"})
+        hosts[h["host"]] = h["ip"]
+    if hosts:
+        host["extra_hosts"] = hosts
+    networks = []
+    for i, n in enumerate(inputs.take("networksAdvanced", []) or []):
+        n = _keys(resource, n, f"networksAdvanced[{i}]", {"name", "aliases"}, {"name"})
+        networks.append({"name": n["name"], "aliases": list(n.get("aliases") or [])})
+    if (mode := inputs.take("networkMode")) is not None:
+        raise _fail(resource, f"input 'networkMode' = {mode!r}: cages use networksAdvanced only")
+    must_run = inputs.take("mustRun", True)  # pulumi-docker's default is true
+    inputs.done()
+    return create, host, networks, bool(must_run)
+
+
+def _create_container(resource: Registered, client: docker.DockerClient) -> Created:
+    create, host, networks, must_run = _container_config(resource, client)
+    api = client.api
+    networking = None
+    if networks:
+        first = networks[0]
+        networking = api.create_networking_config(
+            {first["name"]: api.create_endpoint_config(aliases=first["aliases"] or None)})
+        host["network_mode"] = first["name"]
+    else:
+        host["network_mode"] = "none"
+    create.pop("detach")
+    container = api.create_container(host_config=api.create_host_config(**host), networking_config=networking, **create)
+    container_id = container["Id"]
+    created = Created(resource.urn, resource.type, resource.name, engine_id=container_id)
+    try:
+        for n in networks[1:]:
+            api.connect_container_to_network(container_id, n["name"], aliases=n["aliases"] or None)
+        api.start(container_id)
+        if must_run:
+            _wait_running(resource, client, container_id)
+    except Exception:
+        api.remove_container(container_id, force=True)
+        raise
+    return created
+
+
+def _wait_running(resource: Registered, client: docker.DockerClient, container_id: str) -> None:
+    """mustRun: the container has to be running (and stay up a moment) after start."""
+    deadline = time.monotonic() + MUST_RUN_TIMEOUT_S
+    seen_running = 0
+    while time.monotonic() < deadline:
+        state = client.api.inspect_container(container_id)["State"]
+        if state["Running"] and not state["Restarting"]:
+            seen_running += 1
+            if seen_running >= 3:
+                return
+        else:
+            seen_running = 0
+        time.sleep(0.3)
+    logs = client.api.logs(container_id, tail=20).decode(errors="replace")
+    raise _fail(resource, f"mustRun: the container is not running after {MUST_RUN_TIMEOUT_S:.0f}s "
+                f"(state {state.get('Status')}, exit {state.get('ExitCode')}); last log lines:\n{logs}")
+
+
+def _check_component(resource: Registered) -> None:
+    if resource.custom or not resource.type.startswith(_COMPONENT_PREFIX):
+        raise _fail(resource, "this resource type is not understood by the replayer")
+    if resource.inputs:
+        raise _fail(resource, f"a component with inputs {sorted(resource.inputs)} is not understood")
+
+
+# --- deploy / teardown -----------------------------------------------------------------------------
+
+
+def deploy(evaluation: Evaluation, client: docker.DockerClient | None = None,
+           on_created: Callable[[Created], None] | None = None) -> Deployment:
+    """Create every resource of the evaluation; on any failure, tear down what was made and raise."""
+    client = client or docker.from_env(timeout=120)
+    deployment = Deployment(evaluation, client)
+    try:
+        for resource in replay_order(evaluation.resources):
+            if resource.type == DOCKER_PROVIDER:
+                _check_provider(resource, client)
+                continue
+            if resource.type == NETWORK:
+                created = _create_network(resource, client)
+            elif resource.type == LOCAL_COMMAND:
+                created = _run_command(resource)
+            elif resource.type == CONTAINER:
+                if resource.provider and resource.provider not in evaluation.by_urn():
+                    raise _fail(resource, f"its provider {resource.provider} was not registered")
+                created = _create_container(resource, client)
+            else:
+                _check_component(resource)
+                continue
+            deployment.created.append(created)
+            if on_created:
+                on_created(created)
+    except BaseException:
+        errors = teardown(deployment)
+        if errors:
+            raise ReplayError("deploy failed and its rollback left: " + "; ".join(errors))
+        raise
+    return deployment
+
+
+def teardown(deployment: Deployment) -> list[str]:
+    """Delete in reverse creation order; run every command's delete script. Keeps going after an
+    error so that one stuck resource does not orphan the rest; returns the errors (empty: clean)."""
+    errors: list[str] = []
+    client = deployment.client
+    while deployment.created:
+        created = deployment.created.pop()
+        try:
+            if created.type == CONTAINER:
+                try:
+                    client.api.stop(created.engine_id, timeout=STOP_TIMEOUT_S)
+                    client.api.remove_container(created.engine_id, force=True)
+                except docker.errors.NotFound:
+                    pass
+            elif created.type == NETWORK:
+                try:
+                    client.api.remove_network(created.engine_id)
+                except docker.errors.NotFound:
+                    pass
+            elif created.type == LOCAL_COMMAND and created.delete:
+                resource = deployment.evaluation.by_urn()[created.urn]
+                _run_shell(resource, created.delete, stdin=None, environment=created.environment,
+                           cwd=created.cwd, step="delete")
+        except Exception as error:  # noqa: BLE001 - collected and reported, never swallowed
+            errors.append(f"{created.type} {created.name!r}: {error}")
+    return errors
+
+
+def purge(evaluation: Evaluation, client: docker.DockerClient | None = None) -> list[str]:
+    """Remove whatever a crashed earlier replay of this evaluation may have left: containers and
+    networks by name, then every command's (idempotent) delete. Returns the errors."""
+    client = client or docker.from_env(timeout=120)
+    errors = []
+    for resource in reversed(replay_order(evaluation.resources)):
+        values = unwrap_secrets(dict(resource.inputs))
+        try:
+            if resource.type == CONTAINER:
+                try:
+                    client.api.remove_container(values["name"], force=True)
+                except docker.errors.NotFound:
+                    pass
+            elif resource.type == NETWORK:
+                for network in client.networks.list(names=[values["name"]]):
+                    if network.name == values["name"]:
+                        network.remove()
+            elif resource.type == LOCAL_COMMAND and values.get("delete"):
+                _run_shell(resource, values["delete"], stdin=None, environment=values.get("environment") or {},
+                           cwd=values.get("dir"), step="delete")
+        except Exception as error:  # noqa: BLE001
+            errors.append(f"{resource.type} {resource.name!r}: {error}")
+    return errors
