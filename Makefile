@@ -40,7 +40,7 @@ engine: venv
 # The isolation suite on the real engine (needs root, `make engine`, `make images`): attacks the local
 # stack's cages and prints the scorecard (also build/isolation-report.json).
 isolation-report: venv
-	$(PY) -m tools.isolation_report
+	$(PY) -m tools.isolation_report --markdown build/isolation-report.md
 
 # The last scorecard again, without running anything.
 isolation-report-show: venv

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ def render(document: dict, console: Console) -> bool:
         table.add_column(column, style=style, overflow="fold")
     for row in rows:
         verdict = row["verdict"]
-        table.add_row(row["group"], row["probe"], row["expected"], row["observed"][:300],
+        table.add_row(escape(row["group"]), escape(row["probe"]), escape(row["expected"]), escape(row["observed"][:300]),
                       f"[green]{verdict}[/]" if verdict == "PASS" else f"[bold red]{verdict}[/]")
     console.print(table)
     latency = document.get("latency", [])
@@ -48,15 +49,40 @@ def render(document: dict, console: Console) -> bool:
                         str(row["p95_ms"]), str(row["max_ms"]))
         console.print(lat)
     for note in document.get("bench_changes", []):
-        console.print(f"[yellow]bench change:[/] {note}")
+        console.print(f"[yellow]bench change:[/] {escape(note)}")
     failed = [r for r in rows if r["verdict"] != "PASS"]
     console.print(f"{len(rows) - len(failed)} passed, {len(failed)} failed, report: {REPORT.relative_to(ROOT)}")
     return bool(rows) and not failed
 
 
+def render_markdown(document: dict) -> str:
+    """The scorecard as Markdown, for the repository (docs/isolation-report.md)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = document.get("rows", [])
+    failed = sum(r["verdict"] != "PASS" for r in rows)
+    lines = [f"# ClawCage isolation scorecard", "",
+             f"Generated {document.get('generated', '?')} by `make isolation-report` on the real Docker engine: "
+             f"{len(rows) - failed} passed, {failed} failed.", "", "Bench changes (the bench's outside world; "
+             "production defaults untouched):", ""]
+    lines += [f"- {cell(note)}" for note in document.get("bench_changes", [])]
+    lines += ["", "| group | probe | expected | observed | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {cell(r['group'])} | {cell(r['probe'])} | {cell(r['expected'])} | {cell(r['observed'][:400])} | "
+              f"{r['verdict']} |" for r in rows]
+    latency = document.get("latency", [])
+    if latency:
+        lines += ["", "Neighbour B's latency while a fault runs in cage A (CPU work + round trip to its proxy):", "",
+                  "| fault | neighbour | samples | fails | p50 ms | p95 ms | max ms |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['fault']} | {r['neighbour']} | {r['n']} | {r['fails']} | {r['p50_ms']} | {r['p95_ms']} | "
+                  f"{r['max_ms']} |" for r in latency]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.isolation_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-run", action="store_true", help="only print the last report")
+    parser.add_argument("--markdown", type=Path, help="also write the scorecard as Markdown to this file")
     args = parser.parse_args(argv)
     console = Console(width=max(160, Console().width))
     status = None
@@ -67,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if not REPORT.exists():
         console.print(f"[red]no report at {REPORT}: the isolation probes did not run[/]")
         return 2
-    all_passed = render(json.loads(REPORT.read_text()), console)
+    document = json.loads(REPORT.read_text())
+    all_passed = render(document, console)
+    if args.markdown:
+        args.markdown.write_text(render_markdown(document))
     if status is not None:
         return status
     return 0 if all_passed else 1
