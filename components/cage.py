@@ -22,7 +22,7 @@ import pulumi_docker as docker
 from components import cagehost
 from components.config import Claw, Endpoint
 from components.conventions import (
-    CAGE_KEY_MOUNT,
+    CAGE_KEY_DIR_MOUNT,
     CAGE_VOLUME_MOUNT,
     LABEL_CLAW,
     LABEL_HOST,
@@ -165,7 +165,7 @@ class ClawCage(pulumi.ComponentResource):
         )
         claw_mounts = [
             docker.ContainerMountArgs(
-                type="bind", source=host_key_dir(claw.name), target=CAGE_KEY_MOUNT.rsplit("/", 1)[0], read_only=True
+                type="bind", source=host_key_dir(claw.name), target=CAGE_KEY_DIR_MOUNT, read_only=True
             )
         ]
         host_state = [limits, key]

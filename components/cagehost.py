@@ -36,11 +36,10 @@ from decimal import Decimal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from components.conventions import HOST_KEY_ROOT, HOST_VOLUME_ROOT, host_key_dir, host_volume_dir, HOST_PROXY_CONFIG_ROOT
+from components.conventions import CGROUP_ROOT, HOST_KEY_ROOT, HOST_PROXY_CONFIG_ROOT, host_key_dir, host_volume_dir
 from components.sealing import CAGE_KEY_BYTES
 
 # The cgroup below which every cage's parent cgroup lives, in every hierarchy.
-CGROUP_ROOT = "clawstaff"
 CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1_000  # the kernel refuses a CFS quota below 1 ms
 VOLUME_KEY_BYTES = 64  # fscrypt AES-256-XTS needs a 64-byte master key

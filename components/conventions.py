@@ -26,7 +26,8 @@ EGRESS_BRIDGE_PREFIX = "ce-"
 # volume root, one directory per claw.
 HOST_KEY_ROOT = "/run/clawstaff/cages"
 HOST_VOLUME_ROOT = "/srv/clawstaff/volumes"
-CAGE_KEY_MOUNT = "/run/clawcage/key"
+CAGE_KEY_DIR_MOUNT = "/run/clawcage"  # the cage's key directory, read-only, in the claw container
+CAGE_KEY_MOUNT = f"{CAGE_KEY_DIR_MOUNT}/key"
 CAGE_VOLUME_MOUNT = "/data"
 SEALED_ENV = "CLAWCAGE_SEALED"
 
