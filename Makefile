@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STACK ?= local
 JSON ?=
 
-.PHONY: venv preview test unit up engine isolation-report isolation-report-show
+.PHONY: venv preview test unit up engine isolation-report isolation-report-show bench
 
 venv: $(VENV)/.installed
 
@@ -45,3 +45,8 @@ isolation-report: venv
 # The last scorecard again, without running anything.
 isolation-report-show: venv
 	$(PY) -m tools.isolation_report --no-run
+
+# Benchmarks (not tests): scale, churn, placement quality, per-cage overhead, density. Writes
+# benchmarks/results.json and prints each figure with its goal; overhead and density need the engine.
+bench: venv
+	$(PY) -m benchmarks.run

@@ -8,5 +8,5 @@ from components.outputs import fleet_summary
 
 config = stack_config.load()
 fleet = Fleet("fleet", config)
-for key, value in fleet_summary(config, fleet.placement).items():
+for key, value in fleet_summary(config, fleet.placement, fleet.host_configs).items():
     pulumi.export(key, value)

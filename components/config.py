@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 from pydantic.alias_generators import to_camel
 
+from components import conventions
 from components.catalog import LOCATIONS, SERVER_TYPES
 from components.units import MiB, GiB, SIZE_EXAMPLES, format_cpus, format_size, parse_cpus, parse_size
 
@@ -50,7 +51,7 @@ POOL_INDEX_WIDTH = 3
 # Cages per host unless the stack or the host says otherwise: each cage is a bridge network, veth
 # pairs, iptables rules and a uid pair on its host; Docker's per-network work grows with the count.
 DEFAULT_MAX_CAGES_PER_HOST = 100
-MAX_CAGES_PER_HOST = 27000  # the uid slots of components.placement.cage_uids
+MAX_CAGES_PER_HOST = conventions.MAX_CAGES_PER_HOST  # the host's egress subnet holds one proxy per cage
 MAX_OVERCOMMIT = Decimal(16)
 
 # Environment names a secret may not take: the cage runtime's own, and ones that change how the
@@ -309,7 +310,7 @@ ALLOWED: dict[str, str] = {
     "placement.overcommit.cpus": f"a ratio from 1 to {MAX_OVERCOMMIT}, such as 1 (none) or 2",
     "placement.overcommit.memory": f"a ratio from 1 to {MAX_OVERCOMMIT}; 1 (the default) keeps every cage's memory backed by the host",
     "placement.overcommit.disk": f"a ratio from 1 to {MAX_OVERCOMMIT}, such as 1 (none)",
-    "placementLock": "a mapping <claw> -> <host>: where each deployed claw runs, as the preview's placement says (README: Placement)",
+    "placementLock": "a mapping <claw> -> <host>: where each deployed claw runs, as `python -m components.placement --stack <stack> --write` records it",
     "placementLock.*": "the name of a host (a listed host or a pool's host)",
     "placement.maxCagesPerHost": f"a whole number of cages from 1 to {MAX_CAGES_PER_HOST} (default {DEFAULT_MAX_CAGES_PER_HOST})",
     "claws": "a non-empty list of claws",

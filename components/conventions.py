@@ -21,6 +21,12 @@ ROLE_EGRESS_NETWORK = "egress-network"
 # Linux bridge names (IFNAMSIZ: 15 characters). Host firewall rules match these prefixes.
 CAGE_BRIDGE_PREFIX = "cg-"
 EGRESS_BRIDGE_PREFIX = "ce-"
+# The host's shared egress network (every proxy of the host is on it): an explicit subnet, outside the
+# pool Docker allocates cage networks from (components.hostconfig.CAGE_ADDRESS_POOL). A /20 holds
+# 4093 proxies, which bounds the cages per host.
+EGRESS_SUBNET = "198.19.0.0/20"
+EGRESS_GATEWAY = "198.19.0.1"
+MAX_CAGES_PER_HOST = 4000
 
 # Host-side state of a cage. The key directory is a tmpfs (never disk); volumes live below the
 # volume root, one directory per claw.

@@ -23,7 +23,14 @@ import pulumi_docker as docker
 import pulumi_hcloud as hcloud
 
 from components.config import Admin, Host
-from components.conventions import LABEL_HOST, LABEL_ROLE, ROLE_EGRESS_NETWORK, egress_bridge_name
+from components.conventions import (
+    EGRESS_GATEWAY,
+    EGRESS_SUBNET,
+    LABEL_HOST,
+    LABEL_ROLE,
+    ROLE_EGRESS_NETWORK,
+    egress_bridge_name,
+)
 from components.hostconfig import render_bootstrap_script, render_cloud_init, render_host_key_install
 from components.hostkeys import SshHostKey, derive_ssh_host_key
 
@@ -137,6 +144,8 @@ class ClawHost(pulumi.ComponentResource):
             driver="bridge",
             internal=False,
             ipv6=False,
+            # Explicit: Docker's default pool hands out /29s (room for 5 proxies).
+            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=EGRESS_SUBNET, gateway=EGRESS_GATEWAY)],
             options={
                 "com.docker.network.bridge.enable_icc": "false",
                 "com.docker.network.bridge.name": egress_bridge_name(host.name),

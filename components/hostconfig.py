@@ -42,13 +42,14 @@ DEBIAN_CODENAME = "bookworm"
 # Hetzner's recursive resolvers (IPv4; cages have no IPv6).
 HETZNER_RESOLVERS: tuple[str, ...] = ("185.12.64.1", "185.12.64.2")
 
-# Docker allocates cage and egress networks from this pool. It is deliberately outside RFC 1918,
-# 100.64.0.0/10 and 169.254.0.0/16 (it is 198.18.0.0/15, reserved for benchmarking by RFC 2544 and
-# never routed on the internet): the host firewall can then drop every cage packet towards private
-# space without exceptions, because a cage talking to its own proxy never looks like private traffic.
-CAGE_ADDRESS_POOL = "198.18.0.0/15"
+# Cage and egress networks live in 198.18.0.0/15 (reserved for benchmarking by RFC 2544, never routed
+# on the internet), deliberately outside RFC 1918, 100.64.0.0/10 and 169.254.0.0/16: the host firewall
+# can then drop every cage packet towards private space without exceptions, because a cage talking to
+# its own proxy never looks like private traffic. Docker allocates cage networks from the first half;
+# the host's one egress network takes an explicit subnet from the second, so the two never overlap.
+CAGE_ADDRESS_POOL = "198.18.0.0/16"
 # A cage network holds the gateway, the cage and its proxy: a /29 (6 usable addresses) is plenty and
-# gives 16384 networks per host.
+# gives 8192 networks per host.
 CAGE_SUBNET_PREFIX = 29
 DEFAULT_BRIDGE_IP = "172.17.0.1/16"
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from components.config import StackConfig
+from components.config import Host, StackConfig
 from components.units import format_size
 
 
-def fleet_summary(config: StackConfig, placement: Mapping[str, str]) -> dict[str, Any]:
+def fleet_summary(config: StackConfig, placement: Mapping[str, str], hosts: Iterable[Host]) -> dict[str, Any]:
+    """`hosts`: the hosts the fleet runs (listed ones and the pool hosts placement opened)."""
     claws = {
         c.name: {
             "org": c.org,
@@ -30,6 +31,6 @@ def fleet_summary(config: StackConfig, placement: Mapping[str, str]) -> dict[str
             "serverType": h.server_type,
             "claws": sorted(n for n, host in placement.items() if host == h.name),
         }
-        for h in sorted(config.hosts, key=lambda h: h.name)
+        for h in sorted(hosts, key=lambda h: h.name)
     }
     return {"claws": claws, "hosts": hosts}

@@ -10,8 +10,8 @@ How cages are placed (same config, same placement, whatever the order of the lis
 1. Pinned claws (`host:`) go to their host, in name order.
 2. Locked claws (`clawstaff:placementLock`, written from the preview's placement after each deployment)
    stay on their recorded host while it exists and they fit there, in the order of step 3.
-3. Every other claw, in the order of the SHA-256 of its name, takes the first host with room in its own
-   preference order: the stack's listed hosts ranked by rendezvous hashing (HRW: a score that depends
+3. Every other claw, largest first (its largest share of a pool host's cpus, memory or disk; ties by
+   the SHA-256 of its name), takes the first host with room in its own preference order: the stack's listed hosts ranked by rendezvous hashing (HRW: a score that depends
    only on the claw's and the host's names), then each pool's hosts in index order. Listed hosts exist
    whatever we do, so cages spread over them; pool hosts cost money, so they fill in order and a pool
    makes a host only when the hosts before it are full.
@@ -33,8 +33,8 @@ What holds exactly (tests/unit/test_placement.py proves each with hypothesis):
 - a locked claw never moves because another claw was added, removed, changed or locked, nor because
   another host was drained or removed; a locked claw that grew, or whose host shrank, moves only if its
   host's locked cages no longer fit together, and then the ones that sort last move first;
-- without a lock, a change moves only claws that sort after the changed one (step 3's order), and with
-  room to spare on its first choice a claw never moves.
+- without a lock, a change moves only claws that sort after the changed one (step 3's order; a resized
+  claw: after its old or its new place), and with room to spare on its first choice a claw never moves.
 What does not hold without a lock: on full hosts, adding, removing or resizing a claw can move claws
 that sort after it (benchmarks/ counts them). Claws not yet deployed are the only ones without a lock
 entry, so in the intended workflow that only reshuffles cages that do not run yet.
@@ -60,6 +60,7 @@ GiB = 1024**3
 # Kept back on every host for the OS, dockerd and logs.
 HOST_RESERVE = Capacity(cpus=Decimal("0.5"), memory=1 * GiB, disk=10 * 1000**3)
 DEFAULT_POLICY = PlacementPolicy()
+MAX_MISFITS_SHOWN = 10  # an error names this many claws that do not fit, then counts the rest
 
 
 class PlacementError(pulumi.RunError):
@@ -170,10 +171,31 @@ def hrw_score(claw: str, host: str) -> bytes:
     return _digest(f"{claw}\0{host}")
 
 
-def placement_key(claw: Claw) -> tuple:
-    """The order claws are placed in: pinned first (by name), then by the SHA-256 of the name, which no
-    other claw's presence or limits can change."""
-    return (0, claw.name) if claw.host else (1, _digest(claw.name), claw.name)
+def placement_key(claw: Claw, reference: Limit | None = None) -> tuple:
+    """The order claws are placed in: pinned first (by name), then the largest first (first-fit
+    decreasing packs far tighter than any other order), ties by the SHA-256 of the name. A claw's size
+    is its largest share of a reference host's limit (cpus, memory or disk: whichever it fills most),
+    so a claw that is heavy in the resource the hosts lack goes first. Nothing but the claw's own
+    limits, its name and the reference host decides its place in this order."""
+    if claw.host:
+        return (0, Decimal(0), claw.name.encode(), claw.name)
+    need = cage_demand(claw)
+    if reference is None:
+        size = max(need.cpus, Decimal(need.memory) / GiB, Decimal(need.disk) / (100 * GiB))
+    else:
+        size = max(need.cpus / max(reference.cpus, Decimal("0.01")), Decimal(need.memory) / max(reference.memory, 1),
+                   Decimal(need.disk) / max(reference.disk, 1))  # fmt: skip
+    return (1, -size, _digest(claw.name), claw.name)
+
+
+def reference_limit(hosts: Sequence[Host], pools: Sequence[HostPool], policy: PlacementPolicy) -> Limit | None:
+    """The host that sizes claws for placement_key: the first pool's host type (what fills up), else the
+    largest listed host."""
+    if pools:
+        return host_limit(sorted(pools, key=lambda p: p.name)[0].host(1), policy)
+    if hosts:
+        return max((host_limit(h, policy) for h in hosts), key=lambda l: (l.cpus, l.memory, l.disk, l.cages))
+    return None
 
 
 def candidate_hosts(hosts: Sequence[Host], pools: Sequence[HostPool] = ()) -> list[Host]:
@@ -201,7 +223,8 @@ def place(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostP
     listed = sorted(h.name for h in hosts)
     listed_set = set(listed)
     pool_hosts = [name for name in bins if name not in listed_set]
-    ordered = sorted(claws, key=placement_key)
+    reference = reference_limit(hosts, pools, policy)
+    ordered = sorted(claws, key=lambda c: placement_key(c, reference))
     demands = {c.name: cage_demand(c) for c in ordered}
     misfits: list[str] = []
     lock = lock or {}
@@ -249,9 +272,11 @@ def place(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostP
             chosen[claw.name] = host
 
     if misfits:
+        shown = misfits[:MAX_MISFITS_SHOWN] + ([f"and {len(misfits) - MAX_MISFITS_SHOWN} more"]
+                                               if len(misfits) > MAX_MISFITS_SHOWN else [])  # fmt: skip
         raise PlacementError(
             f"{stack_file}: clawstaff:claws: {len(misfits)} claw(s) do not fit on the hosts: "
-            + "; ".join(misfits)
+            + "; ".join(shown)
             + f". Each cage needs its claw's limits plus its proxy ({PROXY_CPUS} cpus, {format_size(PROXY_MEMORY)}) "
             f"and its tmpfs and volume on disk; each host keeps {HOST_RESERVE.cpus} cpus, "
             f"{format_size(HOST_RESERVE.memory)} and {format_size(HOST_RESERVE.disk)} for itself: "

@@ -186,9 +186,14 @@ def _create_network(resource: Registered, client: docker.DockerClient) -> Create
     for i, entry in enumerate(inputs.take("labels", []) or []):
         entry = _keys(resource, entry, f"labels[{i}]", {"label", "value"}, {"label", "value"})
         labels[entry["label"]] = entry["value"]
+    pools = []
+    for i, entry in enumerate(inputs.take("ipamConfigs", []) or []):
+        entry = _keys(resource, entry, f"ipamConfigs[{i}]", {"subnet", "gateway"}, {"subnet"})
+        pools.append(docker.types.IPAMPool(subnet=entry["subnet"], gateway=entry.get("gateway")))
     inputs.done()
+    ipam = docker.types.IPAMConfig(pool_configs=pools) if pools else None
     network = client.networks.create(name, driver=driver, options=dict(options), internal=internal,
-                                     enable_ipv6=ipv6, labels=labels, check_duplicate=True)
+                                     enable_ipv6=ipv6, labels=labels, ipam=ipam, check_duplicate=True)
     return Created(resource.urn, resource.type, resource.name, engine_id=network.id)
 
 

@@ -197,6 +197,7 @@ def egress_network(host: str = HOST) -> Props:
         "driver": "bridge",
         "internal": False,
         "ipv6": False,
+        "ipamConfigs": [{"subnet": cv.EGRESS_SUBNET, "gateway": cv.EGRESS_GATEWAY}],
         "options": {"com.docker.network.bridge.enable_icc": "false",
                     "com.docker.network.bridge.name": cv.egress_bridge_name(host)},
         "labels": [{"label": cv.LABEL_ROLE, "value": cv.ROLE_EGRESS_NETWORK}, {"label": cv.LABEL_HOST, "value": host}],
