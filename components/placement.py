@@ -229,8 +229,17 @@ def place(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostP
     misfits: list[str] = []
     lock = lock or {}
 
-    # Pass 1: as if nothing were draining. Pins, then locked claws that still fit where they are, then the rest.
     chosen: dict[str, str] = {}
+
+    def place_on_first_choice(claw: Claw) -> None:
+        host = _choose(claw, demands[claw.name], bins, listed, pool_hosts, draining=False)
+        if host is None:
+            misfits.append(_misfit(claw, demands[claw.name], bins, pools))
+        else:
+            bins[host].add(claw.name, demands[claw.name])
+            chosen[claw.name] = host
+
+    # Pass 1: as if nothing were draining. Pins, then locked claws that still fit where they are, then the rest.
     free: list[Claw] = []
     for claw in ordered:
         locked = lock.get(claw.name)
@@ -240,19 +249,9 @@ def place(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostP
         elif claw.host is None:
             free.append(claw)
         else:
-            host = _choose(claw, demands[claw.name], bins, listed, pool_hosts, draining=False)
-            if host is None:
-                misfits.append(_misfit(claw, demands[claw.name], bins, pools))
-            else:
-                bins[host].add(claw.name, demands[claw.name])
-                chosen[claw.name] = host
+            place_on_first_choice(claw)
     for claw in free:
-        host = _choose(claw, demands[claw.name], bins, listed, pool_hosts, draining=False)
-        if host is None:
-            misfits.append(_misfit(claw, demands[claw.name], bins, pools))
-        else:
-            bins[host].add(claw.name, demands[claw.name])
-            chosen[claw.name] = host
+        place_on_first_choice(claw)
 
     # Pass 2: the cages of draining hosts leave them and are placed again on what is left.
     draining = {name for name, b in bins.items() if b.host.drain}

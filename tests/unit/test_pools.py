@@ -28,6 +28,7 @@ def pool_raw(claws: int = 6, max_hosts: int = 5, **pool: Any) -> tuple[dict[str,
     cage of 1 cpu per host), holding `claws` claws of 1 cpu without secrets."""
     raw, secret_keys = load_stack_file(ROOT / "Pulumi.prod.yaml")
     raw = copy.deepcopy(raw)
+    raw.pop("clawstaff:placementLock", None)  # prod's lock names prod's claws, replaced below
     raw["clawstaff:hosts"] = [
         {"name": "fsn1-cage-01", "kind": "cloud", "serverType": "cx22", "location": "fsn1"},
         {"name": "cage", "kind": "pool", "serverType": "ccx13", "locations": ["fsn1", "nbg1", "hel1"],
