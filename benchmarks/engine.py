@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from docker.types import EndpointConfig, Healthcheck, Mount, NetworkingConfig
+from docker.types import Healthcheck, Mount
 
 from components import cage as cage_component
 from components import cagehost

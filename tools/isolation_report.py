@@ -62,7 +62,7 @@ def render_markdown(document: dict) -> str:
 
     rows = document.get("rows", [])
     failed = sum(r["verdict"] != "PASS" for r in rows)
-    lines = [f"# ClawCage isolation scorecard", "",
+    lines = ["# ClawCage isolation scorecard", "",
              f"Generated {document.get('generated', '?')} by `make isolation-report` on the real Docker engine: "
              f"{len(rows) - failed} passed, {failed} failed.", "", "Bench changes (the bench's outside world; "
              "production defaults untouched):", ""]

@@ -471,8 +471,8 @@ def test_catalogue_holds_the_documented_types_and_locations():
     expected = {"cx22", "cx32", "cx42", "cx52", "cpx11", "cpx21", "cpx31", "cpx41", "cpx51",
                 "ccx13", "ccx23", "ccx33", "ccx43", "ccx53", "ccx63", "cax11", "cax21", "cax31", "cax41"}  # fmt: skip
     assert expected <= set(SERVER_TYPES)
-    for st in SERVER_TYPES.values():
-        assert st.cpus > 0 and st.memory > 0 and st.disk > 0 and st.locations <= set(LOCATIONS)
+    for server_type in SERVER_TYPES.values():
+        assert server_type.cpus > 0 and server_type.memory > 0 and server_type.disk > 0 and server_type.locations <= set(LOCATIONS)
 
 
 def test_objects_given_as_json_text_are_decoded():

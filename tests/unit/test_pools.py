@@ -5,7 +5,6 @@ renames, re-addresses, regroups or replaces a host, nor changes a cage that did 
 from __future__ import annotations
 
 import copy
-from decimal import Decimal
 from typing import Any
 
 import pytest
