@@ -318,13 +318,6 @@ def place_fleet(config: StackConfig) -> Placement:
                  lock=config.placement_lock, stack_file=config.stack_file)  # fmt: skip
 
 
-def place_claws(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostPool] = (),
-                policy: PlacementPolicy = DEFAULT_POLICY, lock: Mapping[str, str] | None = None,
-                stack_file: str = "the stack") -> dict[str, str]:
-    """Claw name -> host name (see place)."""
-    return dict(place(hosts, claws, pools=pools, policy=policy, lock=lock, stack_file=stack_file).claws)
-
-
 def lower_bound_hosts(claws: Iterable[Claw], host: Host, policy: PlacementPolicy = DEFAULT_POLICY) -> tuple[int, str]:
     """The fewest hosts like `host` that could hold these cages, and the resource that binds: the
     largest of ceil(total demand / host limit) over cpus, memory, disk and the cage count."""
