@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 from pydantic.alias_generators import to_camel
 
-from components import conventions
+from components import conventions, local_images
 from components.catalog import LOCATIONS, SERVER_TYPES
 from components.units import MiB, GiB, SIZE_EXAMPLES, format_cpus, format_size, parse_cpus, parse_size
 
@@ -273,7 +273,8 @@ ENDPOINT_TEXT = (
 )
 IMAGE_TEXT = (
     "an image pinned by digest: name[:tag]@sha256:<64 lower-case hex digits>, such as "
-    "ghcr.io/clawstaff/claw-runtime@sha256:0123...cdef, or a local image's ID sha256:<64 hex digits>"
+    "ghcr.io/clawstaff/claw-runtime@sha256:0123...cdef, a local image's ID sha256:<64 hex digits>, or "
+    "built:claw-runtime / built:egress-proxy for the image IDs the last `make images` recorded"
 )
 SIZE_TEXT = f"a size such as {SIZE_EXAMPLES}"
 HOST_CPUS_TEXT = "a number of CPUs greater than 0 with at most 2 decimals, such as 16"
@@ -470,6 +471,11 @@ def parse_ssh_public_key(value: Any) -> str:
 
 def parse_image(value: Any) -> str:
     text = _text(value)
+    if text.startswith(local_images.PREFIX):
+        try:
+            return local_images.built_image_id(text[len(local_images.PREFIX):])
+        except local_images.NotBuilt as error:
+            raise Invalid(str(error)) from None
     if text.startswith("sha256:") and _DIGEST.match(text):
         return text  # a local image by its ID: reproducible builds (images/build.py) make it a pin
     name, at, digest = text.partition("@")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from components import local_images
 from components.config import load_stack_file, parse_stack_config
 from tools import mockrun
 
@@ -25,9 +27,39 @@ def require_tool(name: str) -> str:
     pytest.skip(f"{name} is not installed here (apt-get install it, or run `bash .ci/run`)")
 
 
+# The pure, mock and policy tiers read the local stack's `built:` images from a fixed record with
+# made-up IDs, so that they do not depend on what this machine built; the real-engine tiers
+# (integration, host) read the record the last `make images` wrote.
+FIXTURE_IMAGES_RECORD = ROOT / "tests" / "fixtures" / "images.json"
+REAL_ENGINE_TIERS = (ROOT / "tests" / "integration", ROOT / "tests" / "host")
+
+
+@contextlib.contextmanager
+def fixture_images_record():
+    saved = os.environ.get(local_images.RECORD_ENV)
+    os.environ[local_images.RECORD_ENV] = str(FIXTURE_IMAGES_RECORD)
+    try:
+        yield FIXTURE_IMAGES_RECORD
+    finally:
+        if saved is None:
+            del os.environ[local_images.RECORD_ENV]
+        else:
+            os.environ[local_images.RECORD_ENV] = saved
+
+
+@pytest.fixture(autouse=True)
+def _images_record_for_tier(request):
+    if any(Path(str(request.node.path)).is_relative_to(tier) for tier in REAL_ENGINE_TIERS):
+        yield None
+        return
+    with fixture_images_record() as path:
+        yield path
+
+
 def evaluate_stack(stack: str) -> mockrun.Evaluation:
-    raw, secret_keys = load_stack_file(ROOT / f"Pulumi.{stack}.yaml")
-    return mockrun.evaluate(stack, raw, secret_keys)
+    with fixture_images_record():
+        raw, secret_keys = load_stack_file(ROOT / f"Pulumi.{stack}.yaml")
+        return mockrun.evaluate(stack, raw, secret_keys)
 
 
 @pytest.fixture(scope="session")

@@ -685,3 +685,50 @@ def test_an_accepted_endpoint_is_a_public_dns_name(text):
     assert not any(endpoint.host.endswith(s) for s in ("localhost", ".local", ".internal"))
     with pytest.raises(ValueError):
         ipaddress.ip_address(endpoint.host)
+
+
+# --- built:<image>: the local stack's images, resolved from the last build's record -----------------
+
+def test_built_images_resolve_to_the_recorded_ids(tmp_path, monkeypatch):
+    record = tmp_path / "images.json"
+    record.write_text(json.dumps({"claw-runtime": {"id": "sha256:" + "5c" * 32},
+                                  "egress-proxy": {"id": "sha256:" + "e7" * 32}}))
+    monkeypatch.setenv("CLAWSTAFF_IMAGES_RECORD", str(record))
+    raw = edited(local_raw(), ("proxyImage", "built:egress-proxy"), ("claws[0].image", "built:claw-runtime"))
+    config = parse_stack_config(raw, stack="local", secret_keys=SECRET_KEYS)
+    assert config.proxy_image == "sha256:" + "e7" * 32
+    assert config.claws[0].image == "sha256:" + "5c" * 32
+
+
+def test_built_image_without_a_recorded_build_says_run_make_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAWSTAFF_IMAGES_RECORD", str(tmp_path / "missing" / "images.json"))
+    raw = edited(local_raw(), ("claws[0].image", "built:claw-runtime"))
+    error = config_error(raw, stack="local")
+    assert_names(error, "clawstaff:claws[0].image", '"built:claw-runtime"', "does not exist: run `make images`",
+                 "built:claw-runtime / built:egress-proxy")
+
+
+def test_built_image_missing_from_the_record_or_unknown(tmp_path, monkeypatch):
+    record = tmp_path / "images.json"
+    record.write_text(json.dumps({"claw-runtime": {"id": "sha256:" + "5c" * 32}}))
+    monkeypatch.setenv("CLAWSTAFF_IMAGES_RECORD", str(record))
+    error = config_error(edited(local_raw(), ("proxyImage", "built:egress-proxy")), stack="local")
+    assert_names(error, "clawstaff:proxyImage", '"built:egress-proxy"', "records no build of egress-proxy",
+                 "built:claw-runtime")
+    error = config_error(edited(local_raw(), ("proxyImage", "built:squid")), stack="local")
+    assert_names(error, "clawstaff:proxyImage", '"built:squid"', "names no image this repository builds",
+                 "built:egress-proxy")
+    record.write_text("{not json")
+    error = config_error(edited(local_raw(), ("proxyImage", "built:egress-proxy")), stack="local")
+    assert "cannot be read" in str(error)
+
+
+def test_no_committed_stack_file_or_test_pins_a_local_image_id():
+    """A local image ID goes stale with the next Debian update: stacks name `built:<image>` instead."""
+    import subprocess
+    from tests.conftest import ROOT
+    found = subprocess.run(["git", "grep", "-nE", r"(^|[^@0-9a-f])sha256:[0-9a-f]{64}", "--", "Pulumi.*.yaml",
+                            "tests/*.py", "tests/**/*.py"], cwd=ROOT, capture_output=True, text=True)
+    real = [line for line in found.stdout.splitlines()
+            if not re.search(r'sha256:" \+|sha256:([0-9a-f]{2})\1{31}|sha256:(c1a0){16}|sha256:(e9){32}', line)]
+    assert found.returncode in (0, 1) and real == []
