@@ -130,7 +130,8 @@ def render_proxy_config(*, claw: str, org: str, allowlist: Sequence[tuple[str, i
         "htcp_port 0",
         "max_filedescriptors 4096",
         "shutdown_lifetime 1 seconds",
-        "via off",
+        # No `via off`: Squid 6 warns that HTTP requires Via, and a CONNECT tunnel's bytes carry no
+        # header of Squid's either way (plain HTTP is refused).
         "forwarded_for delete",
         "httpd_suppress_version_string on",
         "cache_log stdio:/dev/stderr",

@@ -145,7 +145,7 @@ LINE = re.compile(
     r"(#.*|"
     r"http_port \d+|pid_filename none|cache deny all|cache_mem 0 MB|coredump_dir /tmp|netdb_filename none|"
     r"pinger_enable off|icp_port 0|htcp_port 0|max_filedescriptors \d+|shutdown_lifetime 1 seconds|"
-    r"via off|forwarded_for delete|httpd_suppress_version_string on|cache_log stdio:/dev/stderr|"
+    r"forwarded_for delete|httpd_suppress_version_string on|cache_log stdio:/dev/stderr|"
     r"logformat clawcage clawcage-egress claw=[a-z0-9-]+ org=[a-z0-9-]+ .*|"
     r"access_log stdio:/dev/stdout logformat=clawcage|logfile_rotate 0|"
     r"acl [A-Za-z0-9_]+ (method CONNECT|dstdom_regex -n .*|annotate_transaction reason=[a-z-]+|"
