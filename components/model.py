@@ -28,8 +28,6 @@ PROXY_CPUS = Decimal("0.25")
 PROXY_MEMORY = 64 * MiB
 PROXY_PIDS = 64
 PROXY_TMPFS = 16 * MiB  # the proxy's /tmp, charged to its memory
-# Kept back on every host for the OS, dockerd and logs.
-HOST_RESERVE_CPUS, HOST_RESERVE_MEMORY, HOST_RESERVE_DISK = Decimal("0.5"), 1 * GiB, 10 * GB
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,8 @@ class Capacity:
     disk: int  # bytes
 
 
-HOST_RESERVE = Capacity(cpus=HOST_RESERVE_CPUS, memory=HOST_RESERVE_MEMORY, disk=HOST_RESERVE_DISK)
+# Kept back on every host for the OS, dockerd and logs.
+HOST_RESERVE = Capacity(cpus=Decimal("0.5"), memory=1 * GiB, disk=10 * GB)
 
 
 @dataclass(frozen=True)

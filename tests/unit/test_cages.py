@@ -117,7 +117,7 @@ def test_only_ciphertext_reaches_the_container_and_it_opens_with_the_cage_key_on
         assert opened == dict(secrets)
         other = next((c for c in config.claws if c.name != claw.name), None)
         if other:
-            with pytest.raises(Exception):
+            with pytest.raises(Exception):  # noqa: B017 (any failure to open will do)
                 open_credentials(derive_cage_key(config.sealing_key, other.name), claw.name, env[SEALED_ENV])
 
 
