@@ -33,7 +33,7 @@ from docker.types import Healthcheck, Mount
 
 from components import cage as cage_component
 from components import cagehost
-from components.config import Endpoint
+from components.model import Endpoint
 from components.conventions import (
     CAGE_KEY_MOUNT,
     LABEL_CLAW,

@@ -1,5 +1,5 @@
-"""ClawCage under Pulumi's mocks, on the real stacks: every property of DESIGN.md section 3 that the
-program emits, checked on the resources registered for every claw of prod and local."""
+"""ClawCage under Pulumi's mocks, on the real stacks: every property of the README's isolation contract
+that the program emits, checked on the resources registered for every claw of prod and local."""
 
 from __future__ import annotations
 
