@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STACK ?= local
 JSON ?=
 
-.PHONY: venv preview test unit up engine isolation-report isolation-report-show bench
+.PHONY: venv preview test unit lint up engine isolation-report isolation-report-show bench
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test: venv
 
 unit: venv
 	$(PY) -m pytest tests/unit tests/policies
+
+# The linter alone (the suite runs it too: tests/unit/test_lint.py); settings in pyproject.toml.
+lint: venv
+	$(PY) -m ruff check .
 
 # The real thing: needs the Pulumi CLI, a Hetzner token (HCLOUD_TOKEN) and the stack's secrets.
 up: venv

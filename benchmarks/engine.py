@@ -33,7 +33,6 @@ from docker.types import Healthcheck, Mount
 
 from components import cage as cage_component
 from components import cagehost
-from components.config import Endpoint
 from components.conventions import (
     CAGE_KEY_MOUNT,
     LABEL_CLAW,
@@ -44,7 +43,9 @@ from components.conventions import (
     cage_bridge_name,
 )
 from components.egress import PROXY_PORT, egress_allowlist, render_proxy_config
+from components.model import Endpoint
 from components.sealing import CLAW_ENV, cage_key_file_text, derive_cage_key, seal_credentials
+from components.units import MiB
 
 CLAW_IMAGE = "clawstaff/claw-runtime:0.1.0"
 PROXY_IMAGE = "clawstaff/egress-proxy:0.1.0"
@@ -53,7 +54,6 @@ SEALING_KEY = "benchmark-sealing-key-0123456789abcdef0123456789"
 CONTROL_PLANE = Endpoint("control.clawstaff.example", 443)
 LABEL_BENCH = "clawstaff.bench"
 PROBE_INTERVAL_NS = 250_000_000  # both sides: how often Docker probes health while we wait
-MiB = 1024**2
 
 
 @dataclass

@@ -30,7 +30,7 @@ WORKLOAD = (
 
 def claw_entry(i: int, rnd: random.Random) -> dict[str, Any]:
     draw, acc = rnd.random(), 0.0
-    for share, cpus, memory, tmpfs, volume in WORKLOAD:
+    for share, cpus, memory, tmpfs, volume in WORKLOAD:  # noqa: B007 (the drawn row is used after the loop)
         acc += share
         if draw < acc:
             break

@@ -123,7 +123,7 @@ def churn(workdir: Path) -> dict[str, Any]:
     first = child("ours", base, workdir, plan=True)
     plan0 = json.loads(Path(first["plan_file"]).read_text())
     locked = copy.deepcopy(base)
-    locked["clawstaff:placementLock"] = dict(plan0["placement"])  # what `python -m components.placement --write` records
+    locked["clawstaff:placementLock"] = dict(plan0["placement"])  # what `python -m tools.placement_lock --write` records
 
     newcomer = fleetgen.extra_claw(base)
     added, added_unlocked = copy.deepcopy(locked), copy.deepcopy(base)

@@ -4,7 +4,8 @@ provider of the host that placement chose.
 
 Everything here is wiring: the scripts, the proxy config, the sealing and the uids are plain functions
 elsewhere (components.cagehost, components.egress, components.sealing, components.placement), each
-tested on its own. The isolation contract these resources implement is DESIGN.md section 3.
+tested on its own; the proxy's limits are components.model's. The isolation contract these resources
+implement is the README's "The isolation contract" (docs/architecture.md shows where each part lives).
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import hashlib
 import math
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
 from components import cagehost
-from components.config import Claw, Endpoint
 from components.conventions import (
     CAGE_KEY_DIR_MOUNT,
     CAGE_VOLUME_MOUNT,
@@ -38,15 +38,15 @@ from components.conventions import (
     host_key_dir,
 )
 from components.egress import PROXY_PORT, egress_allowlist, render_proxy_config
-from components.host import ClawHost
+from components.model import PROXY_CPUS, PROXY_MEMORY, PROXY_PIDS, PROXY_TMPFS, Claw, Endpoint
 from components.sealing import CLAW_ENV, cage_key_file_text, derive_cage_key, seal_credentials
+from components.units import MiB
 
-MiB = 1024**2
-# The proxy's own share of the cage (also counted by placement: keep in step with placement.PROXY_*).
-PROXY_CPUS = Decimal("0.25")
-PROXY_MEMORY = 64 * MiB
-PROXY_PIDS = 64
-PROXY_TMPFS = "rw,noexec,nosuid,nodev,size=16m"
+if TYPE_CHECKING:  # a cage only uses its host's provider, networks and connection; fleet makes the host
+    from components.host import ClawHost
+
+# The proxy's own share of the cage (PROXY_CPUS, PROXY_MEMORY, PROXY_PIDS, PROXY_TMPFS) comes from
+# components.model, where placement counts it too.
 MAX_RESTARTS = 5
 LOG_OPTS = {"max-size": "10m", "max-file": "5"}
 # The claw has no resolver that reaches out: with an explicit upstream, Docker's embedded DNS forwards
@@ -127,7 +127,7 @@ class ClawCage(pulumi.ComponentResource):
             internal=True,  # no route out: the proxy is the cage's only door
             ipv6=False,
             options={
-                # Two members, the claw and its proxy: ICC must stay on between them (DESIGN pitfall).
+                # Two members, the claw and its proxy: ICC must stay on between them (off would cut the claw from its proxy).
                 "com.docker.network.bridge.enable_icc": "true",
                 "com.docker.network.bridge.name": cage_bridge_name(claw.name),
             },
@@ -205,7 +205,7 @@ class ClawCage(pulumi.ComponentResource):
             labels=labels(claw, args.host_name, ROLE_PROXY)
             + [docker.ContainerLabelArgs(label="clawstaff.config-sha256",
                                          value=hashlib.sha256(proxy_config.encode()).hexdigest())],
-            **hardening(args.proxy_uid, PROXY_MEMORY, PROXY_CPUS, 16 * MiB, claw.name),
+            **hardening(args.proxy_uid, PROXY_MEMORY, PROXY_CPUS, PROXY_TMPFS, claw.name),
             opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[limits, proxy_config_file]),
         )
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-GiB = 1024**3
-GB = 1000**3
+from components.units import GB, GiB
 
 # Location code -> where it is.
 LOCATIONS: dict[str, str] = {
@@ -97,7 +96,3 @@ SERVER_TYPES: dict[str, ServerType] = {
         EU_LOCATIONS,
     ),
 }
-
-
-def server_type(name: str) -> ServerType | None:
-    return SERVER_TYPES.get(name)

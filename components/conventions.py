@@ -7,6 +7,7 @@ few conventions it relies on. Keep the two in step: a test checks that they agre
 from __future__ import annotations
 
 import hashlib
+import re
 
 # Labels on every container and network of a cage.
 LABEL_CLAW = "clawstaff.claw"
@@ -36,6 +37,39 @@ CAGE_KEY_DIR_MOUNT = "/run/clawcage"  # the cage's key directory, read-only, in 
 CAGE_KEY_MOUNT = f"{CAGE_KEY_DIR_MOUNT}/key"
 CAGE_VOLUME_MOUNT = "/data"
 SEALED_ENV = "CLAWCAGE_SEALED"
+
+# --- names ------------------------------------------------------------------------------------------
+
+# A DNS label (RFC 1123): every claw, org, host and pool name, and each label of an egress host name.
+# Match it whole (re.fullmatch, or with \Z): "$" would let a trailing newline through.
+DNS_LABEL_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
+# An environment variable name a claw's secret may take (before the reserved names below).
+ENV_NAME_PATTERN = r"[A-Z_][A-Z0-9_]*"
+
+
+def is_dns_label(text: str) -> bool:
+    return DNS_LABEL.fullmatch(text) is not None
+
+
+# Environment names no claw secret may take. One rule, two lists, because two programs check it:
+# - OPENER_RESERVED_NAMES: what cage-init (images/claw-runtime/cage-init, which cannot import this
+#   package) refuses to export when it opens a sealed blob: the cage's own variable and the names that
+#   change how the claw's process finds programs or loads code. cage-init holds a copy of this list as
+#   part of the sealed format (tests/unit/test_sealing.py checks that the two agree);
+# - RESERVED_ENV_NAMES: what the stack config refuses, the list above and the names the cage sets for
+#   the claw (HOSTNAME, its proxy) or that would reroute its traffic; and any name starting with
+#   RESERVED_ENV_PREFIX, the cage runtime's own namespace.
+RESERVED_ENV_PREFIX = "CLAWCAGE_"
+OPENER_RESERVED_NAMES = frozenset({"CLAWCAGE_SEALED", "PATH", "HOME", "LD_PRELOAD", "LD_LIBRARY_PATH",
+                                   "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"})
+RESERVED_ENV_NAMES = OPENER_RESERVED_NAMES | frozenset(
+    {"HOSTNAME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"}
+)
+
+
+def is_reserved_env_name(name: str) -> bool:
+    return name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIX)
 
 
 def _short(name: str) -> str:

@@ -28,21 +28,12 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from components.addresses import BLOCKED_DESTINATIONS  # destinations no cage may reach through its proxy
+from components.conventions import DNS_LABEL_PATTERN as _LABEL
+from components.conventions import is_dns_label
+
 PROXY_PORT = 3128
-# Where the egress-proxy image expects the rendered file (its CMD is `squid -N -f` this path).
-PROXY_CONFIG_PATH = "/etc/clawcage/squid.conf"
 
-# Destinations no cage may reach through its proxy, whatever a name resolves to.
-BLOCKED_DESTINATIONS: tuple[str, ...] = (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-    "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-    "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "100::/64", "2001:db8::/32", "fc00::/7",
-    "fe80::/10", "ff00::/8",
-)
-
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DNS_LABEL = re.compile(rf"{_LABEL}\Z")
 # At least two labels; the last one not all digits (so 10.0.0.1 and 2130706433 are not names).
 _HOST_NAME = re.compile(rf"(?:{_LABEL}\.)+(?=[a-z0-9-]*[a-z])(?:{_LABEL})\Z")
 
@@ -64,7 +55,7 @@ def _check_port(port: Any, what: str = "egress port") -> int:
 
 
 def _check_label(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _DNS_LABEL.match(value):
+    if not isinstance(value, str) or not is_dns_label(value):
         raise ValueError(f"{what} {value!r} is not a DNS label (a-z, 0-9, '-', at most 63 characters)")
     return value
 

@@ -12,10 +12,10 @@ from typing import Mapping, Optional, Sequence
 import pulumi
 import pulumi_hcloud as hcloud
 
-from components.config import Host, StackConfig
 from components.cage import ClawCage, ClawCageArgs
 from components.host import ClawHost, ClawHostArgs, HetznerShared
-from components.placement import cage_uids, claws_by_host, place_fleet
+from components.model import Host, StackConfig
+from components.placement import Placement, PlacementError, cage_uids, claws_by_host, place_fleet
 
 # Hetzner network zones of the locations (a subnet serves one zone).
 NETWORK_ZONES = {
@@ -31,6 +31,25 @@ PRIVATE_NETWORK = "10.0.0.0/16"
 # uses, so adding a host in a new zone renumbers nothing.
 ZONE_SUBNET_BASE = {"eu-central": 0, "us-east": 64, "us-west": 128, "ap-southeast": 192}  # third octet
 SPREAD_GROUP_MAX = 10  # Hetzner's limit of servers in one spread placement group
+
+
+class FleetPlacementError(PlacementError, pulumi.RunError):
+    """A PlacementError as Pulumi reports a user's mistake: one paragraph, no traceback (placement
+    itself imports nothing of Pulumi)."""
+
+
+def _placed(config: StackConfig) -> Placement:
+    try:
+        return place_fleet(config)
+    except PlacementError as error:
+        raise FleetPlacementError(str(error)) from None
+
+
+def _uids(claw_names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    try:
+        return cage_uids(claw_names)
+    except PlacementError as error:
+        raise FleetPlacementError(str(error)) from None
 
 
 def zone_subnet(zone: str) -> str:
@@ -72,7 +91,7 @@ class Fleet(pulumi.ComponentResource):
     def __init__(self, name: str, config: StackConfig, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("clawstaff:fleet:Fleet", name, {}, opts)
         self.config = config
-        placement = place_fleet(config)
+        placement = _placed(config)
         self.placement = dict(placement.claws)
         # Every listed host, and each pool host that holds a cage (a pool makes no empty host).
         self.host_configs: tuple[Host, ...] = placement.hosts
@@ -98,7 +117,7 @@ class Fleet(pulumi.ComponentResource):
         self.cages: dict[str, ClawCage] = {}
         claws = {c.name: c for c in config.claws}
         for host_name, claw_names in claws_by_host(self.placement).items():
-            uids = cage_uids(claw_names)
+            uids = _uids(claw_names)
             for claw_name in claw_names:
                 claw = claws[claw_name]
                 claw_uid, proxy_uid = uids[claw_name]

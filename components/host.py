@@ -1,6 +1,6 @@
 """ClawHost: one machine that runs cages, with its hardened Docker engine and a Docker provider for it.
 
-Three kinds (components.config.Host.kind):
+Three kinds (components.model.Host.kind):
 - cloud: a Hetzner Cloud server, booted with the rendered cloud-init (derived SSH host key, the
   bootstrap script) and re-bootstrapped over SSH whenever the script changes, so that a change to the
   hardening reaches running hosts without replacing them (user-data changes would replace the server);
@@ -22,7 +22,6 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_hcloud as hcloud
 
-from components.config import Admin, Host
 from components.conventions import (
     EGRESS_GATEWAY,
     EGRESS_SUBNET,
@@ -31,11 +30,11 @@ from components.conventions import (
     ROLE_EGRESS_NETWORK,
     egress_bridge_name,
 )
-from components.hostconfig import render_bootstrap_script, render_cloud_init, render_host_key_install
+from components.hostconfig import BOOTSTRAP_PATH, render_bootstrap_script, render_cloud_init, render_host_key_install
 from components.hostkeys import SshHostKey, derive_ssh_host_key
+from components.model import Admin, Host
 
 LOCAL_DOCKER_SOCKET = "unix:///var/run/docker.sock"
-BOOTSTRAP_PATH = "/usr/local/sbin/clawstaff-bootstrap"
 
 
 @dataclass

@@ -16,10 +16,10 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from components.kdf import hkdf_sha256
 
 HKDF_SALT = b"clawstaff/v1"
 SSH_KEY_TYPE = b"ssh-ed25519"
@@ -34,9 +34,7 @@ def derive_key(secret: str, purpose: str, length: int = 32) -> bytes:
         raise ValueError("derive_key: the secret is empty; set clawstaff:sealingKey (as a secret)")
     if not purpose:
         raise ValueError("derive_key: purpose must name what the key is for")
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=HKDF_SALT, info=purpose.encode()).derive(
-        secret.encode()
-    )
+    return hkdf_sha256(secret, salt=HKDF_SALT, info=purpose.encode(), length=length)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from components.config import Host, StackConfig
+from components.model import Host, StackConfig
 from components.units import format_size
 
 

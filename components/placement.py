@@ -1,6 +1,7 @@
-"""Which host runs which cage: a pure, deterministic function of the stack config.
+"""Which host runs which cage: a pure, deterministic function of the stack config (components.model in,
+nothing of Pulumi imported; the fit arithmetic, cage_demand and host_limit, lives in components.model).
 
-What a cage takes: its claw's cpus and memory plus its egress proxy's (components.cage), and on disk
+What a cage takes: its claw's cpus and memory plus its egress proxy's (components.model), and on disk
 its tmpfs and its volume (tmpfs lives in RAM and is charged to the memory cgroup too; it is also
 counted on disk so that a host's disk bounds everything its cages can write, swap included). What a
 host offers: its capacity less a reserve for the OS and dockerd, times the stack's overcommit ratio for
@@ -48,64 +49,32 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable, Mapping, Sequence
 
-import pulumi
+from components.model import (
+    HOST_RESERVE,
+    PROXY_CPUS,
+    PROXY_MEMORY,
+    Capacity,
+    Claw,
+    Demand,
+    Host,
+    HostPool,
+    Limit,
+    PlacementPolicy,
+    StackConfig,
+    cage_demand,
+    host_limit,
+    lacks,
+)
+from components.units import GiB, format_cpus, format_size
 
-from components.cage import PROXY_CPUS, PROXY_MEMORY
-from components.config import Capacity, Claw, Host, HostPool, PlacementPolicy, StackConfig
-from components.units import format_cpus, format_size
-
-MiB = 1024**2
-GiB = 1024**3
-
-# Kept back on every host for the OS, dockerd and logs.
-HOST_RESERVE = Capacity(cpus=Decimal("0.5"), memory=1 * GiB, disk=10 * 1000**3)
 DEFAULT_POLICY = PlacementPolicy()
 MAX_MISFITS_SHOWN = 10  # an error names this many claws that do not fit, then counts the rest
 
 
-class PlacementError(pulumi.RunError):
-    """The claws do not fit on the hosts; says which claws and by how much."""
-
-
-@dataclass(frozen=True)
-class Demand:
-    cpus: Decimal
-    memory: int
-    disk: int
-
-
-def cage_demand(claw: Claw) -> Demand:
-    """What one cage takes from its host: the claw and its proxy; on disk, its tmpfs and its volume."""
-    return Demand(cpus=claw.cpus + PROXY_CPUS, memory=claw.memory + PROXY_MEMORY, disk=claw.tmpfs + (claw.volume or 0))
-
-
-def usable_capacity(host: Host) -> Capacity:
-    c = host.capacity
-    return Capacity(
-        cpus=max(c.cpus - HOST_RESERVE.cpus, Decimal(0)),
-        memory=max(c.memory - HOST_RESERVE.memory, 0),
-        disk=max(c.disk - HOST_RESERVE.disk, 0),
-    )
-
-
-@dataclass(frozen=True)
-class Limit:
-    """What placement may put on one host: usable capacity times the overcommit ratios, and a cage count."""
-
-    cpus: Decimal
-    memory: int
-    disk: int
-    cages: int
-
-
-def host_limit(host: Host, policy: PlacementPolicy = DEFAULT_POLICY) -> Limit:
-    u = usable_capacity(host)
-    return Limit(
-        cpus=u.cpus * policy.overcommit_cpus,
-        memory=int(u.memory * policy.overcommit_memory),
-        disk=int(u.disk * policy.overcommit_disk),
-        cages=host.max_cages or policy.max_cages_per_host,
-    )
+class PlacementError(ValueError):
+    """The claws do not fit on the hosts; says which claws and by how much. Placement imports nothing of
+    Pulumi: components.fleet raises it as a pulumi.RunError (FleetPlacementError), so that `pulumi up`
+    prints it without a traceback."""
 
 
 @dataclass
@@ -119,10 +88,12 @@ class _Bin:
     disk: int = 0
     cages: list[str] = field(default_factory=list)
 
-    def fits(self, need: Demand) -> bool:
+    def free(self) -> Capacity:
         lim = self.limit
-        return (len(self.cages) < lim.cages and self.cpus + need.cpus <= lim.cpus
-                and self.memory + need.memory <= lim.memory and self.disk + need.disk <= lim.disk)  # fmt: skip
+        return Capacity(cpus=lim.cpus - self.cpus, memory=lim.memory - self.memory, disk=lim.disk - self.disk)
+
+    def fits(self, need: Demand) -> bool:
+        return len(self.cages) < self.limit.cages and not lacks(need, self.free())
 
     def add(self, claw: str, need: Demand) -> None:
         self.cpus += need.cpus
@@ -138,15 +109,11 @@ class _Bin:
 
     def shortfall(self, need: Demand) -> list[str]:
         """What is missing for `need`, each as 'cpus short by 0.75 (needs 2.25, 1.5 free)'."""
-        lim, out = self.limit, []
-        for what, want, free, fmt in (
-            ("cpus", need.cpus, lim.cpus - self.cpus, format_cpus),
-            ("memory", need.memory, lim.memory - self.memory, format_size),
-            ("disk", need.disk, lim.disk - self.disk, format_size),
-        ):
-            if want > free:
-                free = max(free, 0)
-                out.append(f"{what} short by {fmt(want - free)} (needs {fmt(want)}, {fmt(free)} free)")
+        lim, room, out = self.limit, self.free(), []
+        for what in lacks(need, room):
+            fmt = format_cpus if what == "cpus" else format_size
+            want, free = getattr(need, what), max(getattr(room, what), 0)
+            out.append(f"{what} short by {fmt(want - free)} (needs {fmt(want)}, {fmt(free)} free)")
         if len(self.cages) >= lim.cages:
             out.append(f"at its ceiling of {lim.cages} cages")
         return out
@@ -364,63 +331,3 @@ def cage_uids(claws_on_host: Iterable[str]) -> dict[str, tuple[int, int]]:
         uid = UID_BASE + 2 * slot
         out[name] = (uid, uid + 1)
     return out
-
-
-# --- the lock in the stack file --------------------------------------------------------------------
-
-LOCK_KEY = "clawstaff:placementLock"
-
-
-def render_lock(placement: Mapping[str, str], indent: str = "  ") -> str:
-    """The stack file's lock block: every claw and the host it runs on, in name order."""
-    lines = [f"{indent}{LOCK_KEY}:"] + [f"{indent}  {claw}: {host}" for claw, host in sorted(placement.items())]
-    return "\n".join(lines) + "\n"
-
-
-def write_lock(stack_text: str, placement: Mapping[str, str]) -> str:
-    """The stack file's text with its lock block replaced (or added at the end of `config:`), the rest
-    of the file, comments included, untouched. `config:` must be the file's last top-level key."""
-    lines = stack_text.splitlines(keepends=True)
-    config_at = next((i for i, l in enumerate(lines) if l.rstrip() == "config:"), None)
-    if config_at is None or any(l[:1] not in ("", " ", "#", "\n") for l in lines[config_at + 1:]):
-        raise ValueError("the stack file's last top-level key must be config:")
-    block = render_lock(placement)
-    start = next((i for i, l in enumerate(lines) if l.startswith(f"  {LOCK_KEY}:")), None)
-    if start is None:
-        text = "".join(lines)
-        return text + ("" if text.endswith("\n") else "\n") + block
-    end = start + 1
-    while end < len(lines) and (lines[end].startswith("    ") or not lines[end].strip()):
-        end += 1
-    return "".join(lines[:start]) + block + "".join(lines[end:])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """python -m components.placement --stack prod [--write]: print (or write into Pulumi.<stack>.yaml)
-    the lock of the stack's current placement. Run it on the config you deploy, commit it with it."""
-    import argparse
-    from pathlib import Path
-
-    from components.config import load_stack_file, parse_stack_config
-
-    parser = argparse.ArgumentParser(prog="python -m components.placement", description=main.__doc__.split("\n")[0])
-    parser.add_argument("--stack", required=True)
-    parser.add_argument("--write", action="store_true", help="rewrite the lock block in Pulumi.<stack>.yaml")
-    args = parser.parse_args(argv)
-    path = Path(__file__).resolve().parent.parent / f"Pulumi.{args.stack}.yaml"
-    try:
-        raw, secret_keys = load_stack_file(path)
-        placement = place_fleet(parse_stack_config(raw, stack=args.stack, secret_keys=secret_keys))
-    except pulumi.RunError as error:
-        print(f"error: {error}")
-        return 2
-    if args.write:
-        path.write_text(write_lock(path.read_text(), placement.claws))
-        print(f"{LOCK_KEY}: {len(placement.claws)} claws written to {path.name}")
-    else:
-        print(render_lock(placement.claws), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

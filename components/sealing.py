@@ -25,9 +25,10 @@ import re
 from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from components.conventions import ENV_NAME_PATTERN, OPENER_RESERVED_NAMES
+from components.kdf import hkdf_sha256
 
 FORMAT_PREFIX = "clawcage-v1:"
 AD_LABEL = b"clawcage-sealed-credentials-v1"
@@ -38,10 +39,10 @@ CAGE_KEY_BYTES = 64  # AES-SIV with AES-256: two 256-bit keys
 CLAW_ENV = "CLAWCAGE_CLAW"
 
 # Environment variable names a claw may receive; the same rule as the stack config's `secrets`.
-_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
-# Names the cage itself uses; a secret must not shadow them.
-RESERVED_NAMES = frozenset({"CLAWCAGE_SEALED", "PATH", "HOME", "LD_PRELOAD", "LD_LIBRARY_PATH",
-                            "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"})
+_ENV_NAME = re.compile(ENV_NAME_PATTERN + r"\Z")
+# Names a sealed blob may not hold: cage-init's own copy of this list (part of the format) refuses them
+# when it opens the blob. The stack config refuses more (components.conventions.RESERVED_ENV_NAMES).
+RESERVED_NAMES = OPENER_RESERVED_NAMES
 
 
 class SealError(Exception):
@@ -60,9 +61,7 @@ def derive_cage_key(sealing_key: str, claw: str) -> bytes:
     if not sealing_key:
         raise ValueError("sealing key is empty")
     _check_claw(claw)
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=CAGE_KEY_BYTES, salt=HKDF_SALT,
-                info=HKDF_INFO_PREFIX + claw.encode("utf-8"))
-    return hkdf.derive(sealing_key.encode("utf-8"))
+    return hkdf_sha256(sealing_key, salt=HKDF_SALT, info=HKDF_INFO_PREFIX + claw.encode("utf-8"), length=CAGE_KEY_BYTES)
 
 
 def cage_key_file_text(cage_key: bytes) -> str:

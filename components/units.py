@@ -13,15 +13,16 @@ KiB = 1024
 MiB = 1024**2
 GiB = 1024**3
 TiB = 1024**4
+KB, MB, GB, TB = 1000, 1000**2, 1000**3, 1000**4
 
 # Unit suffixes, matched case-insensitively ("gib" == "GiB"). Docker's one-letter "m"/"g" are left out
 # on purpose: "512m" means MiB to Docker but MB to most people, so we make the user say which.
 SIZE_UNITS: dict[str, int] = {
     "b": 1,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "tb": 1000**4,
+    "kb": KB,
+    "mb": MB,
+    "gb": GB,
+    "tb": TB,
     "kib": KiB,
     "mib": MiB,
     "gib": GiB,
@@ -37,7 +38,7 @@ _SIZE = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)\s
 
 # format_size tries these in order and uses the first that divides exactly: binary units first
 # (what memory is measured in), then decimal ones (what disks are sold in).
-_FORMAT_UNITS = (("TiB", TiB), ("TB", 1000**4), ("GiB", GiB), ("GB", 1000**3), ("MiB", MiB), ("MB", 1000**2), ("KiB", KiB), ("kB", 1000))
+_FORMAT_UNITS = (("TiB", TiB), ("TB", TB), ("GiB", GiB), ("GB", GB), ("MiB", MiB), ("MB", MB), ("KiB", KiB), ("kB", KB))
 
 
 def parse_size(value: object) -> int:

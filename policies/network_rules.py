@@ -1,8 +1,8 @@
 """Resource rules for `docker:index/network:Network`.
 
 A network labelled `clawstaff.role=cage-network` belongs to one cage (its claw and its proxy): it must be
-internal, and ICC stays on there (turning it off would also cut the claw from its own proxy, DESIGN
-pitfalls). Every other network is treated as shared (the host's egress network is one): it must have
+internal, and ICC stays on there (turning it off would also cut the claw from its own proxy, its only
+way out). Every other network is treated as shared (the host's egress network is one): it must have
 ICC off, so the proxies on it cannot reach each other. An unlabelled network counts as shared: the safe
 reading of a network the pack cannot place.
 """

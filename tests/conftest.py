@@ -1,4 +1,4 @@
-"""Shared fixtures: the project's stacks evaluated under Pulumi's mocks (DESIGN.md section 6, tier 2)."""
+"""Shared fixtures: the project's stacks evaluated under Pulumi's mocks (docs/architecture.md: the program under tools.mockrun)."""
 
 from __future__ import annotations
 

@@ -81,7 +81,8 @@ def stack_file(stack: str, root: Path = mockrun.ROOT) -> Path:
 
 
 def build_plan(evaluation: mockrun.Evaluation, violations: Sequence[Any]) -> dict[str, Any]:
-    """The JSON plan of DESIGN.md section 5; resources in URN order so that two runs are identical."""
+    """The JSON plan: stack, resources, placement, violations and summary; resources in URN order so
+    that two runs are identical."""
     resources = [
         {
             "urn": r.urn,

@@ -406,10 +406,10 @@ def deploy(evaluation: Evaluation, client: docker.DockerClient | None = None,
             deployment.created.append(created)
             if on_created:
                 on_created(created)
-    except BaseException:
+    except BaseException as error:
         errors = teardown(deployment)
         if errors:
-            raise ReplayError("deploy failed and its rollback left: " + "; ".join(errors))
+            raise ReplayError("deploy failed and its rollback left: " + "; ".join(errors)) from error
         raise
     return deployment
 

@@ -83,7 +83,7 @@ def run_to_completion(docker_client):
 
 @pytest.fixture
 def hardened():
-    """hardened(**extra) -> the docker run options of a cage (DESIGN.md section 3)."""
+    """hardened(**extra) -> the docker run options of a cage (the README's isolation contract)."""
     def options(**extra) -> dict:
         base = dict(read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
                     tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"}, pids_limit=128,

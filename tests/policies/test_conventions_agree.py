@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import cage_conventions
+import container_rules
 import stack_rules
 from components import cagehost, conventions, sealing
 
@@ -23,6 +24,12 @@ def test_the_pack_and_the_components_agree_on_names_labels_and_paths() -> None:
     for name in SHARED:
         assert getattr(cage_conventions, name) == getattr(conventions, name), name
     assert cage_conventions.CGROUP_ROOT == cagehost.CGROUP_ROOT
+
+
+def test_the_pack_and_the_components_agree_on_what_a_dns_label_is() -> None:
+    samples = ["a", "acme-support", "0", "a" * 63, "a" * 64, "-a", "a-", "A", "a_b", "a.b", "", "x-1-y", "é"]
+    for text in samples:
+        assert bool(container_rules.CLAW_NAME.match(text)) == conventions.is_dns_label(text), text
 
 
 def test_the_pack_knows_where_the_components_put_the_cages_host_state() -> None:

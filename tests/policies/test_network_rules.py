@@ -42,7 +42,7 @@ def test_an_unlabelled_network_counts_as_shared() -> None:
 
 
 def test_icc_stays_on_inside_a_cage_network() -> None:
-    # ICC off on the two-member cage network would cut the claw from its own proxy (DESIGN pitfalls).
+    # ICC off on the two-member cage network would cut the claw from its own proxy (its only way out).
     assert check("shared-network-icc-off", fx.cage_network()) == []
 
 

@@ -1,5 +1,6 @@
-"""The stack config contract (DESIGN.md section 4): every user mistake is one clear ConfigError naming the
-stack file, the key path, the value as written and what is allowed; never a traceback, never a secret."""
+"""The stack config contract (components/config, the README's stack config table): every user mistake is
+one clear ConfigError naming the stack file, the key path, the value as written and what is allowed;
+never a traceback, never a secret."""
 
 from __future__ import annotations
 

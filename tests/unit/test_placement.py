@@ -27,9 +27,8 @@ from components.placement import (
     place,
     placement_key,
     reference_limit,
-    render_lock,
-    write_lock,
 )
+from tools.placement_lock import render_lock, write_lock
 
 GiB, MiB, GB = 1024**3, 1024**2, 1000**3
 IMAGE = "ghcr.io/clawstaff/claw-runtime@sha256:" + "ab" * 32

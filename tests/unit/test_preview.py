@@ -1,5 +1,5 @@
 """The offline preview end to end: the real program, the real policy pack over gRPC, the plan and the
-exit codes of DESIGN.md section 5."""
+exit codes of tools/preview.py."""
 
 from __future__ import annotations
 
