@@ -25,6 +25,7 @@ from components.conventions import (
     LABEL_ROLE,
 )
 from components.hostkeys import SshHostKey
+from components.hostscripts import render_script
 
 # docker-ce from Docker's Debian repository, pinned for production hosts. 28.5.1 (2025-10-08, checked
 # against Docker's release notes) contains the fixes for CVE-2024-29018 (embedded DNS on internal
@@ -82,7 +83,6 @@ NOFILE_HARD = 16384
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILE = "5"
 
-_HEREDOC = "CLAWSTAFF_EOF"
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SSH_PUBLIC_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
@@ -369,13 +369,9 @@ def _check_authorized_keys(keys: Sequence[str]) -> list[str]:
     return cleaned
 
 
-def _put(path: str, mode: str, content: str) -> str:
-    """A bash step that installs `content` at `path`, quoted so that nothing in it is expanded."""
-    if _HEREDOC in content:
-        raise ValueError(f"content for {path} contains the heredoc delimiter")
-    if not content.endswith("\n"):
-        content += "\n"
-    return f"put {path} {mode} <<'{_HEREDOC}'\n{content}{_HEREDOC}\n"
+def _file(content: str) -> str:
+    """A file the bootstrap installs, as its header carries it: always ending with a newline."""
+    return content if content.endswith("\n") else content + "\n"
 
 
 FIREWALL_UNIT = f"""\
@@ -432,179 +428,38 @@ def render_bootstrap_script(
     Runs the same on a fresh cloud server (from cloud-init) and on an adopted dedicated server (over
     SSH). Files are only rewritten, and services only restarted, when their content changes. It
     expects the derived host key in place: cloud-init's `ssh_keys` writes it on a cloud server, and
-    `render_host_key_install` on a dedicated one, which must therefore run first.
+    `render_host_key_install` on a dedicated one, which must therefore run first. The steps are
+    components/hostscripts/bootstrap.sh; every file it installs is rendered here and arrives in a
+    (readonly, shell-quoted) header variable.
     """
     host_name = _check_host_name(host_name)
     keys = _check_authorized_keys(ssh_authorized_keys)
-    steps = [
-        f"""\
-#!/bin/bash
-# clawstaff bootstrap for host {host_name}, rendered by components/hostconfig.py. Safe to re-run.
-set -euo pipefail
-umask 022
-export DEBIAN_FRONTEND=noninteractive
-readonly HOST_NAME='{host_name}'
-readonly DOCKER_VERSION='{DOCKER_ENGINE_VERSION}'
-readonly DOCKER_KEY_FINGERPRINT='{DOCKER_REPO_KEY_FINGERPRINT}'
-readonly DOCKER_KEYRING=/etc/apt/keyrings/docker.asc
-
-log() {{ printf 'clawstaff-bootstrap: %s\\n' "$*" >&2; }}
-die() {{ log "ERROR: $*"; exit 1; }}
-
-CHANGED=' '
-# put PATH MODE < content: install the content when it differs; remember which files changed.
-put() {{
-  local path=$1 mode=$2 tmp
-  tmp=$(mktemp)
-  cat >"$tmp"
-  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "${{mode#0}}" ]; then
-    rm -f "$tmp"
-    return 0
-  fi
-  install -D -m "$mode" -o root -g root "$tmp" "$path"
-  rm -f "$tmp"
-  CHANGED="$CHANGED$path "
-  log "wrote $path"
-}}
-changed() {{ [[ $CHANGED == *" $1 "* ]]; }}
-
-# docker_key_ok FILE: FILE holds exactly one primary key, Docker's, by full fingerprint.
-docker_key_ok() {{
-  [ -s "$1" ] || return 1
-  local primaries
-  primaries=$(gpg --batch --show-keys --with-colons "$1" 2>/dev/null \\
-    | awk -F: '$1 == "pub" {{ want = 1; next }} want && $1 == "fpr" {{ print $10; want = 0 }}')
-  [ "$primaries" = "$DOCKER_KEY_FINGERPRINT" ]
-}}
-
-[ "$(id -u)" = 0 ] || die "run as root"
-. /etc/os-release
-[ "${{ID:-}}" = debian ] && [ "${{VERSION_CODENAME:-}}" = {DEBIAN_CODENAME} ] \\
-  || die "needs Debian 12 ({DEBIAN_CODENAME}); this is ${{PRETTY_NAME:-unknown}}"
-[ -d /run/systemd/system ] || die "needs systemd as init"
-""",
-        """\
-log "hostname"
-hostnamectl set-hostname "$HOST_NAME"
-""",
-        "log \"admin SSH keys (authoritative list)\"\ninstall -d -m 0700 -o root -g root /root/.ssh\n"
-        + _put("/root/.ssh/authorized_keys", "0600", "\n".join(keys)),
-        """\
-log "swap off"
-swapoff -a
-sed -E -i '/^[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]/ s/^/#clawstaff: /' /etc/fstab
-systemctl mask swap.target >/dev/null
-""",
-        "log \"kernel modules and sysctls\"\n"
-        + _put("/etc/modules-load.d/clawstaff.conf", "0644", "br_netfilter")
-        + "modprobe br_netfilter\n"
-        + _put(SYSCTL_PATH, "0644", render_sysctls())
-        + f"sysctl -q -p {SYSCTL_PATH}\n",
-        "log \"sshd: keys only, the derived host key only\"\n"
-        + f'[ -s {HOST_KEY_PATH} ] || die "no host key at {HOST_KEY_PATH}: install the derived key first"\n'
-        + _put(SSHD_DROPIN_PATH, "0644", render_sshd_config())
-        + f"""\
-if ! sshd -t; then
-  rm -f {SSHD_DROPIN_PATH}
-  die "sshd rejects the hardened configuration; removed it, sshd left unchanged"
-fi
-systemctl reload-or-restart ssh.service
-""",
-        """\
-log "packages and automatic security updates"
-apt-get update -q
-apt-get install -y -q --no-install-recommends ca-certificates curl gnupg nftables unattended-upgrades
-"""
-        + _put("/etc/apt/apt.conf.d/20auto-upgrades", "0644", AUTO_UPGRADES)
-        + _put("/etc/apt/apt.conf.d/52clawstaff-unattended-upgrades", "0644", UNATTENDED_UPGRADES)
-        + "systemctl enable --now apt-daily.timer apt-daily-upgrade.timer\n",
-        "log \"host firewall\"\n"
-        + _put(
-            FIREWALL_PATH,
-            "0600",
-            render_nftables(ssh_allowed_cidrs=ssh_allowed_cidrs, dns_resolvers=HETZNER_RESOLVERS),
-        )
-        + f'nft -c -f {FIREWALL_PATH} || die "nft rejects {FIREWALL_PATH}"\n'
-        + _put("/etc/systemd/system/clawstaff-firewall.service", "0644", FIREWALL_UNIT)
-        + _put("/etc/systemd/system/docker.service.d/10-clawstaff.conf", "0644", DOCKER_UNIT_DROPIN)
-        + """\
-systemctl daemon-reload
-systemctl enable clawstaff-firewall.service
-# reload, not restart: a restart would also restart docker.service, which Requires= the firewall.
-systemctl reload-or-restart clawstaff-firewall.service
-""",
-        "log \"Docker Engine $DOCKER_VERSION\"\n"
-        "# daemon.json first, so that the engine's very first start is already hardened.\n"
-        + _put("/etc/docker/daemon.json", "0644", render_daemon_json())
-        + f"""\
-install -d -m 0755 /etc/apt/keyrings
-if ! docker_key_ok "$DOCKER_KEYRING"; then
-  key_tmp=$(mktemp)
-  curl -fsSL --proto '=https' --tlsv1.2 -o "$key_tmp" {DOCKER_REPO_URL}/gpg
-  docker_key_ok "$key_tmp" || {{ rm -f "$key_tmp"; die "Docker's repository key does not have fingerprint $DOCKER_KEY_FINGERPRINT"; }}
-  install -m 0644 "$key_tmp" "$DOCKER_KEYRING"
-  rm -f "$key_tmp"
-fi
-put /etc/apt/sources.list.d/docker.list 0644 <<<"deb [arch=$(dpkg --print-architecture) signed-by=$DOCKER_KEYRING] \\
-{DOCKER_REPO_URL} {DEBIAN_CODENAME} stable"
-if [ "$(dpkg-query -W -f='${{Version}}' docker-ce 2>/dev/null || true)" != "$DOCKER_VERSION" ]; then
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends --allow-change-held-packages \\
-    "docker-ce=$DOCKER_VERSION" "docker-ce-cli=$DOCKER_VERSION" containerd.io
-fi
-apt-mark hold docker-ce docker-ce-cli >/dev/null
-systemctl daemon-reload
-systemctl enable docker.service
-if changed /etc/docker/daemon.json || changed /etc/systemd/system/docker.service.d/10-clawstaff.conf; then
-  systemctl restart docker.service
-else
-  systemctl start docker.service
-fi
-""",
-        f"""\
-log "verify"
-for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
-# Outputs are captured first: `cmd | grep -q` can fail under pipefail when grep exits early.
-security=$(docker info --format '{{{{json .SecurityOptions}}}} {{{{.LiveRestoreEnabled}}}}')
-[[ $security == *name=userns*" true" ]] || die "docker runs without userns-remap or live-restore: $security"
-nft list table inet {NFT_TABLE} >/dev/null || die "firewall table inet {NFT_TABLE} is not loaded"
-[ -z "$(swapon --show --noheadings)" ] || die "swap is still active"
-sshd_effective=$(sshd -T)
-grep -qx 'passwordauthentication no' <<<"$sshd_effective" || die "sshd still accepts passwords"
-log "host $HOST_NAME is hardened"
-""",
-    ]
-    return "\n".join(steps)
+    firewall = render_nftables(ssh_allowed_cidrs=ssh_allowed_cidrs, dns_resolvers=HETZNER_RESOLVERS)
+    return render_script(
+        "bootstrap.sh", title=f"bootstrap for host {host_name}", facts={"host": host_name}, readonly=True,
+        HOST_NAME=host_name, DOCKER_VERSION=DOCKER_ENGINE_VERSION, DOCKER_KEY_FINGERPRINT=DOCKER_REPO_KEY_FINGERPRINT,
+        DOCKER_REPO_URL=DOCKER_REPO_URL, DEBIAN_CODENAME=DEBIAN_CODENAME, NFT_TABLE=NFT_TABLE,
+        FIREWALL_PATH=FIREWALL_PATH, SYSCTL_PATH=SYSCTL_PATH, SSHD_DROPIN_PATH=SSHD_DROPIN_PATH,
+        HOST_KEY_PATH=HOST_KEY_PATH, AUTHORIZED_KEYS=_file("\n".join(keys)), SYSCTL_CONF=_file(render_sysctls()),
+        SSHD_CONFIG=_file(render_sshd_config()), AUTO_UPGRADES=_file(AUTO_UPGRADES),
+        UNATTENDED_UPGRADES=_file(UNATTENDED_UPGRADES), FIREWALL_RULES=_file(firewall),
+        FIREWALL_UNIT=_file(FIREWALL_UNIT), DOCKER_UNIT_DROPIN=_file(DOCKER_UNIT_DROPIN),
+        DAEMON_JSON=_file(render_daemon_json()),
+    )
 
 
 def render_host_key_install(key: SshHostKey) -> str:
     """Bash that installs the derived host key read from STDIN (never inlined) and reloads sshd.
 
     For dedicated hosts, run over the first SSH connection (which pins the server's current key).
-    The script refuses a private key whose public half is not the one Pulumi pins.
+    The script (components/hostscripts/host-key-install.sh) refuses a private key whose public half
+    is not the one Pulumi pins.
     """
-    public = " ".join(key.public_openssh.split()[:2])
-    return f"""\
-#!/bin/bash
-# Install the derived SSH host key ({key.fingerprint}); the private key arrives on stdin.
-set -euo pipefail
-umask 077
-tmp=$(mktemp {HOST_KEY_PATH}.new.XXXXXX)
-trap 'rm -f "$tmp"' EXIT
-cat >"$tmp"
-[ "$(ssh-keygen -y -f "$tmp" | cut -d' ' -f1,2)" = '{public}' ] \\
-  || {{ echo "clawstaff: the key on stdin is not {key.fingerprint}" >&2; exit 1; }}
-if [ -f {HOST_KEY_PATH} ] && cmp -s "$tmp" {HOST_KEY_PATH}; then
-  echo "clawstaff: host key {key.fingerprint} already installed" >&2
-  exit 0
-fi
-install -m 0600 -o root -g root "$tmp" {HOST_KEY_PATH}
-printf '%s\\n' '{key.public_openssh}' >{HOST_KEY_PATH}.pub
-chmod 0644 {HOST_KEY_PATH}.pub
-sshd -t
-systemctl reload-or-restart ssh.service
-echo "clawstaff: host key {key.fingerprint} installed" >&2
-"""
+    return render_script(
+        "host-key-install.sh", title=f"host key install ({key.fingerprint})", HOST_KEY_PATH=HOST_KEY_PATH,
+        PUBLIC_KEY=" ".join(key.public_openssh.split()[:2]), PUBLIC_KEY_LINE=key.public_openssh,
+        FINGERPRINT=key.fingerprint,
+    )
 
 
 class _LiteralDumper(yaml.SafeDumper):
