@@ -5,6 +5,11 @@ Cloud and dedicated hosts run the very same bootstrap script: a cloud server get
 cloud-init (`render_cloud_init`), a dedicated server over SSH. Everything here is a pure function of
 its arguments, so a preview shows exactly what a host will get and tests check it with the real
 tools (tests/host: `cloud-init schema`, `nft -c`, a real dockerd, `sshd -t`).
+
+The text itself lives in files: the bootstrap and the host-key install are bash scripts in
+components/hostscripts/ (rendered by `hostscripts.render_script`, their inputs in shell-quoted header
+variables), and the files they install (the nftables ruleset, units, apt and sshd drop-ins) are in
+components/hostscripts/files/ (`hostscripts.host_file`). This module computes what varies.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from components.conventions import (
     LABEL_ROLE,
 )
 from components.hostkeys import SshHostKey
-from components.hostscripts import render_script
+from components.hostscripts import host_file, render_script
 
 # docker-ce from Docker's Debian repository, pinned for production hosts. 28.5.1 (2025-10-08, checked
 # against Docker's release notes) contains the fixes for CVE-2024-29018 (embedded DNS on internal
@@ -202,75 +207,20 @@ def render_nftables(
         raise ValueError("ssh_allowed_cidrs is empty: the host would refuse all admin SSH")
     ssh_v4, ssh_v6 = _split_cidrs(ssh_allowed_cidrs)
     resolvers = sorted({str(ipaddress.IPv4Address(r)) for r in dns_resolvers})
-    cg, ce = f'"{CAGE_BRIDGE_PREFIX}*"', f'"{EGRESS_BRIDGE_PREFIX}*"'
 
     if guard_host_input:
-        host_input = """\
-        ct state established,related accept
-        ct state invalid drop
-        iif "lo" accept
-        icmp type {{ echo-request, destination-unreachable, time-exceeded, parameter-problem }} limit rate 20/second accept
-        icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, echo-request, destination-unreachable, packet-too-big, time-exceeded, parameter-problem }} accept
-        tcp dport 22 ip saddr @admin_ssh_v4 accept
-        tcp dport 22 ip6 saddr @admin_ssh_v6 accept
-        limit rate 10/minute log prefix "clawstaff-in-drop: " level info
-        counter drop"""
-        input_policy = "drop"
+        host_input, input_policy = host_file("firewall-host-input.nft").removesuffix("\n"), "drop"
     else:
         host_input = "        # host input is not guarded on this machine (guard_host_input=False): only cages are"
         input_policy = "accept"
-
-    return f"""\
-#!/usr/sbin/nft -f
-# clawstaff host firewall, rendered by components/hostconfig.py. Loading it replaces table
-# inet {NFT_TABLE} in one transaction (create-if-missing, delete, define) and touches nothing else.
-
-table inet {NFT_TABLE}
-delete table inet {NFT_TABLE}
-
-table inet {NFT_TABLE} {{
-{_nft_set("forbidden_v4", "ipv4_addr", FORBIDDEN_V4)}
-{_nft_set("upstream_dns_v4", "ipv4_addr", resolvers, interval=False)}
-{_nft_set("admin_ssh_v4", "ipv4_addr", ssh_v4)}
-{_nft_set("admin_ssh_v6", "ipv6_addr", ssh_v6)}
-
-    # What a cage or proxy sends is judged before Docker's DNAT (priority dstnat), so a packet to any
-    # host address, published port or not, counts as "to the host".
-    chain cage_destination {{
-        meta nfproto ipv6 counter drop comment "IPv6 is off for cages and proxies"
-        iifname {ce} ip daddr @upstream_dns_v4 meta l4proto {{ tcp, udp }} th dport 53 return
-        fib daddr type local limit rate 10/minute log prefix "clawstaff-cage-to-host: " level warn
-        fib daddr type local counter drop comment "the host's own addresses, bridge gateways included"
-        ip daddr @forbidden_v4 limit rate 10/minute log prefix "clawstaff-cage-to-private: " level warn
-        ip daddr @forbidden_v4 counter drop comment "private, CGNAT, link-local (metadata), loopback"
-    }}
-
-    chain prerouting {{
-        type filter hook prerouting priority dstnat - 10; policy accept;
-        iifname {cg} jump cage_destination
-        iifname {ce} jump cage_destination
-    }}
-
-    chain forward {{
-        type filter hook forward priority filter - 10; policy accept;
-        iifname {cg} oifname != {cg} counter drop comment "cage networks are internal: nothing is routed out of them"
-        iifname {ce} oifname {cg} counter drop comment "a proxy reaches only its own cage, on the cage's bridge"
-        iifname {cg} ct status dnat counter drop comment "no hairpin to published ports"
-        iifname {ce} ct status dnat counter drop comment "no hairpin to published ports"
-        iifname {cg} jump cage_destination
-        iifname {ce} jump cage_destination
-        oifname {cg} meta nfproto ipv6 counter drop
-        oifname {ce} meta nfproto ipv6 counter drop
-    }}
-
-    chain input {{
-        type filter hook input priority filter - 10; policy {input_policy};
-        iifname {cg} counter drop comment "cages never talk to the host itself"
-        iifname {ce} counter drop comment "proxies never talk to the host itself"
-{host_input}
-    }}
-}}
-"""
+    return host_file(
+        "firewall.nft", table=NFT_TABLE, cg=f'"{CAGE_BRIDGE_PREFIX}*"', ce=f'"{EGRESS_BRIDGE_PREFIX}*"',
+        forbidden_v4=_nft_set("forbidden_v4", "ipv4_addr", FORBIDDEN_V4),
+        upstream_dns_v4=_nft_set("upstream_dns_v4", "ipv4_addr", resolvers, interval=False),
+        admin_ssh_v4=_nft_set("admin_ssh_v4", "ipv4_addr", ssh_v4),
+        admin_ssh_v6=_nft_set("admin_ssh_v6", "ipv6_addr", ssh_v6),
+        input_policy=input_policy, host_input=host_input,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,32 +271,7 @@ def render_sysctls() -> str:
 
 def render_sshd_config() -> str:
     """sshd_config.d drop-in: public keys only, root only with a key, only the derived host key."""
-    return f"""\
-# clawstaff sshd hardening, rendered by components/hostconfig.py. Included first, so it wins.
-HostKey {HOST_KEY_PATH}
-HostKeyAlgorithms ssh-ed25519
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-AuthenticationMethods publickey
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitEmptyPasswords no
-HostbasedAuthentication no
-IgnoreRhosts yes
-X11Forwarding no
-AllowAgentForwarding no
-AllowTcpForwarding no
-AllowStreamLocalForwarding no
-GatewayPorts no
-PermitTunnel no
-PermitUserEnvironment no
-MaxAuthTries 3
-MaxSessions 10
-LoginGraceTime 20
-ClientAliveInterval 300
-ClientAliveCountMax 2
-LogLevel VERBOSE
-"""
+    return host_file("sshd-00-clawstaff.conf", HOST_KEY_PATH=HOST_KEY_PATH)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,50 +299,14 @@ def _file(content: str) -> str:
     return content if content.endswith("\n") else content + "\n"
 
 
-FIREWALL_UNIT = f"""\
-[Unit]
-Description=clawstaff host firewall (cage isolation, admin SSH allowlist)
-Documentation=file:{FIREWALL_PATH}
-DefaultDependencies=no
-Wants=network-pre.target
-Before=network-pre.target shutdown.target docker.service
-Conflicts=shutdown.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/sbin/nft -f {FIREWALL_PATH}
-ExecReload=/usr/sbin/nft -f {FIREWALL_PATH}
-
-[Install]
-WantedBy=sysinit.target
-"""
-
+FIREWALL_UNIT = host_file("clawstaff-firewall.service", FIREWALL_PATH=FIREWALL_PATH)
 # Docker refuses to start without the firewall: no window in which cages run unfiltered.
-DOCKER_UNIT_DROPIN = """\
-[Unit]
-Requires=clawstaff-firewall.service
-After=clawstaff-firewall.service
-"""
-
-AUTO_UPGRADES = """\
-APT::Periodic::Update-Package-Lists "1";
-APT::Periodic::Unattended-Upgrade "1";
-APT::Periodic::AutocleanInterval "7";
-"""
-
+DOCKER_UNIT_DROPIN = host_file("docker-10-clawstaff.conf")
+AUTO_UPGRADES = host_file("20auto-upgrades")
 # Debian's 50unattended-upgrades already selects Debian-Security. Docker's repository is added so
 # that containerd.io (which ships runc) gets its security fixes; docker-ce and docker-ce-cli are held
 # at DOCKER_ENGINE_VERSION, and unattended-upgrades never touches held packages.
-UNATTENDED_UPGRADES = """\
-Unattended-Upgrade::Origins-Pattern {
-        "origin=Debian,codename=${distro_codename}-security,label=Debian-Security";
-        "origin=Docker,label=Docker CE";
-};
-// Cages keep running across daemon restarts (live-restore), not across reboots: reboots for kernel
-// updates are scheduled by the operators.
-Unattended-Upgrade::Automatic-Reboot "false";
-"""
+UNATTENDED_UPGRADES = host_file("52clawstaff-unattended-upgrades")
 
 
 def render_bootstrap_script(

@@ -389,8 +389,8 @@ def _identity_problems(kind: str, script: str, claw: str, facts: Mapping[str, An
 def _facts_or_problem(kind: str, script: str) -> tuple[dict[str, Any] | None, list[str]]:
     facts, problem = script_facts(script)
     if problem:
-        return None, [f"its `{kind}` script {problem}, so nothing declares which cage's limits it is (the "
-                      f"renderer writes one; a script without it is refused)"]
+        return None, [(f"its `{kind}` script {problem}, so nothing declares which cage's limits it is (the "
+                       f"renderer writes one; a script without it is refused)")]
     return facts, []
 
 

@@ -3,8 +3,9 @@
 Every script a host runs (the cage's limits, key, proxy config and volume create/delete pairs, the
 bootstrap, the host-key install) is a bash file in this folder, linted by shellcheck; the fscrypt helper
 the volume scripts call is the Python file `fscrypt.py`, linted by ruff. Functions several scripts share
-are in `lib/`; LIBRARIES says which script uses which. components/cagehost.py and
-components/hostconfig.py validate their arguments and call `render_script`; nothing here builds shell.
+are in `lib/`; LIBRARIES says which script uses which. The files the bootstrap installs (systemd units,
+apt and sshd drop-ins, the nftables ruleset) are in `files/`, read by `host_file`. components/cagehost.py
+and components/hostconfig.py validate their arguments and call `render_script`; nothing builds shell.
 
 `render_script(name, title=..., facts=..., **variables)` returns, in this order:
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import string
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -85,6 +87,13 @@ def scripts() -> list[str]:
 def fscrypt_helper() -> str:
     """The fscrypt helper's text, as the volume scripts carry it in FSCRYPT_PY."""
     return source(FSCRYPT_HELPER)
+
+
+def host_file(name: str, **values: str) -> str:
+    """A file the bootstrap installs (`files/<name>`: units, drop-ins, the nftables ruleset), verbatim;
+    with `values`, its `${name}` placeholders filled in (string.Template, every one required)."""
+    text = source(f"files/{name}")
+    return string.Template(text).substitute(values) if values else text
 
 
 def _header_value(name: str, value: Any) -> str:

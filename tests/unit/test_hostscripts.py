@@ -101,8 +101,8 @@ def test_a_rendered_script_is_the_header_then_the_files_verbatim() -> None:
                                      PIECE="key", DIR="/run/clawstaff/cages/a1 b")
     lines = text.splitlines()
     assert lines[:4] == ["#!/bin/bash",
-                         "# clawstaff key of cage a1: rendered from components/hostscripts/key-delete.sh; safe to run "
-                         "again.",
+                         ("# clawstaff key of cage a1: rendered from components/hostscripts/key-delete.sh; safe to run "
+                          "again."),
                          "set -euo pipefail",
                          '# clawcage-facts: {"claw": "a1", "script": "key-delete"}']
     assert lines[4:7] == ["CLAW=a1", "PIECE=key", "DIR='/run/clawstaff/cages/a1 b'"]
