@@ -35,6 +35,8 @@ from components.hostscripts import header_variables
 
 OPERATOR_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlBtDA0i5ihElhG3/PErDdYCsd0LYDdWGvMgnr6swy5 ops@clawstaff"
 KEY = derive_ssh_host_key("stack sealing secret", "fsn1-cage-01")
+
+
 def resolved(script: str) -> str:
     """The rendered script with every `"$NAME"` of a header variable replaced by its value: the text of
     the commands as bash runs them (the files the bootstrap installs arrive in header variables)."""
