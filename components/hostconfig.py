@@ -5,6 +5,11 @@ Cloud and dedicated hosts run the very same bootstrap script: a cloud server get
 cloud-init (`render_cloud_init`), a dedicated server over SSH. Everything here is a pure function of
 its arguments, so a preview shows exactly what a host will get and tests check it with the real
 tools (tests/host: `cloud-init schema`, `nft -c`, a real dockerd, `sshd -t`).
+
+The text itself lives in files: the bootstrap and the host-key install are bash scripts in
+components/hostscripts/ (rendered by `hostscripts.render_script`, their inputs in shell-quoted header
+variables), and the files they install (the nftables ruleset, units, apt and sshd drop-ins) are in
+components/hostscripts/files/ (`hostscripts.host_file`). This module computes what varies.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from components.conventions import (
     LABEL_ROLE,
 )
 from components.hostkeys import SshHostKey
+from components.hostscripts import host_file, render_script
 
 # docker-ce from Docker's Debian repository, pinned for production hosts. 28.5.1 (2025-10-08, checked
 # against Docker's release notes) contains the fixes for CVE-2024-29018 (embedded DNS on internal
@@ -82,7 +88,6 @@ NOFILE_HARD = 16384
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILE = "5"
 
-_HEREDOC = "CLAWSTAFF_EOF"
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SSH_PUBLIC_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
@@ -202,75 +207,20 @@ def render_nftables(
         raise ValueError("ssh_allowed_cidrs is empty: the host would refuse all admin SSH")
     ssh_v4, ssh_v6 = _split_cidrs(ssh_allowed_cidrs)
     resolvers = sorted({str(ipaddress.IPv4Address(r)) for r in dns_resolvers})
-    cg, ce = f'"{CAGE_BRIDGE_PREFIX}*"', f'"{EGRESS_BRIDGE_PREFIX}*"'
 
     if guard_host_input:
-        host_input = """\
-        ct state established,related accept
-        ct state invalid drop
-        iif "lo" accept
-        icmp type {{ echo-request, destination-unreachable, time-exceeded, parameter-problem }} limit rate 20/second accept
-        icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, echo-request, destination-unreachable, packet-too-big, time-exceeded, parameter-problem }} accept
-        tcp dport 22 ip saddr @admin_ssh_v4 accept
-        tcp dport 22 ip6 saddr @admin_ssh_v6 accept
-        limit rate 10/minute log prefix "clawstaff-in-drop: " level info
-        counter drop"""
-        input_policy = "drop"
+        host_input, input_policy = host_file("firewall-host-input.nft").removesuffix("\n"), "drop"
     else:
         host_input = "        # host input is not guarded on this machine (guard_host_input=False): only cages are"
         input_policy = "accept"
-
-    return f"""\
-#!/usr/sbin/nft -f
-# clawstaff host firewall, rendered by components/hostconfig.py. Loading it replaces table
-# inet {NFT_TABLE} in one transaction (create-if-missing, delete, define) and touches nothing else.
-
-table inet {NFT_TABLE}
-delete table inet {NFT_TABLE}
-
-table inet {NFT_TABLE} {{
-{_nft_set("forbidden_v4", "ipv4_addr", FORBIDDEN_V4)}
-{_nft_set("upstream_dns_v4", "ipv4_addr", resolvers, interval=False)}
-{_nft_set("admin_ssh_v4", "ipv4_addr", ssh_v4)}
-{_nft_set("admin_ssh_v6", "ipv6_addr", ssh_v6)}
-
-    # What a cage or proxy sends is judged before Docker's DNAT (priority dstnat), so a packet to any
-    # host address, published port or not, counts as "to the host".
-    chain cage_destination {{
-        meta nfproto ipv6 counter drop comment "IPv6 is off for cages and proxies"
-        iifname {ce} ip daddr @upstream_dns_v4 meta l4proto {{ tcp, udp }} th dport 53 return
-        fib daddr type local limit rate 10/minute log prefix "clawstaff-cage-to-host: " level warn
-        fib daddr type local counter drop comment "the host's own addresses, bridge gateways included"
-        ip daddr @forbidden_v4 limit rate 10/minute log prefix "clawstaff-cage-to-private: " level warn
-        ip daddr @forbidden_v4 counter drop comment "private, CGNAT, link-local (metadata), loopback"
-    }}
-
-    chain prerouting {{
-        type filter hook prerouting priority dstnat - 10; policy accept;
-        iifname {cg} jump cage_destination
-        iifname {ce} jump cage_destination
-    }}
-
-    chain forward {{
-        type filter hook forward priority filter - 10; policy accept;
-        iifname {cg} oifname != {cg} counter drop comment "cage networks are internal: nothing is routed out of them"
-        iifname {ce} oifname {cg} counter drop comment "a proxy reaches only its own cage, on the cage's bridge"
-        iifname {cg} ct status dnat counter drop comment "no hairpin to published ports"
-        iifname {ce} ct status dnat counter drop comment "no hairpin to published ports"
-        iifname {cg} jump cage_destination
-        iifname {ce} jump cage_destination
-        oifname {cg} meta nfproto ipv6 counter drop
-        oifname {ce} meta nfproto ipv6 counter drop
-    }}
-
-    chain input {{
-        type filter hook input priority filter - 10; policy {input_policy};
-        iifname {cg} counter drop comment "cages never talk to the host itself"
-        iifname {ce} counter drop comment "proxies never talk to the host itself"
-{host_input}
-    }}
-}}
-"""
+    return host_file(
+        "firewall.nft", table=NFT_TABLE, cg=f'"{CAGE_BRIDGE_PREFIX}*"', ce=f'"{EGRESS_BRIDGE_PREFIX}*"',
+        forbidden_v4=_nft_set("forbidden_v4", "ipv4_addr", FORBIDDEN_V4),
+        upstream_dns_v4=_nft_set("upstream_dns_v4", "ipv4_addr", resolvers, interval=False),
+        admin_ssh_v4=_nft_set("admin_ssh_v4", "ipv4_addr", ssh_v4),
+        admin_ssh_v6=_nft_set("admin_ssh_v6", "ipv6_addr", ssh_v6),
+        input_policy=input_policy, host_input=host_input,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,32 +271,7 @@ def render_sysctls() -> str:
 
 def render_sshd_config() -> str:
     """sshd_config.d drop-in: public keys only, root only with a key, only the derived host key."""
-    return f"""\
-# clawstaff sshd hardening, rendered by components/hostconfig.py. Included first, so it wins.
-HostKey {HOST_KEY_PATH}
-HostKeyAlgorithms ssh-ed25519
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-AuthenticationMethods publickey
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitEmptyPasswords no
-HostbasedAuthentication no
-IgnoreRhosts yes
-X11Forwarding no
-AllowAgentForwarding no
-AllowTcpForwarding no
-AllowStreamLocalForwarding no
-GatewayPorts no
-PermitTunnel no
-PermitUserEnvironment no
-MaxAuthTries 3
-MaxSessions 10
-LoginGraceTime 20
-ClientAliveInterval 300
-ClientAliveCountMax 2
-LogLevel VERBOSE
-"""
+    return host_file("sshd-00-clawstaff.conf", HOST_KEY_PATH=HOST_KEY_PATH)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,59 +294,19 @@ def _check_authorized_keys(keys: Sequence[str]) -> list[str]:
     return cleaned
 
 
-def _put(path: str, mode: str, content: str) -> str:
-    """A bash step that installs `content` at `path`, quoted so that nothing in it is expanded."""
-    if _HEREDOC in content:
-        raise ValueError(f"content for {path} contains the heredoc delimiter")
-    if not content.endswith("\n"):
-        content += "\n"
-    return f"put {path} {mode} <<'{_HEREDOC}'\n{content}{_HEREDOC}\n"
+def _file(content: str) -> str:
+    """A file the bootstrap installs, as its header carries it: always ending with a newline."""
+    return content if content.endswith("\n") else content + "\n"
 
 
-FIREWALL_UNIT = f"""\
-[Unit]
-Description=clawstaff host firewall (cage isolation, admin SSH allowlist)
-Documentation=file:{FIREWALL_PATH}
-DefaultDependencies=no
-Wants=network-pre.target
-Before=network-pre.target shutdown.target docker.service
-Conflicts=shutdown.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/sbin/nft -f {FIREWALL_PATH}
-ExecReload=/usr/sbin/nft -f {FIREWALL_PATH}
-
-[Install]
-WantedBy=sysinit.target
-"""
-
+FIREWALL_UNIT = host_file("clawstaff-firewall.service", FIREWALL_PATH=FIREWALL_PATH)
 # Docker refuses to start without the firewall: no window in which cages run unfiltered.
-DOCKER_UNIT_DROPIN = """\
-[Unit]
-Requires=clawstaff-firewall.service
-After=clawstaff-firewall.service
-"""
-
-AUTO_UPGRADES = """\
-APT::Periodic::Update-Package-Lists "1";
-APT::Periodic::Unattended-Upgrade "1";
-APT::Periodic::AutocleanInterval "7";
-"""
-
+DOCKER_UNIT_DROPIN = host_file("docker-10-clawstaff.conf")
+AUTO_UPGRADES = host_file("20auto-upgrades")
 # Debian's 50unattended-upgrades already selects Debian-Security. Docker's repository is added so
 # that containerd.io (which ships runc) gets its security fixes; docker-ce and docker-ce-cli are held
 # at DOCKER_ENGINE_VERSION, and unattended-upgrades never touches held packages.
-UNATTENDED_UPGRADES = """\
-Unattended-Upgrade::Origins-Pattern {
-        "origin=Debian,codename=${distro_codename}-security,label=Debian-Security";
-        "origin=Docker,label=Docker CE";
-};
-// Cages keep running across daemon restarts (live-restore), not across reboots: reboots for kernel
-// updates are scheduled by the operators.
-Unattended-Upgrade::Automatic-Reboot "false";
-"""
+UNATTENDED_UPGRADES = host_file("52clawstaff-unattended-upgrades")
 
 
 def render_bootstrap_script(
@@ -432,179 +317,38 @@ def render_bootstrap_script(
     Runs the same on a fresh cloud server (from cloud-init) and on an adopted dedicated server (over
     SSH). Files are only rewritten, and services only restarted, when their content changes. It
     expects the derived host key in place: cloud-init's `ssh_keys` writes it on a cloud server, and
-    `render_host_key_install` on a dedicated one, which must therefore run first.
+    `render_host_key_install` on a dedicated one, which must therefore run first. The steps are
+    components/hostscripts/bootstrap.sh; every file it installs is rendered here and arrives in a
+    (readonly, shell-quoted) header variable.
     """
     host_name = _check_host_name(host_name)
     keys = _check_authorized_keys(ssh_authorized_keys)
-    steps = [
-        f"""\
-#!/bin/bash
-# clawstaff bootstrap for host {host_name}, rendered by components/hostconfig.py. Safe to re-run.
-set -euo pipefail
-umask 022
-export DEBIAN_FRONTEND=noninteractive
-readonly HOST_NAME='{host_name}'
-readonly DOCKER_VERSION='{DOCKER_ENGINE_VERSION}'
-readonly DOCKER_KEY_FINGERPRINT='{DOCKER_REPO_KEY_FINGERPRINT}'
-readonly DOCKER_KEYRING=/etc/apt/keyrings/docker.asc
-
-log() {{ printf 'clawstaff-bootstrap: %s\\n' "$*" >&2; }}
-die() {{ log "ERROR: $*"; exit 1; }}
-
-CHANGED=' '
-# put PATH MODE < content: install the content when it differs; remember which files changed.
-put() {{
-  local path=$1 mode=$2 tmp
-  tmp=$(mktemp)
-  cat >"$tmp"
-  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "${{mode#0}}" ]; then
-    rm -f "$tmp"
-    return 0
-  fi
-  install -D -m "$mode" -o root -g root "$tmp" "$path"
-  rm -f "$tmp"
-  CHANGED="$CHANGED$path "
-  log "wrote $path"
-}}
-changed() {{ [[ $CHANGED == *" $1 "* ]]; }}
-
-# docker_key_ok FILE: FILE holds exactly one primary key, Docker's, by full fingerprint.
-docker_key_ok() {{
-  [ -s "$1" ] || return 1
-  local primaries
-  primaries=$(gpg --batch --show-keys --with-colons "$1" 2>/dev/null \\
-    | awk -F: '$1 == "pub" {{ want = 1; next }} want && $1 == "fpr" {{ print $10; want = 0 }}')
-  [ "$primaries" = "$DOCKER_KEY_FINGERPRINT" ]
-}}
-
-[ "$(id -u)" = 0 ] || die "run as root"
-. /etc/os-release
-[ "${{ID:-}}" = debian ] && [ "${{VERSION_CODENAME:-}}" = {DEBIAN_CODENAME} ] \\
-  || die "needs Debian 12 ({DEBIAN_CODENAME}); this is ${{PRETTY_NAME:-unknown}}"
-[ -d /run/systemd/system ] || die "needs systemd as init"
-""",
-        """\
-log "hostname"
-hostnamectl set-hostname "$HOST_NAME"
-""",
-        "log \"admin SSH keys (authoritative list)\"\ninstall -d -m 0700 -o root -g root /root/.ssh\n"
-        + _put("/root/.ssh/authorized_keys", "0600", "\n".join(keys)),
-        """\
-log "swap off"
-swapoff -a
-sed -E -i '/^[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]/ s/^/#clawstaff: /' /etc/fstab
-systemctl mask swap.target >/dev/null
-""",
-        "log \"kernel modules and sysctls\"\n"
-        + _put("/etc/modules-load.d/clawstaff.conf", "0644", "br_netfilter")
-        + "modprobe br_netfilter\n"
-        + _put(SYSCTL_PATH, "0644", render_sysctls())
-        + f"sysctl -q -p {SYSCTL_PATH}\n",
-        "log \"sshd: keys only, the derived host key only\"\n"
-        + f'[ -s {HOST_KEY_PATH} ] || die "no host key at {HOST_KEY_PATH}: install the derived key first"\n'
-        + _put(SSHD_DROPIN_PATH, "0644", render_sshd_config())
-        + f"""\
-if ! sshd -t; then
-  rm -f {SSHD_DROPIN_PATH}
-  die "sshd rejects the hardened configuration; removed it, sshd left unchanged"
-fi
-systemctl reload-or-restart ssh.service
-""",
-        """\
-log "packages and automatic security updates"
-apt-get update -q
-apt-get install -y -q --no-install-recommends ca-certificates curl gnupg nftables unattended-upgrades
-"""
-        + _put("/etc/apt/apt.conf.d/20auto-upgrades", "0644", AUTO_UPGRADES)
-        + _put("/etc/apt/apt.conf.d/52clawstaff-unattended-upgrades", "0644", UNATTENDED_UPGRADES)
-        + "systemctl enable --now apt-daily.timer apt-daily-upgrade.timer\n",
-        "log \"host firewall\"\n"
-        + _put(
-            FIREWALL_PATH,
-            "0600",
-            render_nftables(ssh_allowed_cidrs=ssh_allowed_cidrs, dns_resolvers=HETZNER_RESOLVERS),
-        )
-        + f'nft -c -f {FIREWALL_PATH} || die "nft rejects {FIREWALL_PATH}"\n'
-        + _put("/etc/systemd/system/clawstaff-firewall.service", "0644", FIREWALL_UNIT)
-        + _put("/etc/systemd/system/docker.service.d/10-clawstaff.conf", "0644", DOCKER_UNIT_DROPIN)
-        + """\
-systemctl daemon-reload
-systemctl enable clawstaff-firewall.service
-# reload, not restart: a restart would also restart docker.service, which Requires= the firewall.
-systemctl reload-or-restart clawstaff-firewall.service
-""",
-        "log \"Docker Engine $DOCKER_VERSION\"\n"
-        "# daemon.json first, so that the engine's very first start is already hardened.\n"
-        + _put("/etc/docker/daemon.json", "0644", render_daemon_json())
-        + f"""\
-install -d -m 0755 /etc/apt/keyrings
-if ! docker_key_ok "$DOCKER_KEYRING"; then
-  key_tmp=$(mktemp)
-  curl -fsSL --proto '=https' --tlsv1.2 -o "$key_tmp" {DOCKER_REPO_URL}/gpg
-  docker_key_ok "$key_tmp" || {{ rm -f "$key_tmp"; die "Docker's repository key does not have fingerprint $DOCKER_KEY_FINGERPRINT"; }}
-  install -m 0644 "$key_tmp" "$DOCKER_KEYRING"
-  rm -f "$key_tmp"
-fi
-put /etc/apt/sources.list.d/docker.list 0644 <<<"deb [arch=$(dpkg --print-architecture) signed-by=$DOCKER_KEYRING] \\
-{DOCKER_REPO_URL} {DEBIAN_CODENAME} stable"
-if [ "$(dpkg-query -W -f='${{Version}}' docker-ce 2>/dev/null || true)" != "$DOCKER_VERSION" ]; then
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends --allow-change-held-packages \\
-    "docker-ce=$DOCKER_VERSION" "docker-ce-cli=$DOCKER_VERSION" containerd.io
-fi
-apt-mark hold docker-ce docker-ce-cli >/dev/null
-systemctl daemon-reload
-systemctl enable docker.service
-if changed /etc/docker/daemon.json || changed /etc/systemd/system/docker.service.d/10-clawstaff.conf; then
-  systemctl restart docker.service
-else
-  systemctl start docker.service
-fi
-""",
-        f"""\
-log "verify"
-for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
-# Outputs are captured first: `cmd | grep -q` can fail under pipefail when grep exits early.
-security=$(docker info --format '{{{{json .SecurityOptions}}}} {{{{.LiveRestoreEnabled}}}}')
-[[ $security == *name=userns*" true" ]] || die "docker runs without userns-remap or live-restore: $security"
-nft list table inet {NFT_TABLE} >/dev/null || die "firewall table inet {NFT_TABLE} is not loaded"
-[ -z "$(swapon --show --noheadings)" ] || die "swap is still active"
-sshd_effective=$(sshd -T)
-grep -qx 'passwordauthentication no' <<<"$sshd_effective" || die "sshd still accepts passwords"
-log "host $HOST_NAME is hardened"
-""",
-    ]
-    return "\n".join(steps)
+    firewall = render_nftables(ssh_allowed_cidrs=ssh_allowed_cidrs, dns_resolvers=HETZNER_RESOLVERS)
+    return render_script(
+        "bootstrap.sh", title=f"bootstrap for host {host_name}", facts={"host": host_name}, readonly=True,
+        HOST_NAME=host_name, DOCKER_VERSION=DOCKER_ENGINE_VERSION, DOCKER_KEY_FINGERPRINT=DOCKER_REPO_KEY_FINGERPRINT,
+        DOCKER_REPO_URL=DOCKER_REPO_URL, DEBIAN_CODENAME=DEBIAN_CODENAME, NFT_TABLE=NFT_TABLE,
+        FIREWALL_PATH=FIREWALL_PATH, SYSCTL_PATH=SYSCTL_PATH, SSHD_DROPIN_PATH=SSHD_DROPIN_PATH,
+        HOST_KEY_PATH=HOST_KEY_PATH, AUTHORIZED_KEYS=_file("\n".join(keys)), SYSCTL_CONF=_file(render_sysctls()),
+        SSHD_CONFIG=_file(render_sshd_config()), AUTO_UPGRADES=_file(AUTO_UPGRADES),
+        UNATTENDED_UPGRADES=_file(UNATTENDED_UPGRADES), FIREWALL_RULES=_file(firewall),
+        FIREWALL_UNIT=_file(FIREWALL_UNIT), DOCKER_UNIT_DROPIN=_file(DOCKER_UNIT_DROPIN),
+        DAEMON_JSON=_file(render_daemon_json()),
+    )
 
 
 def render_host_key_install(key: SshHostKey) -> str:
     """Bash that installs the derived host key read from STDIN (never inlined) and reloads sshd.
 
     For dedicated hosts, run over the first SSH connection (which pins the server's current key).
-    The script refuses a private key whose public half is not the one Pulumi pins.
+    The script (components/hostscripts/host-key-install.sh) refuses a private key whose public half
+    is not the one Pulumi pins.
     """
-    public = " ".join(key.public_openssh.split()[:2])
-    return f"""\
-#!/bin/bash
-# Install the derived SSH host key ({key.fingerprint}); the private key arrives on stdin.
-set -euo pipefail
-umask 077
-tmp=$(mktemp {HOST_KEY_PATH}.new.XXXXXX)
-trap 'rm -f "$tmp"' EXIT
-cat >"$tmp"
-[ "$(ssh-keygen -y -f "$tmp" | cut -d' ' -f1,2)" = '{public}' ] \\
-  || {{ echo "clawstaff: the key on stdin is not {key.fingerprint}" >&2; exit 1; }}
-if [ -f {HOST_KEY_PATH} ] && cmp -s "$tmp" {HOST_KEY_PATH}; then
-  echo "clawstaff: host key {key.fingerprint} already installed" >&2
-  exit 0
-fi
-install -m 0600 -o root -g root "$tmp" {HOST_KEY_PATH}
-printf '%s\\n' '{key.public_openssh}' >{HOST_KEY_PATH}.pub
-chmod 0644 {HOST_KEY_PATH}.pub
-sshd -t
-systemctl reload-or-restart ssh.service
-echo "clawstaff: host key {key.fingerprint} installed" >&2
-"""
+    return render_script(
+        "host-key-install.sh", title=f"host key install ({key.fingerprint})", HOST_KEY_PATH=HOST_KEY_PATH,
+        PUBLIC_KEY=" ".join(key.public_openssh.split()[:2]), PUBLIC_KEY_LINE=key.public_openssh,
+        FINGERPRINT=key.fingerprint,
+    )
 
 
 class _LiteralDumper(yaml.SafeDumper):

@@ -1,7 +1,7 @@
 """The few conventions of the clawstaff components that the pack relies on, restated on purpose.
 
 The pack imports nothing from the program it judges (it must refuse a bad graph whoever wrote it), so
-these names are copied from components/conventions.py and components/cagehost.py;
+these names are copied from components/conventions.py, components/cagehost.py and components/hostscripts;
 tests/policies/test_conventions_agree.py fails if the two drift apart.
 """
 
@@ -48,15 +48,24 @@ SEALED_ENV = "CLAWCAGE_SEALED"
 SEALED_PREFIX = "clawcage-v1:"
 SEALED_MIN_BYTES = 16 + 1
 
-# Whole-cage limits (components/cagehost.py): the claw and its proxy run below the parent cgroup
-# /CGROUP_ROOT/<claw> (`cgroupParent`); one command resource creates it. Its `create` is
-# `/bin/bash -c '<script>'`, the script holds the marker line and the assignments below and writes them to
-# the cgroup's pids, memory and cpu limits; its `delete` (same marker) removes the cgroup.
+# Whole-cage limits (components/cagehost.py, components/hostscripts/limits-*.sh): the claw and its proxy run
+# below the parent cgroup /CGROUP_ROOT/<claw> (`cgroupParent`); one command resource creates it. Its `create`
+# is `/bin/bash -c '<script>'`; the script's header (written by components/hostscripts.render_script) holds
+# the marker line, one JSON facts line `# clawcage-facts: {...}` naming the script (`limits-create`), the
+# cage (`claw`), its cgroup and its limits, then the assignments below, which must agree with the facts;
+# its body writes them to the cgroup's pids, memory and cpu limits. Its `delete` (same marker, facts of
+# `limits-delete`) removes the cgroup.
 CGROUP_ROOT = "clawstaff"
 LIMITS_SHELL = ("/bin/bash", "-c")
 LIMITS_MARKER = "# clawstaff limits of cage {claw}:"
+FACTS_PREFIX = "# clawcage-facts: "
+LIMITS_CREATE_SCRIPT = "limits-create"
+LIMITS_DELETE_SCRIPT = "limits-delete"
 LIMITS_CGROUP_VAR = "CG"
+LIMITS_CGROUP_FACT = "cgroup"
+# Each limit's header variable and the key of the facts line that carries the same value.
 LIMITS_VARS = ("PIDS", "MEMORY", "CPU_QUOTA", "CPU_PERIOD")
+LIMITS_FACTS = {"PIDS": "pids", "MEMORY": "memory", "CPU_QUOTA": "cpu_quota", "CPU_PERIOD": "cpu_period"}
 LIMITS_DELETE_COMMAND = "rmdir"
 
 

@@ -16,11 +16,17 @@ The whole-cage limits (pulumi-docker's Container has no pids field; one parent c
 together) follow the components' convention, restated in cage_conventions.py and checked by
 `cage-limits-enforced`: both cage containers have `cgroupParent` `/clawstaff/<claw>`; exactly one
 `command:local:Command` or `command:remote:Command` creates that cgroup, its `create` being
-`/bin/bash -c '<script>'` where the script carries the line `# clawstaff limits of cage <claw>: ...`,
-assigns `CG=clawstaff/<claw>`, `PIDS=`, `MEMORY=`, `CPU_QUOTA=`, `CPU_PERIOD=` once each as integer
-literals and writes them to the cgroup's pids, memory and cpu limits; its `delete` is the matching script
-that removes the cgroup; and it runs on the host whose Docker engine runs the containers. Where that host
-cannot be seen (a remote command's address and host key unknown at preview), the rule fails closed.
+`/bin/bash -c '<script>'`. What the script sets is read from its facts line, one JSON object the renderer
+writes into the header (`# clawcage-facts: {"script": "limits-create", "claw": ..., "cgroup":
+"clawstaff/<claw>", "pids": ..., "memory": ..., "cpu_quota": ..., "cpu_period": ...}`), not from the
+shell. The script must agree with it, or it is refused: the header carries the line `# clawstaff limits
+of cage <claw>: ...` and assigns `CG`, `PIDS`, `MEMORY`, `CPU_QUOTA`, `CPU_PERIOD` once each, to exactly
+the facts' values (integer literals, nothing assigns them again), and the body writes them to the
+cgroup's pids, memory and cpu limits. Its `delete` is the matching script (facts of `limits-delete`)
+that removes the cgroup; and it runs on the host whose Docker engine runs the containers. A script
+whose facts are missing, unreadable or disagree is refused; so is any other command whose script names
+a cage's cgroup (`CG=clawstaff/<claw>`) or marker without declaring it. Where the host cannot be seen
+(a remote command's address and host key unknown at preview), the rule fails closed.
 
 Plaintext-secret detection (`secrets-reach-containers-sealed`) is a heuristic, because policy config can
 hold no secret and the Python SDK hides which inputs are secrets: a container env value (other than the
@@ -31,6 +37,7 @@ a plaintext secret; and two cages carrying the same sealed blob share a key.
 from __future__ import annotations
 
 import ipaddress
+import json
 import posixpath
 import re
 import shlex
@@ -43,11 +50,16 @@ from cage_conventions import (
     CGROUP_ROOT,
     COMMANDS,
     CONTAINER,
+    FACTS_PREFIX,
     LABEL_CLAW,
     LABEL_HOST,
     LABEL_ROLE,
+    LIMITS_CGROUP_FACT,
     LIMITS_CGROUP_VAR,
+    LIMITS_CREATE_SCRIPT,
     LIMITS_DELETE_COMMAND,
+    LIMITS_DELETE_SCRIPT,
+    LIMITS_FACTS,
     LIMITS_MARKER,
     LIMITS_SHELL,
     LIMITS_VARS,
@@ -313,12 +325,32 @@ def bash_script(command: Any) -> str | None:
     return argv[2] if len(argv) == 3 and tuple(argv[:2]) == LIMITS_SHELL else None
 
 
+def script_facts(script: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The facts a script's header declares (its one `# clawcage-facts: {...}` line): (facts, None), or
+    (None, why not). The renderer writes the line; a script without exactly one readable line has none."""
+    lines = [line[len(FACTS_PREFIX):] for line in script.splitlines() if line.startswith(FACTS_PREFIX)]
+    if len(lines) != 1:
+        return None, f"carries {len(lines)} facts lines `{FACTS_PREFIX}{{...}}`, not one"
+    try:
+        facts = json.loads(lines[0])
+    except ValueError:
+        return None, f"has a facts line that is not JSON: {lines[0][:60]!r}"
+    if not isinstance(facts, dict):
+        return None, f"has a facts line that is not a JSON object: {lines[0][:60]!r}"
+    return facts, None
+
+
 def limits_claws(command: Any) -> set[str]:
-    """The cages whose limits a command's script names, by its marker line or its cgroup assignment."""
+    """The cages whose limits a command's script sets: the cage its facts line declares for a limits script,
+    and, so that an undeclared one is judged too, any cage its marker line or its cgroup assignment names."""
     if not isinstance(command, str):
         return set()
     text = bash_script(command) or command
-    return {m.group("claw") for m in _MARKER.finditer(text)} | {m.group("claw") for m in _CGROUP_OF.finditer(text)}
+    claws = {m.group("claw") for m in _MARKER.finditer(text)} | {m.group("claw") for m in _CGROUP_OF.finditer(text)}
+    facts, _ = script_facts(text)
+    if facts and facts.get("script") in (LIMITS_CREATE_SCRIPT, LIMITS_DELETE_SCRIPT) and isinstance(facts.get("claw"), str):
+        claws.add(facts["claw"])
+    return claws
 
 
 def _assignment(script: str, name: str) -> tuple[str | None, str | None]:
@@ -334,34 +366,60 @@ def _assignment(script: str, name: str) -> tuple[str | None, str | None]:
     return (words[0], None) if len(words) == 1 else (None, f"assigns {name} an unreadable value {lines[0]!r}")
 
 
-def _identity_problems(kind: str, script: str, claw: str) -> Iterator[str]:
-    """The marker line and the cgroup assignment that tie a limits script to one cage."""
+def _identity_problems(kind: str, script: str, claw: str, facts: Mapping[str, Any] | None,
+                       expected_script: str) -> Iterator[str]:
+    """The facts, the marker line and the cgroup assignment that tie a limits script to one cage."""
+    expected = cgroup_parent(claw).lstrip("/")
+    if facts is not None:
+        if (facts.get("script"), facts.get("claw")) != (expected_script, claw):
+            yield (f"its `{kind}` script's facts line declares {facts.get('script')!r} of cage "
+                   f"{facts.get('claw')!r}, not {expected_script!r} of cage {claw}")
+        elif facts.get(LIMITS_CGROUP_FACT) != expected:
+            yield f"its `{kind}` script's facts line gives the cgroup {facts.get(LIMITS_CGROUP_FACT)!r}, not {expected}"
     marker = LIMITS_MARKER.format(claw=claw)
     if {m.group("claw") for m in _MARKER.finditer(script)} != {claw}:
         yield f"its `{kind}` script does not carry the line {marker!r} (and no other cage's)"
     value, problem = _assignment(script, LIMITS_CGROUP_VAR)
-    expected = cgroup_parent(claw).lstrip("/")
     if problem:
         yield f"its `{kind}` script {problem}"
     elif value != expected:
         yield f"its `{kind}` script sets {LIMITS_CGROUP_VAR}={value}, not {expected}"
 
 
+def _facts_or_problem(kind: str, script: str) -> tuple[dict[str, Any] | None, list[str]]:
+    facts, problem = script_facts(script)
+    if problem:
+        return None, [(f"its `{kind}` script {problem}, so nothing declares which cage's limits it is (the "
+                       f"renderer writes one; a script without it is refused)")]
+    return facts, []
+
+
 def limits_create_problems(kind: str, command: Any, claw: str, max_pids: int) -> Iterator[str]:
-    """Why `command` (a `create` or `update`) is not cage `claw`'s limits script within the ceilings."""
+    """Why `command` (a `create` or `update`) is not cage `claw`'s limits script within the ceilings.
+
+    The limits are the ones its facts line declares; the header must assign exactly those values, once
+    (the body assigns none of them again), and the body must write them to the cgroup's limit files."""
     script = bash_script(command)
     if script is None:
         yield f"its `{kind}` is not `{' '.join(LIMITS_SHELL)} '<script>'`"
         return
-    yield from _identity_problems(kind, script, claw)
+    facts, problems = _facts_or_problem(kind, script)
+    yield from problems
+    yield from _identity_problems(kind, script, claw, facts, LIMITS_CREATE_SCRIPT)
     for name in LIMITS_VARS:
         value, problem = _assignment(script, name)
         if problem:
             yield f"its `{kind}` script {problem}"
-        elif value is None or not _INTEGER.fullmatch(value) or int(value) < 1:
+            continue
+        if value is None or not _INTEGER.fullmatch(value) or int(value) < 1:
             yield f"its `{kind}` script sets {name}={value}, not a positive integer"
-        elif name == "PIDS" and int(value) > max_pids:
+            continue
+        if name == "PIDS" and int(value) > max_pids:
             yield f"its `{kind}` script sets PIDS={value}, above the ceiling of {max_pids} (maxPids)"
+        fact = facts.get(LIMITS_FACTS[name]) if facts is not None else None
+        if facts is not None and (isinstance(fact, bool) or not isinstance(fact, int) or fact != int(value)):
+            yield (f"its `{kind}` script sets {name}={value}, but its facts line gives {LIMITS_FACTS[name]}="
+                   f"{fact!r}: a script and its facts must agree")
     lines = script.splitlines()
     for name, files in _LIMIT_WRITES:
         used = (f"${name}", f"${{{name}}}")
@@ -376,7 +434,9 @@ def limits_delete_problems(command: Any, claw: str) -> Iterator[str]:
         yield (f"its `delete` is not `{' '.join(LIMITS_SHELL)} '<script>'` removing the cgroup "
                f"{cgroup_parent(claw)}: the cage's limits would outlive it")
         return
-    yield from _identity_problems("delete", script, claw)
+    facts, problems = _facts_or_problem("delete", script)
+    yield from problems
+    yield from _identity_problems("delete", script, claw, facts, LIMITS_DELETE_SCRIPT)
     if not re.search(rf"\b{LIMITS_DELETE_COMMAND}\b", script):
         yield f"its `delete` script does not remove the cgroup ({LIMITS_DELETE_COMMAND})"
 

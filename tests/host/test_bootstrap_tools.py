@@ -3,6 +3,7 @@ config parser, and the host-key install step run against a throwaway key directo
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from components.hostconfig import (
+    DOCKER_REPO_KEY_FINGERPRINT,
     FIREWALL_UNIT,
     HOST_KEY_PATH,
     render_bootstrap_script,
@@ -202,9 +204,9 @@ def _check_docker_key(home: Path, tmp_path: Path) -> None:
     _gpg_key(home, "intruder@clawstaff.test", other)
     both = tmp_path / "both.asc"
     both.write_text(pinned.read_text() + other.read_text())
-    functions = _bootstrap_functions().replace(
-        "readonly DOCKER_KEY_FINGERPRINT='", f"readonly DOCKER_KEY_FINGERPRINT='{fingerprint}' #"
-    )
+    pinned_line = f"readonly DOCKER_KEY_FINGERPRINT={shlex.quote(DOCKER_REPO_KEY_FINGERPRINT)}\n"
+    assert _bootstrap_functions().count(pinned_line) == 1
+    functions = _bootstrap_functions().replace(pinned_line, f"readonly DOCKER_KEY_FINGERPRINT='{fingerprint}'\n")
     results = {}
     for name, path in (("pinned", pinned), ("other", other), ("both", both), ("missing", tmp_path / "nope")):
         program = functions + f'\ndocker_key_ok {path} && echo ok || echo refused\n'

@@ -1,4 +1,5 @@
-"""The cage's host-side scripts (components/cagehost.py), run as root on this machine.
+"""The cage's host-side scripts (components/hostscripts/, rendered by components/cagehost.py), run as
+root on this machine.
 
 Each test renders a script, runs it with bash exactly as Pulumi's command provider would (secrets on
 stdin only) and then checks the kernel's view: cgroup files and a fork bomb that hits the limit, a
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from components import cagehost
+from components import cagehost, hostscripts
 from components.conventions import host_key_dir, host_volume_dir
 from tests.host.conftest import IN_CI, require_root, require_tool, run
 
@@ -498,7 +499,7 @@ def unwrap(vdir: Path, kek_text: str) -> str:
 
 
 def fscrypt_helper(*args: str) -> str:
-    return run(["python3", "-c", cagehost._FSCRYPT_PY, *args]).stdout.strip()
+    return run(["python3", "-c", hostscripts.fscrypt_helper(), *args]).stdout.strip()
 
 
 def test_volume_is_encrypted_capped_idempotent_and_shredded(

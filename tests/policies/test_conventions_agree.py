@@ -11,7 +11,7 @@ from pathlib import Path
 import cage_conventions
 import container_rules
 import stack_rules
-from components import cagehost, conventions, sealing
+from components import cagehost, conventions, hostscripts, sealing
 
 PACK = Path(__file__).resolve().parents[2] / "policies"
 
@@ -61,6 +61,24 @@ def test_the_pack_recognises_the_components_limits_scripts() -> None:
     assert script is not None
     for line in ("PIDS=320", f"MEMORY={1 << 30}", "CPU_QUOTA=125000", "CPU_PERIOD=100000"):
         assert line in script.splitlines()
+
+
+def test_the_pack_reads_the_facts_line_the_renderer_writes() -> None:
+    claw = "acme-support"
+    create = cagehost.render_limits_create(claw, cpus=Decimal("1.25"), memory=1 << 30, pids=320)
+    delete = cagehost.render_limits_delete(claw)
+    assert cage_conventions.FACTS_PREFIX == hostscripts.FACTS_PREFIX
+    for script, name in ((create, cage_conventions.LIMITS_CREATE_SCRIPT), (delete, cage_conventions.LIMITS_DELETE_SCRIPT)):
+        facts, problem = stack_rules.script_facts(script)
+        assert problem is None and facts == hostscripts.script_facts(script)
+        assert facts["script"] == name and facts["claw"] == claw
+        assert facts[cage_conventions.LIMITS_CGROUP_FACT] == cagehost.cgroup_parent(claw).lstrip("/")
+    header = hostscripts.header_variables(create)
+    facts = hostscripts.script_facts(create)
+    assert set(cage_conventions.LIMITS_FACTS) == set(cage_conventions.LIMITS_VARS)
+    for var, key in cage_conventions.LIMITS_FACTS.items():
+        assert header[var] == str(facts[key]), var
+    assert header[cage_conventions.LIMITS_CGROUP_VAR] == facts[cage_conventions.LIMITS_CGROUP_FACT]
 
 
 def test_the_pack_imports_nothing_from_the_program() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -304,6 +305,71 @@ def test_a_wrong_limits_command_is_refused(change: Callable[[dict[str, Any]], No
     found = check(LIMITS, entries)
     assert any(expected in m and urn == fx.urn(fx.REMOTE_COMMAND, "acme-support-limits") for m, urn in found), found
     assert all("acme-sales" not in m for m, _ in found), found
+
+
+def facts_replaced(text: str, /, **changes: Any) -> str:
+    """The script `text` with its facts line rewritten: keys set to new values (None removes a key)."""
+    prefix = "# clawcage-facts: "
+    (line,) = [line for line in text.splitlines() if line.startswith(prefix)]
+    facts = json.loads(line[len(prefix):])
+    for key, value in changes.items():
+        if value is None:
+            facts.pop(key, None)
+        else:
+            facts[key] = value
+    return text.replace(line, prefix + json.dumps(facts, sort_keys=True))
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    # The facts line is where the pack reads what a script sets: without it, or unreadable, it is refused.
+    (lambda p: p.update(create=edited(fx_facts_line(), "")), "carries 0 facts lines"),
+    (lambda p: p.update(create=edited(fx_facts_line(), fx_facts_line() + "\n" + fx_facts_line())),
+     "carries 2 facts lines"),
+    (lambda p: p.update(create=edited(fx_facts_line(), "# clawcage-facts: {not json")), "facts line that is not JSON"),
+    (lambda p: p.update(create=edited(fx_facts_line(), "# clawcage-facts: [1, 2]")), "not a JSON object"),
+    (lambda p: p.update(delete=cagehost.shell_command(facts_replaced(cagehost.render_limits_delete("acme-support"),
+                                                                     claw=None, script=None))),
+     "its `delete` script's facts line declares None of cage None, not 'limits-delete' of cage acme-support"),
+    # Facts and script disagree: the header sets one thing, the facts say another.
+    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), pids=64))),
+     f"sets PIDS={fx.CLAW_PIDS + 64}, but its facts line gives pids=64: a script and its facts must agree"),
+    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), memory=None))),
+     "but its facts line gives memory=None"),
+    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), cpu_quota="125000"))),
+     "but its facts line gives cpu_quota='125000'"),
+    (lambda p: p.update(create=with_var("MEMORY", "4194304")), "sets MEMORY=4194304, but its facts line gives"),
+    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), claw="acme-sales"))),
+     "facts line declares 'limits-create' of cage 'acme-sales', not 'limits-create' of cage acme-support"),
+    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), script="limits-delete"))),
+     "facts line declares 'limits-delete' of cage 'acme-support', not 'limits-create'"),
+    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), cgroup="clawstaff"))),
+     "its `create` script's facts line gives the cgroup 'clawstaff', not clawstaff/acme-support"),
+    (lambda p: p.update(update=cagehost.shell_command(facts_replaced(limits_script(), pids=99999))),
+     "its `update` script sets PIDS=320, but its facts line gives pids=99999"),
+])
+def test_a_limits_script_whose_facts_are_missing_or_disagree_is_refused(
+        change: Callable[[dict[str, Any]], None], expected: str) -> None:
+    entries = two_cages()
+    change(props_of(entries, "acme-support-limits"))
+    found = check(LIMITS, entries)
+    assert any(expected in m and urn == fx.urn(fx.REMOTE_COMMAND, "acme-support-limits") for m, urn in found), found
+    assert all("acme-sales" not in m for m, _ in found if "acme-sales'" not in expected), found
+
+
+def fx_facts_line(claw: str = "acme-support") -> str:
+    (line,) = [line for line in limits_script(claw).splitlines() if line.startswith("# clawcage-facts: ")]
+    return line
+
+
+def test_the_limits_are_read_from_the_facts_line() -> None:
+    facts = stack_rules.script_facts(limits_script())[0]
+    assert facts == {"script": "limits-create", "claw": "acme-support", "cgroup": "clawstaff/acme-support",
+                     "pids": fx.CLAW_PIDS + 64, "memory": props_memory(), "cpu_quota": 125_000, "cpu_period": 100_000}
+    assert stack_rules.limits_claws(fx.limits_command()["create"]) == {"acme-support"}
+
+
+def props_memory() -> int:
+    return fx.CLAW_MEMORY + fx.cage_component.PROXY_MEMORY
 
 
 def test_the_pids_ceiling_is_configurable() -> None:

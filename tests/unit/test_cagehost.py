@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from components import cagehost, sealing
+from components import cagehost, hostscripts, sealing
 from components.conventions import CAGE_VOLUME_MOUNT, HOST_KEY_ROOT, HOST_VOLUME_ROOT
 
 MiB = 1024 * 1024
@@ -223,13 +223,13 @@ def test_volume_size_has_a_floor() -> None:
 def test_fscrypt_helper_computes_the_kernels_key_identifier() -> None:
     """The vector was read from this project's kernel (FS_IOC_ADD_ENCRYPTION_KEY) for bytes 0..63."""
     key = base64.b64encode(bytes(range(64))).decode()
-    out = subprocess.run(["python3", "-c", cagehost._FSCRYPT_PY, "identifier"], input=key,
+    out = subprocess.run(["python3", "-c", hostscripts.fscrypt_helper(), "identifier"], input=key,
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "8699c2c53707405da5aba5ae4d8583c0"
 
 
 @pytest.mark.parametrize("stdin, message", [("!!", "not base64"), (base64.b64encode(b"x" * 32).decode(), "64 bytes")])
 def test_fscrypt_helper_refuses_bad_keys_without_echoing_them(stdin: str, message: str) -> None:
-    out = subprocess.run(["python3", "-c", cagehost._FSCRYPT_PY, "identifier"], input=stdin,
+    out = subprocess.run(["python3", "-c", hostscripts.fscrypt_helper(), "identifier"], input=stdin,
                          capture_output=True, text=True)
     assert out.returncode == 1 and message in out.stderr and stdin not in out.stderr

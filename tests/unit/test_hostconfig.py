@@ -31,9 +31,20 @@ from components.hostconfig import (
     render_sysctls,
 )
 from components.hostkeys import derive_ssh_host_key
+from components.hostscripts import header_variables
 
 OPERATOR_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlBtDA0i5ihElhG3/PErDdYCsd0LYDdWGvMgnr6swy5 ops@clawstaff"
 KEY = derive_ssh_host_key("stack sealing secret", "fsn1-cage-01")
+
+
+def resolved(script: str) -> str:
+    """The rendered script with every `"$NAME"` of a header variable replaced by its value: the text of
+    the commands as bash runs them (the files the bootstrap installs arrive in header variables)."""
+    for name, value in header_variables(script).items():
+        script = script.replace(f'"${name}"', value)
+    return script
+
+
 BOOTSTRAP_ARGS = {"host_name": "fsn1-cage-01", "ssh_authorized_keys": [OPERATOR_KEY], "ssh_allowed_cidrs": ["203.0.113.0/24"]}
 
 
@@ -191,7 +202,7 @@ def test_bootstrap_is_strict_bash_and_deterministic() -> None:
 
 
 def test_bootstrap_installs_exactly_the_rendered_files() -> None:
-    script = render_bootstrap_script(**BOOTSTRAP_ARGS)
+    script = resolved(render_bootstrap_script(**BOOTSTRAP_ARGS))
     for rendered in (
         render_daemon_json(),
         render_nftables(ssh_allowed_cidrs=["203.0.113.0/24"]),
@@ -203,7 +214,7 @@ def test_bootstrap_installs_exactly_the_rendered_files() -> None:
 
 
 def test_bootstrap_does_every_step() -> None:
-    script = render_bootstrap_script(**BOOTSTRAP_ARGS)
+    script = resolved(render_bootstrap_script(**BOOTSTRAP_ARGS))
     for step in (
         "swapoff -a",
         "modprobe br_netfilter",

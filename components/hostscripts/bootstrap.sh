@@ -1,0 +1,131 @@
+# shellcheck shell=bash
+# Bring a Debian 12 host to the hardened state; re-running it repairs drift. Files are only rewritten,
+# and services only restarted, when their content changes. The same script runs on a cloud server
+# (from cloud-init) and on an adopted dedicated server (over SSH); it expects the derived host key in
+# place. Every file it installs arrives rendered in a header variable, never built here.
+# Header (readonly): HOST_NAME, DOCKER_VERSION, DOCKER_KEY_FINGERPRINT, DOCKER_REPO_URL, DEBIAN_CODENAME,
+# NFT_TABLE, FIREWALL_PATH, SYSCTL_PATH, SSHD_DROPIN_PATH, HOST_KEY_PATH, AUTHORIZED_KEYS, SYSCTL_CONF,
+# SSHD_CONFIG, AUTO_UPGRADES, UNATTENDED_UPGRADES, FIREWALL_RULES, FIREWALL_UNIT, DOCKER_UNIT_DROPIN,
+# DAEMON_JSON.
+umask 022
+export DEBIAN_FRONTEND=noninteractive
+readonly DOCKER_KEYRING=/etc/apt/keyrings/docker.asc
+
+log() { printf 'clawstaff-bootstrap: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+CHANGED=' '
+# put PATH MODE < content: install the content when it differs; remember which files changed.
+put() {
+  local path=$1 mode=$2 tmp
+  tmp=$(mktemp)
+  cat >"$tmp"
+  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "${mode#0}" ]; then
+    rm -f "$tmp"
+    return 0
+  fi
+  install -D -m "$mode" -o root -g root "$tmp" "$path"
+  rm -f "$tmp"
+  CHANGED="$CHANGED$path "
+  log "wrote $path"
+}
+changed() { [[ $CHANGED == *" $1 "* ]]; }
+
+# docker_key_ok FILE: FILE holds exactly one primary key, Docker's, by full fingerprint.
+docker_key_ok() {
+  [ -s "$1" ] || return 1
+  local primaries
+  primaries=$(gpg --batch --show-keys --with-colons "$1" 2>/dev/null \
+    | awk -F: '$1 == "pub" { want = 1; next } want && $1 == "fpr" { print $10; want = 0 }')
+  [ "$primaries" = "$DOCKER_KEY_FINGERPRINT" ]
+}
+
+[ "$(id -u)" = 0 ] || die "run as root"
+# shellcheck source=/dev/null
+. /etc/os-release
+# shellcheck disable=SC2015  # either test failing must die
+[ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = "$DEBIAN_CODENAME" ] \
+  || die "needs Debian 12 ($DEBIAN_CODENAME); this is ${PRETTY_NAME:-unknown}"
+[ -d /run/systemd/system ] || die "needs systemd as init"
+
+log "hostname"
+hostnamectl set-hostname "$HOST_NAME"
+
+log "admin SSH keys (authoritative list)"
+install -d -m 0700 -o root -g root /root/.ssh
+put /root/.ssh/authorized_keys 0600 < <(printf '%s' "$AUTHORIZED_KEYS")
+
+log "swap off"
+swapoff -a
+sed -E -i '/^[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]/ s/^/#clawstaff: /' /etc/fstab
+systemctl mask swap.target >/dev/null
+
+log "kernel modules and sysctls"
+put /etc/modules-load.d/clawstaff.conf 0644 <<<"br_netfilter"
+modprobe br_netfilter
+put "$SYSCTL_PATH" 0644 < <(printf '%s' "$SYSCTL_CONF")
+sysctl -q -p "$SYSCTL_PATH"
+
+log "sshd: keys only, the derived host key only"
+[ -s "$HOST_KEY_PATH" ] || die "no host key at $HOST_KEY_PATH: install the derived key first"
+put "$SSHD_DROPIN_PATH" 0644 < <(printf '%s' "$SSHD_CONFIG")
+if ! sshd -t; then
+  rm -f "$SSHD_DROPIN_PATH"
+  die "sshd rejects the hardened configuration; removed it, sshd left unchanged"
+fi
+systemctl reload-or-restart ssh.service
+
+log "packages and automatic security updates"
+apt-get update -q
+apt-get install -y -q --no-install-recommends ca-certificates curl gnupg nftables unattended-upgrades
+put /etc/apt/apt.conf.d/20auto-upgrades 0644 < <(printf '%s' "$AUTO_UPGRADES")
+put /etc/apt/apt.conf.d/52clawstaff-unattended-upgrades 0644 < <(printf '%s' "$UNATTENDED_UPGRADES")
+systemctl enable --now apt-daily.timer apt-daily-upgrade.timer
+
+log "host firewall"
+put "$FIREWALL_PATH" 0600 < <(printf '%s' "$FIREWALL_RULES")
+nft -c -f "$FIREWALL_PATH" || die "nft rejects $FIREWALL_PATH"
+put /etc/systemd/system/clawstaff-firewall.service 0644 < <(printf '%s' "$FIREWALL_UNIT")
+put /etc/systemd/system/docker.service.d/10-clawstaff.conf 0644 < <(printf '%s' "$DOCKER_UNIT_DROPIN")
+systemctl daemon-reload
+systemctl enable clawstaff-firewall.service
+# reload, not restart: a restart would also restart docker.service, which Requires= the firewall.
+systemctl reload-or-restart clawstaff-firewall.service
+
+log "Docker Engine $DOCKER_VERSION"
+# daemon.json first, so that the engine's very first start is already hardened.
+put /etc/docker/daemon.json 0644 < <(printf '%s' "$DAEMON_JSON")
+install -d -m 0755 /etc/apt/keyrings
+if ! docker_key_ok "$DOCKER_KEYRING"; then
+  key_tmp=$(mktemp)
+  curl -fsSL --proto '=https' --tlsv1.2 -o "$key_tmp" "$DOCKER_REPO_URL/gpg"
+  docker_key_ok "$key_tmp" || { rm -f "$key_tmp"; die "Docker's repository key does not have fingerprint $DOCKER_KEY_FINGERPRINT"; }
+  install -m 0644 "$key_tmp" "$DOCKER_KEYRING"
+  rm -f "$key_tmp"
+fi
+put /etc/apt/sources.list.d/docker.list 0644 <<<"deb [arch=$(dpkg --print-architecture) signed-by=$DOCKER_KEYRING] \
+$DOCKER_REPO_URL $DEBIAN_CODENAME stable"
+if [ "$(dpkg-query -W -f='${Version}' docker-ce 2>/dev/null || true)" != "$DOCKER_VERSION" ]; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends --allow-change-held-packages \
+    "docker-ce=$DOCKER_VERSION" "docker-ce-cli=$DOCKER_VERSION" containerd.io
+fi
+apt-mark hold docker-ce docker-ce-cli >/dev/null
+systemctl daemon-reload
+systemctl enable docker.service
+if changed /etc/docker/daemon.json || changed /etc/systemd/system/docker.service.d/10-clawstaff.conf; then
+  systemctl restart docker.service
+else
+  systemctl start docker.service
+fi
+
+log "verify"
+for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+# Outputs are captured first: `cmd | grep -q` can fail under pipefail when grep exits early.
+security=$(docker info --format '{{json .SecurityOptions}} {{.LiveRestoreEnabled}}')
+[[ $security == *name=userns*" true" ]] || die "docker runs without userns-remap or live-restore: $security"
+nft list table inet "$NFT_TABLE" >/dev/null || die "firewall table inet $NFT_TABLE is not loaded"
+[ -z "$(swapon --show --noheadings)" ] || die "swap is still active"
+sshd_effective=$(sshd -T)
+grep -qx 'passwordauthentication no' <<<"$sshd_effective" || die "sshd still accepts passwords"
+log "host $HOST_NAME is hardened"
