@@ -125,8 +125,16 @@ def egress_network(bench: Bench):
         ipam=ipam, labels=bench.labels)  # fmt: skip
 
 
-def start_cage(bench: Bench, claw: str, egress_net, *, uid: int, memory: int = 256 * MiB,
-               cpus: Decimal = Decimal("0.25"), probe_interval_ns: int = PROBE_INTERVAL_NS) -> dict[str, Any]:
+def start_cage(
+    bench: Bench,
+    claw: str,
+    egress_net,
+    *,
+    uid: int,
+    memory: int = 256 * MiB,
+    cpus: Decimal = Decimal("0.25"),
+    probe_interval_ns: int = PROBE_INTERVAL_NS,
+) -> dict[str, Any]:
     """Create a cage like components/cage.py and wait until its claw is healthy; return the timings."""
     client = bench.client
     t0 = time.perf_counter()
@@ -140,7 +148,10 @@ def start_cage(bench: Bench, claw: str, egress_net, *, uid: int, memory: int = 2
     (state / "proxy").mkdir(parents=True)
     (state / "key").mkdir()
     (state / "proxy" / "squid.conf").write_text(
-        render_proxy_config(claw=claw, org="bench", allowlist=egress_allowlist([Endpoint("api.anthropic.com", 443)], CONTROL_PLANE)))
+        render_proxy_config(
+            claw=claw, org="bench", allowlist=egress_allowlist([Endpoint("api.anthropic.com", 443)], CONTROL_PLANE)
+        )
+    )
     key = derive_cage_key(SEALING_KEY, claw)
     key_file = state / "key" / "key"
     key_file.write_text(cage_key_file_text(key))
@@ -171,9 +182,18 @@ def start_cage(bench: Bench, claw: str, egress_net, *, uid: int, memory: int = 2
     claw_container.start()
     t_claw = time.perf_counter()
     healthy = _wait_healthy(claw_container, timeout=60.0 + 3 * probe_interval_ns / 1e9)
-    return {"claw": claw, "seconds": healthy - t0, "proxy": proxy, "container": claw_container,
-            "steps": {"network": t_network - t0, "proxy": t_proxy - t_network, "claw": t_claw - t_proxy,
-                      "first_healthy_probe": healthy - t_claw}}
+    return {
+        "claw": claw,
+        "seconds": healthy - t0,
+        "proxy": proxy,
+        "container": claw_container,
+        "steps": {
+            "network": t_network - t0,
+            "proxy": t_proxy - t_network,
+            "claw": t_claw - t_proxy,
+            "first_healthy_probe": healthy - t_claw,
+        },
+    }
 
 
 def start_bare(bench: Bench, name: str) -> dict[str, Any]:
@@ -266,7 +286,9 @@ def overhead(samples: int = 5) -> dict[str, Any]:
             "claw_rss_mib": med(m["rss"] for m in claw_mem),
             "bare_rss_mib": med(m["rss"] for m in bare_mem),
             "cage_init_rss_mib": med(c["rss"] - b["rss"] for c, b in zip(claw_mem, bare_mem)),
-            "overhead_per_cage_mib": med(p["rss"] + c["rss"] - b["rss"] for p, c, b in zip(proxy_mem, claw_mem, bare_mem)),
+            "overhead_per_cage_mib": med(
+                p["rss"] + c["rss"] - b["rss"] for p, c, b in zip(proxy_mem, claw_mem, bare_mem)
+            ),
             "probe_interval_s": PROBE_INTERVAL_NS / 1e9,
             "cage_steps_s": {k: med(s[k] for s in steps) for k in steps[0]},
         }

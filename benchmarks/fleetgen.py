@@ -51,8 +51,9 @@ def claw_entry(i: int, rnd: random.Random) -> dict[str, Any]:
     return entry
 
 
-def fleet_config(claws: int, *, seed: int = 6, listed_hosts: int = 4, pool_max: int = 999,
-                 server_type: str = "ccx33") -> dict[str, Any]:
+def fleet_config(
+    claws: int, *, seed: int = 6, listed_hosts: int = 4, pool_max: int = 999, server_type: str = "ccx33"
+) -> dict[str, Any]:
     """The raw `clawstaff:*` config of a fleet of `claws` claws (see load_stack_file's output)."""
     rnd = random.Random(seed)
     entries = [claw_entry(i, rnd) for i in range(claws)]

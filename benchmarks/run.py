@@ -36,8 +36,9 @@ CHURN_SIZE = 1000
 # --- preview in a child process --------------------------------------------------------------------
 
 
-def child(mode: str, config: dict[str, Any], workdir: Path, *, plan: bool = False, resources: int = 0,
-          gc: str = "on") -> dict[str, Any]:
+def child(
+    mode: str, config: dict[str, Any], workdir: Path, *, plan: bool = False, resources: int = 0, gc: str = "on"
+) -> dict[str, Any]:
     config_file = Path(tempfile.mkstemp(suffix=".json", dir=workdir)[1])
     config_file.write_text(json.dumps(config))
     args = [sys.executable, "-m", "benchmarks.child", mode, str(config_file), "--gc", gc]
@@ -105,15 +106,21 @@ def diff(before: dict[str, Any], after: dict[str, Any], concerned: set[str]) -> 
     changed = {u for u in old.keys() & new.keys() if old[u] != new[u]}
     added, removed = new.keys() - old.keys(), old.keys() - new.keys()
     # A host that appears or disappears with the change (a new pool host) is part of it.
-    hosts_in = {own[u] for u in added if own[u].startswith("host:")} | {own[u] for u in removed if own[u].startswith("host:")}
+    hosts_in = {own[u] for u in added if own[u].startswith("host:")} | {
+        own[u] for u in removed if own[u].startswith("host:")
+    }
     concerned = concerned | hosts_in
     touched = changed | added | removed
     collateral = sorted(u for u in touched if own[u] not in concerned and not (own[u] == "fleet" and u in added))
     moved = sorted(c for c, h in before["placement"].items() if c in after["placement"] and after["placement"][c] != h)
     return {
-        "changed": len(changed), "added": len(added), "removed": len(removed),
-        "collateral": len(collateral), "collateral_examples": collateral[:5],
-        "claws_moved": len(moved), "claws_moved_examples": moved[:5],
+        "changed": len(changed),
+        "added": len(added),
+        "removed": len(removed),
+        "collateral": len(collateral),
+        "collateral_examples": collateral[:5],
+        "claws_moved": len(moved),
+        "claws_moved_examples": moved[:5],
         "fleet_resources_added": sorted(u.rsplit("::", 1)[-1] for u in added if own[u] == "fleet"),
     }
 
@@ -123,7 +130,9 @@ def churn(workdir: Path) -> dict[str, Any]:
     first = child("ours", base, workdir, plan=True)
     plan0 = json.loads(Path(first["plan_file"]).read_text())
     locked = copy.deepcopy(base)
-    locked["clawstaff:placementLock"] = dict(plan0["placement"])  # what `python -m tools.placement_lock --write` records
+    locked["clawstaff:placementLock"] = dict(
+        plan0["placement"]
+    )  # what `python -m tools.placement_lock --write` records
 
     newcomer = fleetgen.extra_claw(base)
     added, added_unlocked = copy.deepcopy(locked), copy.deepcopy(base)
@@ -151,10 +160,13 @@ def churn(workdir: Path) -> dict[str, Any]:
         "claws": CHURN_SIZE,
         "identical_json_two_runs": text["locked"] == text["locked_again"],
         "lock_changes_nothing": diff(plan0, plans["locked"], set())["changed"] == 0
-                                and plan0["placement"] == plans["locked"]["placement"],  # fmt: skip
+        and plan0["placement"] == plans["locked"]["placement"],  # fmt: skip
         "add_one_claw": diff(plans["locked"], plans["add"], {f"claw:{newcomer['name']}"}),
-        "remove_one_host": {**diff(plans["locked"], plans["remove_host"], {f"host:{gone_host}"} | on_gone),
-                            "host": gone_host, "claws_on_it": len(on_gone)},
+        "remove_one_host": {
+            **diff(plans["locked"], plans["remove_host"], {f"host:{gone_host}"} | on_gone),
+            "host": gone_host,
+            "claws_on_it": len(on_gone),
+        },
         "change_one_egress": {**diff(plans["locked"], plans["egress"], {f"claw:{egress_claw}"}), "claw": egress_claw},
         "add_one_claw_without_lock": diff(plan0, plans["add_without_lock"], {f"claw:{newcomer['name']}"}),
     }
@@ -207,8 +219,14 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     s = results.get("scale")
     if s:
         for n, v in s["sizes"].items():
-            rows.append((f"preview {n} claws ({v['ours']['resources']} resources): time, peak RSS",
-                         f"{v['ours']['seconds']:.1f} s, {v['ours']['peak_rss_mib']:.0f} MiB", "-", None))
+            rows.append(
+                (
+                    f"preview {n} claws ({v['ours']['resources']} resources): time, peak RSS",
+                    f"{v['ours']['seconds']:.1f} s, {v['ours']['peak_rss_mib']:.0f} MiB",
+                    "-",
+                    None,
+                )
+            )
             rows.append((f"floor: {v['floor']['resources']} bare registrations", f"{v['floor']['seconds']:.1f} s, "
                          f"{v['floor']['peak_rss_mib']:.0f} MiB", "-", None))  # fmt: skip
         r = s["ratio_to_floor_1000"]
@@ -242,8 +260,14 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
                      f"{o['bare_create_to_healthy_s']:.2f} s = {o['ratio']:.2f}x", "<= 2x", o["ratio"] <= 2))  # fmt: skip
     d = results.get("density")
     if d:
-        rows.append((f"density: {d['cages']} local cages, memory per cage (cgroup RSS / host used)",
-                     f"{d['cgroup_rss_per_cage_mib']:.1f} / {d['host_used_per_cage_mib']:.1f} MiB", "-", None))
+        rows.append(
+            (
+                f"density: {d['cages']} local cages, memory per cage (cgroup RSS / host used)",
+                f"{d['cgroup_rss_per_cage_mib']:.1f} / {d['host_used_per_cage_mib']:.1f} MiB",
+                "-",
+                None,
+            )
+        )
     return rows
 
 
@@ -267,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
-    parser.add_argument("--markdown", action="store_true", help="print the last results as a Markdown table; run nothing")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the last results as a Markdown table; run nothing"
+    )
     args = parser.parse_args(argv)
     if args.markdown:
         print(markdown_table(figures(json.loads(args.out.read_text()))))

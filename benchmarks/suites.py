@@ -18,8 +18,15 @@ from benchmarks import engine
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = (ROOT / "images" / "VERSION").read_text().strip()
-FIGURES = ("overhead_per_cage_mib", "proxy_rss_mib", "cage_init_rss_mib", "claw_rss_mib", "bare_rss_mib",
-           "cage_create_to_healthy_s", "ratio")
+FIGURES = (
+    "overhead_per_cage_mib",
+    "proxy_rss_mib",
+    "cage_init_rss_mib",
+    "claw_rss_mib",
+    "bare_rss_mib",
+    "cage_create_to_healthy_s",
+    "ratio",
+)
 
 
 def measure(suffix: str, samples: int) -> dict:

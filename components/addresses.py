@@ -46,16 +46,30 @@ DOCUMENTATION_V6 = "2001:db8::/32"
 def in_address_order(*groups: str | tuple[str, ...]) -> tuple[str, ...]:
     """The networks of `groups`, each once, IPv4 before IPv6, by address then prefix length."""
     flat = {n for g in groups for n in ((g,) if isinstance(g, str) else g)}
-    return tuple(sorted(flat, key=lambda n: (ipaddress.ip_network(n).version, ipaddress.ip_network(n).network_address,
-                                             ipaddress.ip_network(n).prefixlen)))
+    return tuple(
+        sorted(
+            flat,
+            key=lambda n: (
+                ipaddress.ip_network(n).version,
+                ipaddress.ip_network(n).network_address,
+                ipaddress.ip_network(n).prefixlen,
+            ),
+        )
+    )
 
 
 HOST_FIREWALL_FORBIDDEN_V4 = in_address_order(
     THIS_NETWORK_V4, RFC1918_V4, SHARED_V4, LOOPBACK_V4, LINK_LOCAL_V4, MULTICAST_V4, RESERVED_V4
 )
 _NOT_PUBLIC = (
-    HOST_FIREWALL_FORBIDDEN_V4, IETF_PROTOCOL_V4, BENCHMARKING_V4,
-    UNSPECIFIED_V6, LOOPBACK_V6, UNIQUE_LOCAL_V6, LINK_LOCAL_V6, MULTICAST_V6,
+    HOST_FIREWALL_FORBIDDEN_V4,
+    IETF_PROTOCOL_V4,
+    BENCHMARKING_V4,
+    UNSPECIFIED_V6,
+    LOOPBACK_V6,
+    UNIQUE_LOCAL_V6,
+    LINK_LOCAL_V6,
+    MULTICAST_V6,
 )
 NON_PUBLIC_NETWORKS = in_address_order(*_NOT_PUBLIC)
 BLOCKED_DESTINATIONS = in_address_order(*_NOT_PUBLIC, DOCUMENTATION_V4, TRANSLATED_V6, DISCARD_V6, DOCUMENTATION_V6)

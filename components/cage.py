@@ -131,8 +131,10 @@ class ClawCage(pulumi.ComponentResource):
                 "com.docker.network.bridge.enable_icc": "true",
                 "com.docker.network.bridge.name": cage_bridge_name(claw.name),
             },
-            labels=[docker.NetworkLabelArgs(label=l.label, value=l.value)
-                    for l in labels(claw, args.host_name, ROLE_CAGE_NETWORK)],
+            labels=[
+                docker.NetworkLabelArgs(label=l.label, value=l.value)
+                for l in labels(claw, args.host_name, ROLE_CAGE_NETWORK)
+            ],
             opts=on_host,
         )
 
@@ -203,8 +205,11 @@ class ClawCage(pulumi.ComponentResource):
             ],
             # A changed config replaces the proxy, so it never runs with a stale allowlist.
             labels=labels(claw, args.host_name, ROLE_PROXY)
-            + [docker.ContainerLabelArgs(label="clawstaff.config-sha256",
-                                         value=hashlib.sha256(proxy_config.encode()).hexdigest())],
+            + [
+                docker.ContainerLabelArgs(
+                    label="clawstaff.config-sha256", value=hashlib.sha256(proxy_config.encode()).hexdigest()
+                )
+            ],
             **hardening(args.proxy_uid, PROXY_MEMORY, PROXY_CPUS, PROXY_TMPFS, claw.name),
             opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[limits, proxy_config_file]),
         )
@@ -230,8 +235,12 @@ class ClawCage(pulumi.ComponentResource):
             labels=labels(claw, args.host_name, ROLE_CLAW),
             # Healthy when the claw can reach its proxy: the cage's one way out works.
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "/usr/bin/python3", "-c",
-                       f"import socket; socket.create_connection(('{PROXY_ALIAS}', {PROXY_PORT}), 3).close()"],
+                tests=[
+                    "CMD",
+                    "/usr/bin/python3",
+                    "-c",
+                    f"import socket; socket.create_connection(('{PROXY_ALIAS}', {PROXY_PORT}), 3).close()",
+                ],
                 interval="30s",
                 timeout="5s",
                 retries=3,

@@ -32,34 +32,39 @@ because fscryptctl is not packaged in bookworm).
 from __future__ import annotations
 
 import base64
-import re
 import shlex
 from decimal import Decimal
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from components.conventions import CGROUP_ROOT, HOST_KEY_ROOT, HOST_PROXY_CONFIG_ROOT, host_key_dir, host_volume_dir
+from components.conventions import (
+    CGROUP_ROOT,
+    HOST_KEY_ROOT,
+    HOST_PROXY_CONFIG_ROOT,
+    host_key_dir,
+    host_volume_dir,
+    is_dns_label,
+)
 from components.hostscripts import fscrypt_helper, render_script
+from components.kdf import VOLUME_KEK_INFO_PREFIX, VOLUME_KEK_SALT, hkdf_sha256
 from components.sealing import CAGE_KEY_BYTES  # noqa: F401  (key-create.sh reads this many bytes; a test pins it)
+from components.units import MiB
 
 # The cgroup below which every cage's parent cgroup lives, in every hierarchy.
 CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1_000  # the kernel refuses a CFS quota below 1 ms
 VOLUME_KEY_BYTES = 64  # fscrypt AES-256-XTS needs a 64-byte master key
 VOLUME_KEK_BYTES = 32
-MIN_VOLUME_BYTES = 16 * 1024 * 1024  # ext4 with a journal needs a few MiB before any data fits
+MIN_VOLUME_BYTES = 16 * MiB  # ext4 with a journal needs a few MiB before any data fits
 KEY_TMPFS = HOST_KEY_ROOT.rsplit("/", 1)[0]  # /run/clawstaff: the tmpfs that holds every cage key (4m)
 # openssl enc parameters of the wrapped volume key; part of the on-disk format, change with care.
 WRAP_CIPHER_ARGS = "-aes-256-cbc -md sha256 -pbkdf2 -iter 100000"
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
 
 def _claw_name(claw: str) -> str:
-    if not isinstance(claw, str) or not _DNS_LABEL.fullmatch(claw):
-        raise ValueError(f"claw name {claw!r} is not a DNS label "
-                         "(1-63 lower-case letters, digits and hyphens, not starting or ending with a hyphen)")
+    if not isinstance(claw, str) or not is_dns_label(claw):
+        raise ValueError(
+            f"claw name {claw!r} is not a DNS label "
+            "(1-63 lower-case letters, digits and hyphens, not starting or ending with a hyphen)"
+        )
     return claw
 
 
@@ -116,9 +121,12 @@ def derive_volume_kek(sealing_key: str, claw: str) -> bytes:
     """
     if not sealing_key:
         raise ValueError("sealing key is empty")
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=VOLUME_KEK_BYTES, salt=b"clawstaff/volume-kek/v1",
-                info=b"clawstaff/clawcage/volume-kek/v1\x00" + _claw_name(claw).encode())
-    return hkdf.derive(sealing_key.encode("utf-8"))
+    return hkdf_sha256(
+        sealing_key,
+        salt=VOLUME_KEK_SALT,
+        info=VOLUME_KEK_INFO_PREFIX + _claw_name(claw).encode(),
+        length=VOLUME_KEK_BYTES,
+    )
 
 
 def volume_kek_stdin(kek: bytes) -> str:
@@ -133,8 +141,14 @@ def volume_kek_stdin(kek: bytes) -> str:
 
 def _render(piece: str, name: str, claw: str, facts: dict | None = None, **variables: str | int) -> str:
     """A cage script: `# clawstaff <piece> of cage <claw>:` names it, the facts line says which."""
-    return render_script(name, title=f"{piece} of cage {claw}", facts={"claw": claw, **(facts or {})},
-                         CLAW=claw, PIECE=piece, **variables)
+    return render_script(
+        name,
+        title=f"{piece} of cage {claw}",
+        facts={"claw": claw, **(facts or {})},
+        CLAW=claw,
+        PIECE=piece,
+        **variables,
+    )
 
 
 def render_limits_create(claw: str, *, cpus: Decimal, memory: int, pids: int) -> str:
@@ -147,12 +161,22 @@ def render_limits_create(claw: str, *, cpus: Decimal, memory: int, pids: int) ->
     """
     claw = _claw_name(claw)
     quota = cpu_quota_us(cpus)
-    memory = _positive_int("memory", memory, 4 * 1024 * 1024)
+    memory = _positive_int("memory", memory, 4 * MiB)
     pids = _positive_int("pids", pids, 2)
     cgroup = cgroup_parent(claw).lstrip("/")
     facts = {"cgroup": cgroup, "pids": pids, "memory": memory, "cpu_quota": quota, "cpu_period": CPU_PERIOD_US}
-    return _render("limits", "limits-create.sh", claw, facts, CG=cgroup, CGROUP_ROOT=CGROUP_ROOT, PIDS=pids,
-                   MEMORY=memory, CPU_QUOTA=quota, CPU_PERIOD=CPU_PERIOD_US)
+    return _render(
+        "limits",
+        "limits-create.sh",
+        claw,
+        facts,
+        CG=cgroup,
+        CGROUP_ROOT=CGROUP_ROOT,
+        PIDS=pids,
+        MEMORY=memory,
+        CPU_QUOTA=quota,
+        CPU_PERIOD=CPU_PERIOD_US,
+    )
 
 
 def render_limits_delete(claw: str) -> str:
@@ -167,8 +191,9 @@ def render_limits_delete(claw: str) -> str:
     return _render("limits", "limits-delete.sh", claw, {"cgroup": cgroup}, CG=cgroup)
 
 
-def render_key_create(claw: str, *, uid: int, subuid_file: str = "/etc/subuid",
-                      subgid_file: str = "/etc/subgid") -> str:
+def render_key_create(
+    claw: str, *, uid: int, subuid_file: str = "/etc/subuid", subgid_file: str = "/etc/subgid"
+) -> str:
     """Put the cage key (base64 text on stdin) on a tmpfs, readable only by the cage's user.
 
     Why: the key opens the cage's sealed credentials, so it must never reach a disk: /run is not a
@@ -179,9 +204,19 @@ def render_key_create(claw: str, *, uid: int, subuid_file: str = "/etc/subuid",
     """
     claw = _claw_name(claw)
     uid = _container_uid(uid)
-    return _render("key", "key-create.sh", claw, None, TMPFS=KEY_TMPFS, KEY_ROOT=HOST_KEY_ROOT,
-                   DIR=host_key_dir(claw), KEY=host_key_path(claw), CAGE_UID=uid, SUBUID_FILE=subuid_file,
-                   SUBGID_FILE=subgid_file)
+    return _render(
+        "key",
+        "key-create.sh",
+        claw,
+        None,
+        TMPFS=KEY_TMPFS,
+        KEY_ROOT=HOST_KEY_ROOT,
+        DIR=host_key_dir(claw),
+        KEY=host_key_path(claw),
+        CAGE_UID=uid,
+        SUBUID_FILE=subuid_file,
+        SUBGID_FILE=subgid_file,
+    )
 
 
 def render_key_delete(claw: str) -> str:
@@ -194,8 +229,9 @@ def _volume_variables(claw: str) -> dict[str, str]:
     return {"VDIR": host_volume_dir(claw), "DATA": volume_mount_path(claw), "FSCRYPT_PY": fscrypt_helper()}
 
 
-def render_volume_create(claw: str, *, size: int, uid: int, subuid_file: str = "/etc/subuid",
-                         subgid_file: str = "/etc/subgid") -> str:
+def render_volume_create(
+    claw: str, *, size: int, uid: int, subuid_file: str = "/etc/subuid", subgid_file: str = "/etc/subgid"
+) -> str:
     """Create, or re-open after a reboot, the cage's encrypted volume of exactly `size` bytes.
 
     Why this shape: the filesystem's size is the disk cap (ENOSPC stays inside the volume); fscrypt
@@ -207,9 +243,20 @@ def render_volume_create(claw: str, *, size: int, uid: int, subuid_file: str = "
     claw = _claw_name(claw)
     size = _positive_int("volume size", size, MIN_VOLUME_BYTES)
     uid = _container_uid(uid)
-    return _render("volume", "volume-create.sh", claw, {"size": size}, **_volume_variables(claw), SIZE=size,
-                   CAGE_UID=uid, SUBUID_FILE=subuid_file, SUBGID_FILE=subgid_file, KEK_BYTES=VOLUME_KEK_BYTES,
-                   VOLUME_KEY_BYTES=VOLUME_KEY_BYTES, WRAP_CIPHER_ARGS=WRAP_CIPHER_ARGS)
+    return _render(
+        "volume",
+        "volume-create.sh",
+        claw,
+        {"size": size},
+        **_volume_variables(claw),
+        SIZE=size,
+        CAGE_UID=uid,
+        SUBUID_FILE=subuid_file,
+        SUBGID_FILE=subgid_file,
+        KEK_BYTES=VOLUME_KEK_BYTES,
+        VOLUME_KEY_BYTES=VOLUME_KEY_BYTES,
+        WRAP_CIPHER_ARGS=WRAP_CIPHER_ARGS,
+    )
 
 
 def render_volume_delete(claw: str) -> str:
@@ -241,8 +288,9 @@ def render_proxy_config_create(claw: str) -> str:
     config replaces (restarts) the proxy.
     """
     claw = _claw_name(claw)
-    return _render("proxy config", "proxy-config-create.sh", claw, None, ROOT=HOST_PROXY_CONFIG_ROOT,
-                   DIR=proxy_config_dir(claw))
+    return _render(
+        "proxy config", "proxy-config-create.sh", claw, None, ROOT=HOST_PROXY_CONFIG_ROOT, DIR=proxy_config_dir(claw)
+    )
 
 
 def render_proxy_config_delete(claw: str) -> str:

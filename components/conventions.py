@@ -61,8 +61,9 @@ def is_dns_label(text: str) -> bool:
 #   the claw (HOSTNAME, its proxy) or that would reroute its traffic; and any name starting with
 #   RESERVED_ENV_PREFIX, the cage runtime's own namespace.
 RESERVED_ENV_PREFIX = "CLAWCAGE_"
-OPENER_RESERVED_NAMES = frozenset({"CLAWCAGE_SEALED", "PATH", "HOME", "LD_PRELOAD", "LD_LIBRARY_PATH",
-                                   "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"})
+OPENER_RESERVED_NAMES = frozenset(
+    {"CLAWCAGE_SEALED", "PATH", "HOME", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"}
+)
 RESERVED_ENV_NAMES = OPENER_RESERVED_NAMES | frozenset(
     {"HOSTNAME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"}
 )
@@ -91,6 +92,7 @@ def host_key_dir(claw: str) -> str:
 
 def host_volume_dir(claw: str) -> str:
     return f"{HOST_VOLUME_ROOT}/{claw}"
+
 
 # The egress proxy's rendered squid.conf, per cage, on the host's disk (no secret in it); the proxy
 # container mounts the directory read-only at PROXY_CONFIG_MOUNT.

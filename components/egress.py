@@ -43,8 +43,10 @@ def _check_host(host: Any) -> str:
         raise ValueError(f"egress host {host!r} is not a string")
     name = host.lower()
     if len(name) > 253 or not _HOST_NAME.match(name):
-        raise ValueError(f"egress host {host!r} is not a plain DNS name (labels of a-z, 0-9 and '-', "
-                         "at least two labels, not an IP address)")
+        raise ValueError(
+            f"egress host {host!r} is not a plain DNS name (labels of a-z, 0-9 and '-', "
+            "at least two labels, not an IP address)"
+        )
     return name
 
 
@@ -86,9 +88,15 @@ def _networks(cidrs: Iterable[str], what: str) -> list[str]:
     return sorted(set(out))
 
 
-def render_proxy_config(*, claw: str, org: str, allowlist: Sequence[tuple[str, int]],
-                        listen_port: int = PROXY_PORT, client_cidrs: Sequence[str] = (),
-                        bench_allow_cidrs: Sequence[str] = ()) -> str:
+def render_proxy_config(
+    *,
+    claw: str,
+    org: str,
+    allowlist: Sequence[tuple[str, int]],
+    listen_port: int = PROXY_PORT,
+    client_cidrs: Sequence[str] = (),
+    bench_allow_cidrs: Sequence[str] = (),
+) -> str:
     """The squid.conf text for one cage's proxy.
 
     client_cidrs: if given, only these source networks may use the proxy (the cage network).
@@ -126,7 +134,7 @@ def render_proxy_config(*, claw: str, org: str, allowlist: Sequence[tuple[str, i
         "forwarded_for delete",
         "httpd_suppress_version_string on",
         "cache_log stdio:/dev/stderr",
-        f"logformat clawcage clawcage-egress claw={claw} org={org} client=%>a request=\"%rm %ru\" "
+        f'logformat clawcage clawcage-egress claw={claw} org={org} client=%>a request="%rm %ru" '
         "status=%>Hs result=%Ss reason=%{reason}note dst=%<a:%<p bytes=%st duration_ms=%tr",
         "access_log stdio:/dev/stdout logformat=clawcage",
         "logfile_rotate 0",
@@ -158,7 +166,8 @@ def render_proxy_config(*, claw: str, org: str, allowlist: Sequence[tuple[str, i
         "http_access deny !CONNECT why_not_connect",
         "http_access deny ip_literal why_ip_literal",
         "http_access deny !allowed_names why_not_allowlisted",
-        "http_access deny blocked_dst !bench_allowed_dst why_blocked_dst" if bench
+        "http_access deny blocked_dst !bench_allowed_dst why_blocked_dst"
+        if bench
         else "http_access deny blocked_dst why_blocked_dst",
     ]
     for i, _ in enumerate(pairs):

@@ -138,8 +138,9 @@ class Fleet(pulumi.ComponentResource):
                 )
         self.register_outputs({"placement": self.placement})
 
-    def _hetzner_shared(self, name: str, config: StackConfig, hosts: Sequence[Host],
-                        groups: Mapping[str, str]) -> dict[str, HetznerShared]:
+    def _hetzner_shared(
+        self, name: str, config: StackConfig, hosts: Sequence[Host], groups: Mapping[str, str]
+    ) -> dict[str, HetznerShared]:
         child = pulumi.ResourceOptions(parent=self)
         ssh_keys = [
             hcloud.SshKey(f"{name}-ssh-key-{i}", name=f"clawstaff-{config.stack}-admin-{i}", public_key=key, opts=child)

@@ -62,10 +62,14 @@ def docker_ssh_opts(host_key: SshHostKey) -> list[str]:
     `%H` is ssh's own token for the host it connects to, so the options are known before the server
     exists (a preview can check them) and no known_hosts file is trusted or written."""
     return [
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "UserKnownHostsFile=/dev/null",
-        "-o", f"KnownHostsCommand=/bin/echo %H {host_key.public_openssh}",
-        "-o", "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        f"KnownHostsCommand=/bin/echo %H {host_key.public_openssh}",
+        "-o",
+        "BatchMode=yes",
     ]
 
 
@@ -114,9 +118,7 @@ class ClawHost(pulumi.ComponentResource):
                 first_contact = self._cloud_server(name, args, host_key)
             else:
                 first_contact = self._adopt_dedicated(name, args, host_key)
-            connection = command.remote.ConnectionArgs(
-                host=self.address, user="root", host_key=host_key.public_openssh
-            )
+            connection = command.remote.ConnectionArgs(host=self.address, user="root", host_key=host_key.public_openssh)
             # Re-run whenever the rendered hardening changes; the script is idempotent.
             apply_bootstrap = command.remote.Command(
                 f"{name}-bootstrap",

@@ -28,7 +28,9 @@ from components.conventions import (
     LABEL_HOST,
     LABEL_ORG,
     LABEL_ROLE,
+    is_dns_label,
 )
+from components.addresses import HOST_FIREWALL_FORBIDDEN_V4
 from components.hostkeys import SshHostKey
 from components.hostscripts import host_file, render_script
 
@@ -59,20 +61,9 @@ CAGE_ADDRESS_POOL = "198.18.0.0/16"
 CAGE_SUBNET_PREFIX = 29
 DEFAULT_BRIDGE_IP = "172.17.0.1/16"
 
-# Destinations a cage or its proxy must never reach: "this network", RFC 1918, shared address space
-# (CGNAT, 100.64.0.0/10), loopback, link-local (169.254.169.254 serves cloud user-data), multicast and
-# reserved space. The host's own addresses are matched with `fib daddr type local` instead of a list.
-FORBIDDEN_V4: tuple[str, ...] = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-)
+# Destinations a cage or its proxy must never reach (components/addresses.py says what and why); the
+# host's own addresses are matched with `fib daddr type local` instead of a list.
+FORBIDDEN_V4: tuple[str, ...] = HOST_FIREWALL_FORBIDDEN_V4
 
 NFT_TABLE = "clawstaff"
 FIREWALL_PATH = "/etc/clawstaff/firewall.nft"
@@ -88,7 +79,6 @@ NOFILE_HARD = 16384
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILE = "5"
 
-_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SSH_PUBLIC_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
     r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$"
@@ -214,12 +204,16 @@ def render_nftables(
         host_input = "        # host input is not guarded on this machine (guard_host_input=False): only cages are"
         input_policy = "accept"
     return host_file(
-        "firewall.nft", table=NFT_TABLE, cg=f'"{CAGE_BRIDGE_PREFIX}*"', ce=f'"{EGRESS_BRIDGE_PREFIX}*"',
+        "firewall.nft",
+        table=NFT_TABLE,
+        cg=f'"{CAGE_BRIDGE_PREFIX}*"',
+        ce=f'"{EGRESS_BRIDGE_PREFIX}*"',
         forbidden_v4=_nft_set("forbidden_v4", "ipv4_addr", FORBIDDEN_V4),
         upstream_dns_v4=_nft_set("upstream_dns_v4", "ipv4_addr", resolvers, interval=False),
         admin_ssh_v4=_nft_set("admin_ssh_v4", "ipv4_addr", ssh_v4),
         admin_ssh_v6=_nft_set("admin_ssh_v6", "ipv6_addr", ssh_v6),
-        input_policy=input_policy, host_input=host_input,
+        input_policy=input_policy,
+        host_input=host_input,
     )
 
 
@@ -279,7 +273,7 @@ def render_sshd_config() -> str:
 
 
 def _check_host_name(host_name: str) -> str:
-    if not _HOST_NAME.match(host_name):
+    if not isinstance(host_name, str) or not is_dns_label(host_name):
         raise ValueError(f"host name {host_name!r} is not a DNS label (a-z, 0-9, '-', at most 63)")
     return host_name
 
@@ -325,14 +319,28 @@ def render_bootstrap_script(
     keys = _check_authorized_keys(ssh_authorized_keys)
     firewall = render_nftables(ssh_allowed_cidrs=ssh_allowed_cidrs, dns_resolvers=HETZNER_RESOLVERS)
     return render_script(
-        "bootstrap.sh", title=f"bootstrap for host {host_name}", facts={"host": host_name}, readonly=True,
-        HOST_NAME=host_name, DOCKER_VERSION=DOCKER_ENGINE_VERSION, DOCKER_KEY_FINGERPRINT=DOCKER_REPO_KEY_FINGERPRINT,
-        DOCKER_REPO_URL=DOCKER_REPO_URL, DEBIAN_CODENAME=DEBIAN_CODENAME, NFT_TABLE=NFT_TABLE,
-        FIREWALL_PATH=FIREWALL_PATH, SYSCTL_PATH=SYSCTL_PATH, SSHD_DROPIN_PATH=SSHD_DROPIN_PATH,
-        HOST_KEY_PATH=HOST_KEY_PATH, AUTHORIZED_KEYS=_file("\n".join(keys)), SYSCTL_CONF=_file(render_sysctls()),
-        SSHD_CONFIG=_file(render_sshd_config()), AUTO_UPGRADES=_file(AUTO_UPGRADES),
-        UNATTENDED_UPGRADES=_file(UNATTENDED_UPGRADES), FIREWALL_RULES=_file(firewall),
-        FIREWALL_UNIT=_file(FIREWALL_UNIT), DOCKER_UNIT_DROPIN=_file(DOCKER_UNIT_DROPIN),
+        "bootstrap.sh",
+        title=f"bootstrap for host {host_name}",
+        facts={"host": host_name},
+        readonly=True,
+        HOST_NAME=host_name,
+        DOCKER_VERSION=DOCKER_ENGINE_VERSION,
+        DOCKER_KEY_FINGERPRINT=DOCKER_REPO_KEY_FINGERPRINT,
+        DOCKER_REPO_URL=DOCKER_REPO_URL,
+        DEBIAN_CODENAME=DEBIAN_CODENAME,
+        NFT_TABLE=NFT_TABLE,
+        FIREWALL_PATH=FIREWALL_PATH,
+        SYSCTL_PATH=SYSCTL_PATH,
+        SSHD_DROPIN_PATH=SSHD_DROPIN_PATH,
+        HOST_KEY_PATH=HOST_KEY_PATH,
+        AUTHORIZED_KEYS=_file("\n".join(keys)),
+        SYSCTL_CONF=_file(render_sysctls()),
+        SSHD_CONFIG=_file(render_sshd_config()),
+        AUTO_UPGRADES=_file(AUTO_UPGRADES),
+        UNATTENDED_UPGRADES=_file(UNATTENDED_UPGRADES),
+        FIREWALL_RULES=_file(firewall),
+        FIREWALL_UNIT=_file(FIREWALL_UNIT),
+        DOCKER_UNIT_DROPIN=_file(DOCKER_UNIT_DROPIN),
         DAEMON_JSON=_file(render_daemon_json()),
     )
 
@@ -345,8 +353,11 @@ def render_host_key_install(key: SshHostKey) -> str:
     is not the one Pulumi pins.
     """
     return render_script(
-        "host-key-install.sh", title=f"host key install ({key.fingerprint})", HOST_KEY_PATH=HOST_KEY_PATH,
-        PUBLIC_KEY=" ".join(key.public_openssh.split()[:2]), PUBLIC_KEY_LINE=key.public_openssh,
+        "host-key-install.sh",
+        title=f"host key install ({key.fingerprint})",
+        HOST_KEY_PATH=HOST_KEY_PATH,
+        PUBLIC_KEY=" ".join(key.public_openssh.split()[:2]),
+        PUBLIC_KEY_LINE=key.public_openssh,
         FINGERPRINT=key.fingerprint,
     )
 
@@ -391,9 +402,7 @@ def render_cloud_init(
             "ed25519_private": host_key.private_openssh,
             "ed25519_public": host_key.public_openssh,
         },
-        "write_files": [
-            {"path": BOOTSTRAP_PATH, "owner": "root:root", "permissions": "0700", "content": script}
-        ],
+        "write_files": [{"path": BOOTSTRAP_PATH, "owner": "root:root", "permissions": "0700", "content": script}],
         "runcmd": [[BOOTSTRAP_PATH]],
     }
     body = yaml.dump(document, Dumper=_LiteralDumper, sort_keys=False, width=1000, allow_unicode=False)

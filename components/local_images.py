@@ -45,13 +45,17 @@ def built_image_id(image: str) -> str:
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        raise NotBuilt(f"names a local build, but {shown_path(path)} does not exist: run `make images` "
-                       "(as root) to build the images and record their IDs") from None
+        raise NotBuilt(
+            f"names a local build, but {shown_path(path)} does not exist: run `make images` "
+            "(as root) to build the images and record their IDs"
+        ) from None
     except (OSError, ValueError) as error:
-        raise NotBuilt(f"names a local build, but {shown_path(path)} cannot be read ({error}): "
-                       "run `make images` again") from None
+        raise NotBuilt(
+            f"names a local build, but {shown_path(path)} cannot be read ({error}): run `make images` again"
+        ) from None
     image_id = record.get(image, {}).get("id") if isinstance(record, dict) else None
     if not isinstance(image_id, str) or not _IMAGE_ID.match(image_id):
-        raise NotBuilt(f"names a local build, but {shown_path(path)} records no build of {image}: "
-                       f"run `make images` (as root)")
+        raise NotBuilt(
+            f"names a local build, but {shown_path(path)} records no build of {image}: run `make images` (as root)"
+        )
     return image_id

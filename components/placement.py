@@ -182,9 +182,15 @@ class Placement:
         return claws_by_host(self.claws)
 
 
-def place(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostPool] = (),
-          policy: PlacementPolicy = DEFAULT_POLICY, lock: Mapping[str, str] | None = None,
-          stack_file: str = "the stack") -> Placement:
+def place(
+    hosts: Sequence[Host],
+    claws: Iterable[Claw],
+    *,
+    pools: Sequence[HostPool] = (),
+    policy: PlacementPolicy = DEFAULT_POLICY,
+    lock: Mapping[str, str] | None = None,
+    stack_file: str = "the stack",
+) -> Placement:
     """Place every claw (see the module docstring), or raise PlacementError naming each claw that does not fit."""
     bins = {h.name: _Bin(h, host_limit(h, policy)) for h in candidate_hosts(hosts, pools)}
     listed = sorted(h.name for h in hosts)
@@ -225,7 +231,9 @@ def place(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostP
     moving = [c for c in ordered if chosen.get(c.name) in draining]
     for claw in moving:
         if claw.host:
-            misfits.append(f"{claw.name} (pinned to {claw.host}, which is draining: unpin it or pin it to another host)")
+            misfits.append(
+                f"{claw.name} (pinned to {claw.host}, which is draining: unpin it or pin it to another host)"
+            )
         bins[chosen.pop(claw.name)].remove(claw.name, demands[claw.name])
     for claw in moving:
         if claw.host:
@@ -253,8 +261,15 @@ def place(hosts: Sequence[Host], claws: Iterable[Claw], *, pools: Sequence[HostP
     return Placement(claws=dict(sorted(chosen.items())), hosts=existing)
 
 
-def _choose(claw: Claw, need: Demand, bins: Mapping[str, _Bin], listed: Sequence[str], pool_hosts: Sequence[str],
-            *, draining: bool) -> str | None:
+def _choose(
+    claw: Claw,
+    need: Demand,
+    bins: Mapping[str, _Bin],
+    listed: Sequence[str],
+    pool_hosts: Sequence[str],
+    *,
+    draining: bool,
+) -> str | None:
     if claw.host:
         return claw.host if bins[claw.host].fits(need) else None
     preference = sorted(listed, key=lambda h: hrw_score(claw.name, h), reverse=True)
@@ -265,8 +280,9 @@ def _choose(claw: Claw, need: Demand, bins: Mapping[str, _Bin], listed: Sequence
     return None
 
 
-def _misfit(claw: Claw, need: Demand, bins: Mapping[str, _Bin], pools: Sequence[HostPool], *,
-            draining: bool = False) -> str:
+def _misfit(
+    claw: Claw, need: Demand, bins: Mapping[str, _Bin], pools: Sequence[HostPool], *, draining: bool = False
+) -> str:
     """'<claw> (needs cpus 2.25, memory 1GiB, disk 256MiB; closest: <host>, cpus short by ...)'."""
     needs = f"needs cpus {format_cpus(need.cpus)}, memory {format_size(need.memory)}, disk {format_size(need.disk)}"
     if claw.host:

@@ -79,17 +79,14 @@ def canonical_plaintext(env: Mapping[str, str]) -> bytes:
     """
     for name, value in env.items():
         if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise ValueError(f"secret name {name!r} is not an environment variable name "
-                             "(allowed: [A-Z_][A-Z0-9_]*)")
+            raise ValueError(f"secret name {name!r} is not an environment variable name (allowed: [A-Z_][A-Z0-9_]*)")
         if name in RESERVED_NAMES:
             raise ValueError(f"secret name {name!r} is reserved by the cage")
         if not isinstance(value, str):
             raise ValueError(f"secret {name} is not a string")  # never echo the value
         if "\x00" in value:
-            raise ValueError(f"secret {name} contains a NUL character, which an environment "
-                             "variable cannot hold")
-    return json.dumps(dict(env), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+            raise ValueError(f"secret {name} contains a NUL character, which an environment variable cannot hold")
+    return json.dumps(dict(env), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def seal_credentials(cage_key: bytes, claw: str, env: Mapping[str, str]) -> str:
@@ -109,22 +106,23 @@ def open_credentials(cage_key: bytes, claw: str, sealed: str) -> dict[str, str]:
     if not isinstance(sealed, str) or not sealed.startswith(FORMAT_PREFIX):
         raise SealError("sealed credentials have an unknown format")
     try:
-        blob = base64.b64decode(sealed[len(FORMAT_PREFIX):], validate=True)
+        blob = base64.b64decode(sealed[len(FORMAT_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         raise SealError("sealed credentials are not valid base64") from None
     try:
         plaintext = AESSIV(cage_key).decrypt(blob, [AD_LABEL, claw.encode("utf-8")])
     except (InvalidTag, ValueError):
-        raise SealError("sealed credentials do not open with this cage's key for this claw "
-                        "(wrong key, other claw, or tampered)") from None
+        raise SealError(
+            "sealed credentials do not open with this cage's key for this claw (wrong key, other claw, or tampered)"
+        ) from None
     try:
         env = json.loads(plaintext.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise SealError("sealed credentials hold malformed content") from None
     if not isinstance(env, dict) or not all(
-            isinstance(k, str) and _ENV_NAME.match(k) and k not in RESERVED_NAMES
-            and isinstance(v, str) and "\x00" not in v
-            for k, v in env.items()):
+        isinstance(k, str) and _ENV_NAME.match(k) and k not in RESERVED_NAMES and isinstance(v, str) and "\x00" not in v
+        for k, v in env.items()
+    ):
         raise SealError("sealed credentials hold malformed content")
     return env
 

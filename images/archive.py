@@ -39,9 +39,11 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 def sources(suite: str = SUITE) -> tuple[str, ...]:
     """The one-line sources of an image build: main, updates and security of the suite."""
-    return (f"deb {MIRROR} {suite} main",
-            f"deb {MIRROR} {suite}-updates main",
-            f"deb {SECURITY_MIRROR} {suite}-security main")
+    return (
+        f"deb {MIRROR} {suite} main",
+        f"deb {MIRROR} {suite}-updates main",
+        f"deb {SECURITY_MIRROR} {suite}-security main",
+    )
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Package:
 class Moved:
     name: str
     before: str | None  # None: new in the current set
-    after: str | None   # None: no longer in the set (or no longer served)
+    after: str | None  # None: no longer in the set (or no longer served)
     security: bool
 
     def describe(self) -> str:
@@ -131,6 +133,7 @@ def release_epoch(date: str) -> int:
 
 # ---------------------------------------------------------------------------------- the scratch apt
 
+
 class ArchiveError(RuntimeError):
     pass
 
@@ -145,25 +148,54 @@ class Archive:
 
     def _apt_options(self) -> list[str]:
         etc = self.root / "etc/apt"
-        return ["-o", f"Dir={self.root}", "-o", f"Dir::Etc={etc}",
-                "-o", f"Dir::State::status={self.root / 'var/lib/dpkg/status'}",
-                "-o", f"APT::Architecture={ARCH}", "-o", f"APT::Architectures={ARCH}",
-                "-o", "Acquire::Languages=none", "-o", "APT::Install-Recommends=false",
-                "-o", "APT::Install-Suggests=false", "-o", "Debug::NoLocking=true",
-                # mmdebstrap's own setting: apt must not count itself as essential.
-                "-o", "pkgCacheGen::ForceEssential=,", "-q"]
+        return [
+            "-o",
+            f"Dir={self.root}",
+            "-o",
+            f"Dir::Etc={etc}",
+            "-o",
+            f"Dir::State::status={self.root / 'var/lib/dpkg/status'}",
+            "-o",
+            f"APT::Architecture={ARCH}",
+            "-o",
+            f"APT::Architectures={ARCH}",
+            "-o",
+            "Acquire::Languages=none",
+            "-o",
+            "APT::Install-Recommends=false",
+            "-o",
+            "APT::Install-Suggests=false",
+            "-o",
+            "Debug::NoLocking=true",
+            # mmdebstrap's own setting: apt must not count itself as essential.
+            "-o",
+            "pkgCacheGen::ForceEssential=,",
+            "-q",
+        ]
 
     def update(self) -> None:
         etc = self.root / "etc/apt"
-        for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
-                    "etc/apt/trusted.gpg.d", "var/lib/apt/lists/partial", "var/cache/apt/archives/partial",
-                    "var/lib/dpkg", "var/log/apt"):
+        for sub in (
+            "etc/apt/apt.conf.d",
+            "etc/apt/preferences.d",
+            "etc/apt/sources.list.d",
+            "etc/apt/trusted.gpg.d",
+            "var/lib/apt/lists/partial",
+            "var/cache/apt/archives/partial",
+            "var/lib/dpkg",
+            "var/log/apt",
+        ):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "var/lib/dpkg/status").write_text("")
         (etc / "sources.list").write_text(
-            "".join(line.replace("deb ", f"deb [signed-by={KEYRING}] ", 1) + "\n" for line in sources(self.suite)))
-        done = subprocess.run(["apt-get", *self._apt_options(), "update"], capture_output=True, text=True,
-                              env=dict(os.environ, LC_ALL="C.UTF-8"))
+            "".join(line.replace("deb ", f"deb [signed-by={KEYRING}] ", 1) + "\n" for line in sources(self.suite))
+        )
+        done = subprocess.run(
+            ["apt-get", *self._apt_options(), "update"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, LC_ALL="C.UTF-8"),
+        )
         if done.returncode != 0 or re.search(r"^(E:|W: (GPG|The repository|Failed))", done.stdout + done.stderr, re.M):
             raise ArchiveError(f"apt-get update for {self.suite} failed:\n{(done.stdout + done.stderr)[-3000:]}")
 
@@ -173,21 +205,35 @@ class Archive:
         for path in sorted(self.lists.glob("*_InRelease")):
             data = path.read_bytes()
             fields = parse_release(data.decode("utf-8", "replace"))
-            states.append({"codename": fields.get("Codename", ""), "label": fields.get("Suite", ""), "date": fields.get("Date", ""),
-                           "inrelease_sha256": hashlib.sha256(data).hexdigest(), "file": path.name})
+            states.append(
+                {
+                    "codename": fields.get("Codename", ""),
+                    "label": fields.get("Suite", ""),
+                    "date": fields.get("Date", ""),
+                    "inrelease_sha256": hashlib.sha256(data).hexdigest(),
+                    "file": path.name,
+                }
+            )
         if len(states) != len(sources(self.suite)):
-            raise ArchiveError(f"expected {len(sources(self.suite))} InRelease files in {self.lists}, found "
-                               f"{[s['file'] for s in states]}")
+            raise ArchiveError(
+                f"expected {len(sources(self.suite))} InRelease files in {self.lists}, found "
+                f"{[s['file'] for s in states]}"
+            )
         return states
 
     def resolve(self, roots: tuple[str, ...]) -> dict[str, Package]:
         """What a build of `roots` installs: the essential set plus the roots' dependency closure."""
         essential = f"?narrow(?architecture({ARCH}),?essential)"
-        done = subprocess.run(["apt-get", *self._apt_options(), "-s", "install", essential, *roots],
-                              capture_output=True, text=True, env=dict(os.environ, LC_ALL="C.UTF-8"))
+        done = subprocess.run(
+            ["apt-get", *self._apt_options(), "-s", "install", essential, *roots],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, LC_ALL="C.UTF-8"),
+        )
         if done.returncode != 0:
-            raise ArchiveError(f"apt cannot resolve {' '.join(roots)} on {self.suite}:\n"
-                               f"{(done.stdout + done.stderr)[-3000:]}")
+            raise ArchiveError(
+                f"apt cannot resolve {' '.join(roots)} on {self.suite}:\n{(done.stdout + done.stderr)[-3000:]}"
+            )
         found = parse_simulation(done.stdout)
         missing = [r for r in roots if r not in found]
         if missing:
@@ -196,8 +242,10 @@ class Archive:
 
     def copy_lists_hook(self) -> str:
         """An mmdebstrap --setup-hook that gives the build exactly the index files resolved against."""
-        return (f'mkdir -p "$1/var/lib/apt/lists" && cp -a {shlex.quote(str(self.lists))}/. '
-                '"$1/var/lib/apt/lists/" && rm -f "$1/var/lib/apt/lists/lock"')
+        return (
+            f'mkdir -p "$1/var/lib/apt/lists" && cp -a {shlex.quote(str(self.lists))}/. '
+            '"$1/var/lib/apt/lists/" && rm -f "$1/var/lib/apt/lists/lock"'
+        )
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -46,11 +46,18 @@ _CREDENTIAL_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CRED
 MIN_SECRET_LENGTH = 8
 
 
-_PUBLIC_KEY = re.compile(r"(?<![A-Za-z0-9@._-])(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521))[ \t]+"
-                         r"(AAAA[A-Za-z0-9+/]+={0,2})(?![A-Za-z0-9+/=])")
+_PUBLIC_KEY = re.compile(
+    r"(?<![A-Za-z0-9@._-])(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521))[ \t]+"
+    r"(AAAA[A-Za-z0-9+/]+={0,2})(?![A-Za-z0-9+/=])"
+)
 # The fields after the type string in each public key blob (RFC 4253, 5656, 8709).
-_PUBLIC_KEY_FIELDS = {"ssh-ed25519": 1, "ssh-rsa": 2, "ecdsa-sha2-nistp256": 2, "ecdsa-sha2-nistp384": 2,
-                      "ecdsa-sha2-nistp521": 2}
+_PUBLIC_KEY_FIELDS = {
+    "ssh-ed25519": 1,
+    "ssh-rsa": 2,
+    "ecdsa-sha2-nistp256": 2,
+    "ecdsa-sha2-nistp384": 2,
+    "ecdsa-sha2-nistp521": 2,
+}
 
 
 def _ssh_strings(blob: bytes) -> list[bytes] | None:
@@ -63,7 +70,7 @@ def _ssh_strings(blob: bytes) -> list[bytes] | None:
         offset += 4
         if offset + length > len(blob):
             return None
-        strings.append(blob[offset:offset + length])
+        strings.append(blob[offset : offset + length])
         offset += length
     return strings
 
@@ -86,16 +93,19 @@ def is_openssh_public_key(key_type: str, body: str) -> bool:
 
 def public_keys_in(text: str) -> set[tuple[str, str]]:
     """Every OpenSSH public key in `text`, as (type, base64): how the stack rules tell hosts apart."""
-    return {(m.group(1), m.group(2)) for m in _PUBLIC_KEY.finditer(text)
-            if is_openssh_public_key(m.group(1), m.group(2))}
+    return {
+        (m.group(1), m.group(2)) for m in _PUBLIC_KEY.finditer(text) if is_openssh_public_key(m.group(1), m.group(2))
+    }
 
 
 def without_public_keys(script: str) -> str:
     """`script` with every OpenSSH public key's base64 blanked out, so it is not taken for key material."""
+
     def blank(match: re.Match[str]) -> str:
         if is_openssh_public_key(match.group(1), match.group(2)):
             return match.group(1) + " <public key>"
         return match.group(0)
+
     return _PUBLIC_KEY.sub(blank, script)
 
 
@@ -110,10 +120,14 @@ def key_like_literals(script: str) -> list[str]:
     script = without_public_keys(script)
     for match in _TOKEN.finditer(script):
         token = match.group(0)
-        if token.startswith("/") or script[max(0, match.start() - 7):match.start()] == "sha256:":
+        if token.startswith("/") or script[max(0, match.start() - 7) : match.start()] == "sha256:":
             continue
-        if _HEX.match(token) or (any(c.isdigit() for c in token) and any(c.islower() for c in token)
-                                 and any(c.isupper() for c in token) and _entropy(token) >= 4.0):
+        if _HEX.match(token) or (
+            any(c.isdigit() for c in token)
+            and any(c.islower() for c in token)
+            and any(c.isupper() for c in token)
+            and _entropy(token) >= 4.0
+        ):
             found.append(token)
     return found
 
@@ -143,17 +157,24 @@ def check_key_material_not_in_script(props: Props, config: Config) -> Iterator[s
             yield f"`{name}` contains a private key: pass it as a secret `stdin`."
         for secret in secrets:
             if secret in script:
-                yield (f"`{name}` contains the value of the command's stdin or credential environment "
-                       f"({_redact(secret)}): reference it as $VARIABLE instead of interpolating it.")
+                yield (
+                    f"`{name}` contains the value of the command's stdin or credential environment "
+                    f"({_redact(secret)}): reference it as $VARIABLE instead of interpolating it."
+                )
         for token in key_like_literals(script):
-            yield (f"`{name}` contains a key-like literal ({_redact(token)}, {len(token)} characters): pass key "
-                   f"material as a secret `stdin` or `environment`, and ids/names through `environment`.")
+            yield (
+                f"`{name}` contains a key-like literal ({_redact(token)}, {len(token)} characters): pass key "
+                f"material as a secret `stdin` or `environment`, and ids/names through `environment`."
+            )
 
 
 POLICIES = [
-    resource_policy("command-key-material-via-secrets",
-                    "Give key material to commands only as a secret `stdin` or `environment` value and refer "
-                    "to it from a fixed script; never interpolate it into `create`/`update`/`delete` (an "
-                    "OpenSSH public key line may appear there).",
-                    COMMANDS, check_key_material_not_in_script),
+    resource_policy(
+        "command-key-material-via-secrets",
+        "Give key material to commands only as a secret `stdin` or `environment` value and refer "
+        "to it from a fixed script; never interpolate it into `create`/`update`/`delete` (an "
+        "OpenSSH public key line may appear there).",
+        COMMANDS,
+        check_key_material_not_in_script,
+    ),
 ]

@@ -52,7 +52,8 @@ def check_server_image_location(props: Props, config: Config) -> Iterator[str]:
 _PASSWORD_USER_DATA = re.compile(
     r"^\s*(ssh_pwauth\s*:\s*(true|yes|1)\b|chpasswd\s*:|(plain_text_|hashed_)?passwd\s*:|password\s*:)"
     r"|PasswordAuthentication\s+yes|PermitRootLogin\s+yes",
-    re.IGNORECASE | re.MULTILINE)
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def check_server_ssh_keys_only(props: Props, config: Config) -> Iterator[str]:
@@ -87,26 +88,41 @@ def check_firewall_no_open_ingress(props: Props, config: Config) -> Iterator[str
         wide = [c for c in rule.get("sourceIps") or [] if _opens_to_world(str(c))]
         key = _rule_key(rule)
         if wide and key not in allowed:
-            yield (f"`rules[{index}]` admits {wide} on {key}, which the `publicPorts` config "
-                   f"{sorted(allowed)} does not list.")
+            yield (
+                f"`rules[{index}]` admits {wide} on {key}, which the `publicPorts` config "
+                f"{sorted(allowed)} does not list."
+            )
 
 
 POLICIES = [
-    resource_policy("hcloud-server-firewall-attached",
-                    "Attach a firewall to every Hetzner server at creation (`firewallIds`).",
-                    (HCLOUD_SERVER,), check_server_firewall),
-    resource_policy("hcloud-server-allowed-image-location",
-                    "Create servers only from the `allowedImages` config in the `allowedLocations` config.",
-                    (HCLOUD_SERVER,), check_server_image_location,
-                    {"allowedImages": {"type": "array", "items": {"type": "string"}, "default": ["debian-12"]},
-                     "allowedLocations": {"type": "array", "items": {"type": "string"},
-                                          "default": ["fsn1", "nbg1", "hel1"]}}),
-    resource_policy("hcloud-server-ssh-keys-only",
-                    "Give servers `sshKeys`, no `rescue`, and user data that enables no password login.",
-                    (HCLOUD_SERVER,), check_server_ssh_keys_only),
-    resource_policy("hcloud-firewall-no-open-ingress",
-                    "Admit 0.0.0.0/0 or ::/0 inbound only on ports listed in the `publicPorts` config "
-                    "(\"tcp/443\", \"udp/51820\", \"icmp\"); restrict everything else to known CIDRs.",
-                    (HCLOUD_FIREWALL,), check_firewall_no_open_ingress,
-                    {"publicPorts": {"type": "array", "items": {"type": "string"}, "default": []}}),
+    resource_policy(
+        "hcloud-server-firewall-attached",
+        "Attach a firewall to every Hetzner server at creation (`firewallIds`).",
+        (HCLOUD_SERVER,),
+        check_server_firewall,
+    ),
+    resource_policy(
+        "hcloud-server-allowed-image-location",
+        "Create servers only from the `allowedImages` config in the `allowedLocations` config.",
+        (HCLOUD_SERVER,),
+        check_server_image_location,
+        {
+            "allowedImages": {"type": "array", "items": {"type": "string"}, "default": ["debian-12"]},
+            "allowedLocations": {"type": "array", "items": {"type": "string"}, "default": ["fsn1", "nbg1", "hel1"]},
+        },
+    ),
+    resource_policy(
+        "hcloud-server-ssh-keys-only",
+        "Give servers `sshKeys`, no `rescue`, and user data that enables no password login.",
+        (HCLOUD_SERVER,),
+        check_server_ssh_keys_only,
+    ),
+    resource_policy(
+        "hcloud-firewall-no-open-ingress",
+        "Admit 0.0.0.0/0 or ::/0 inbound only on ports listed in the `publicPorts` config "
+        '("tcp/443", "udp/51820", "icmp"); restrict everything else to known CIDRs.',
+        (HCLOUD_FIREWALL,),
+        check_firewall_no_open_ingress,
+        {"publicPorts": {"type": "array", "items": {"type": "string"}, "default": []}},
+    ),
 ]

@@ -34,8 +34,10 @@ def check_shared_network_icc_off(props: Props, config: Config) -> Iterator[str]:
     options = field(props, "options", {}) or {}
     icc = options.get(ICC_OPTION)
     if str(icc).lower() != "false":
-        yield (f"a shared network (role {labels_of(props).get(LABEL_ROLE)!r}) has `options.{ICC_OPTION}` "
-               f"{icc!r}, not \"false\": containers on it could reach each other.")
+        yield (
+            f"a shared network (role {labels_of(props).get(LABEL_ROLE)!r}) has `options.{ICC_OPTION}` "
+            f'{icc!r}, not "false": containers on it could reach each other.'
+        )
 
 
 def check_no_ipv6(props: Props, config: Config) -> Iterator[str]:
@@ -46,15 +48,24 @@ def check_no_ipv6(props: Props, config: Config) -> Iterator[str]:
 
 
 POLICIES = [
-    resource_policy("cage-network-internal",
-                    f"Make every network labelled {LABEL_ROLE}={ROLE_CAGE_NETWORK} `internal: true`.",
-                    (NETWORK,), check_cage_network_internal),
-    resource_policy("shared-network-icc-off",
-                    f"Set `options` {ICC_OPTION}=\"false\" on every network that is not a cage's own "
-                    f"({LABEL_ROLE}={ROLE_CAGE_NETWORK}) network.",
-                    (NETWORK,), check_shared_network_icc_off),
-    resource_policy("network-no-ipv6",
-                    "Leave `ipv6` off on Docker networks unless the `allowIpv6` config is true.",
-                    (NETWORK,), check_no_ipv6,
-                    {"allowIpv6": {"type": "boolean", "default": False}}),
+    resource_policy(
+        "cage-network-internal",
+        f"Make every network labelled {LABEL_ROLE}={ROLE_CAGE_NETWORK} `internal: true`.",
+        (NETWORK,),
+        check_cage_network_internal,
+    ),
+    resource_policy(
+        "shared-network-icc-off",
+        f'Set `options` {ICC_OPTION}="false" on every network that is not a cage\'s own '
+        f"({LABEL_ROLE}={ROLE_CAGE_NETWORK}) network.",
+        (NETWORK,),
+        check_shared_network_icc_off,
+    ),
+    resource_policy(
+        "network-no-ipv6",
+        "Leave `ipv6` off on Docker networks unless the `allowIpv6` config is true.",
+        (NETWORK,),
+        check_no_ipv6,
+        {"allowIpv6": {"type": "boolean", "default": False}},
+    ),
 ]

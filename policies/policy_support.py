@@ -43,10 +43,17 @@ from pulumi_policy.proxy import (
     UnknownValueError,
 )
 
-_UNKNOWN_SENTINELS = frozenset({
-    UNKNOWN_ARCHIVE_VALUE, UNKNOWN_ARRAY_VALUE, UNKNOWN_ASSET_VALUE, UNKNOWN_BOOLEAN_VALUE,
-    UNKNOWN_NUMBER_VALUE, UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE,
-})
+_UNKNOWN_SENTINELS = frozenset(
+    {
+        UNKNOWN_ARCHIVE_VALUE,
+        UNKNOWN_ARRAY_VALUE,
+        UNKNOWN_ASSET_VALUE,
+        UNKNOWN_BOOLEAN_VALUE,
+        UNKNOWN_NUMBER_VALUE,
+        UNKNOWN_OBJECT_VALUE,
+        UNKNOWN_STRING_VALUE,
+    }
+)
 
 
 class _Unknown:
@@ -75,9 +82,11 @@ class Unverifiable(Exception):
 
 
 def unverifiable_message(path: str) -> str:
-    return (f"cannot verify `{path}`: its value is unknown during preview (computed from another resource's "
-            f"output), so this rule fails closed. Make the input a value known at preview time (a literal or "
-            f"stack config), not the output of another resource.")
+    return (
+        f"cannot verify `{path}`: its value is unknown during preview (computed from another resource's "
+        f"output), so this rule fails closed. Make the input a value known at preview time (a literal or "
+        f"stack config), not the output of another resource."
+    )
 
 
 def plain(value: Any) -> Any:
@@ -182,8 +191,13 @@ def run_resource_check(check: ResourceCheck, props: Mapping[str, Any], config: M
     return messages
 
 
-def resource_policy(name: str, description: str, resource_types: Sequence[str], check: ResourceCheck,
-                    config_schema: Mapping[str, Mapping[str, Any]] | None = None) -> ResourceValidationPolicy:
+def resource_policy(
+    name: str,
+    description: str,
+    resource_types: Sequence[str],
+    check: ResourceCheck,
+    config_schema: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ResourceValidationPolicy:
     """A mandatory resource policy running `check` on resources of the given types."""
     defaults = _defaults(config_schema)
     types = frozenset(resource_types)
@@ -222,8 +236,9 @@ class StackItem:
 StackCheck = Callable[[Sequence[StackItem], Mapping[str, Any]], Iterator[tuple[str, str | None]]]
 
 
-def run_stack_check(check: StackCheck, items: Sequence[StackItem],
-                    config: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+def run_stack_check(
+    check: StackCheck, items: Sequence[StackItem], config: Mapping[str, Any]
+) -> list[tuple[str, str | None]]:
     found: list[tuple[str, str | None]] = []
     try:
         for message, urn in check(items, config):
@@ -239,13 +254,23 @@ def stack_items(args: StackValidationArgs) -> list[StackItem]:
         provider_urn = resource.provider.urn if resource.provider is not None else ""
         provider_props = plain(resource.provider.props) if resource.provider is not None else {}
         parent_urn = resource.parent.urn if resource.parent is not None else (resource.opts.parent or "")
-        items.append(StackItem(resource.resource_type, resource.urn, resource.name, plain(resource.props),
-                               provider_urn, parent_urn, provider_props if isinstance(provider_props, Mapping) else {}))
+        items.append(
+            StackItem(
+                resource.resource_type,
+                resource.urn,
+                resource.name,
+                plain(resource.props),
+                provider_urn,
+                parent_urn,
+                provider_props if isinstance(provider_props, Mapping) else {},
+            )
+        )
     return items
 
 
-def stack_policy(name: str, description: str, check: StackCheck,
-                 config_schema: Mapping[str, Mapping[str, Any]] | None = None) -> StackValidationPolicy:
+def stack_policy(
+    name: str, description: str, check: StackCheck, config_schema: Mapping[str, Mapping[str, Any]] | None = None
+) -> StackValidationPolicy:
     """A mandatory stack policy running `check` over every resource of the stack."""
     defaults = _defaults(config_schema)
 

@@ -101,8 +101,9 @@ def _read(item: StackItem, read: Callable[[StackItem], T], problems: list[tuple[
 
 
 def container_networks(props: Mapping[str, Any]) -> set[str]:
-    names = {str(n["name"]) for n in field(props, "networksAdvanced", []) or []
-             if isinstance(n, Mapping) and n.get("name")}
+    names = {
+        str(n["name"]) for n in field(props, "networksAdvanced", []) or [] if isinstance(n, Mapping) and n.get("name")
+    }
     mode = field(props, "networkMode")
     if mode and str(mode) != "none":
         names.add(str(mode))
@@ -142,9 +143,14 @@ class Graph:
                 self.providers[item.urn] = item.props
         for name, urns in sorted(named.items()):
             if len(urns) > 1:
-                self.name_clashes.append((f"{len(urns)} networks are named {name!r} ({sorted(urns)}): the pack "
-                                          f"knows a network by its name, so network names are unique in the "
-                                          f"stack (cage-<claw>, egress-<host>).", urns[0]))
+                self.name_clashes.append(
+                    (
+                        f"{len(urns)} networks are named {name!r} ({sorted(urns)}): the pack "
+                        f"knows a network by its name, so network names are unique in the "
+                        f"stack (cage-<claw>, egress-<host>).",
+                        urns[0],
+                    )
+                )
 
     def provider_props(self, item: StackItem) -> Mapping[str, Any] | None:
         """The inputs of the provider that creates `item`, None if the graph does not show them."""
@@ -154,16 +160,22 @@ class Graph:
 
     def claws(self) -> list[str]:
         names = {labels.get(LABEL_CLAW) for _, labels, _ in self.containers}
-        names |= {labels.get(LABEL_CLAW) for _, labels in self.networks.values()
-                  if labels.get(LABEL_ROLE) == ROLE_CAGE_NETWORK}
+        names |= {
+            labels.get(LABEL_CLAW)
+            for _, labels in self.networks.values()
+            if labels.get(LABEL_ROLE) == ROLE_CAGE_NETWORK
+        }
         return sorted(n for n in names if n)
 
     def cage_containers(self, claw: str, role: str) -> list[tuple[StackItem, dict[str, str], set[str]]]:
         return [c for c in self.containers if c[1].get(LABEL_CLAW) == claw and c[1].get(LABEL_ROLE) == role]
 
     def cage_networks(self, claw: str) -> list[tuple[str, StackItem]]:
-        return [(name, item) for name, (item, labels) in self.networks.items()
-                if labels.get(LABEL_CLAW) == claw and labels.get(LABEL_ROLE) == ROLE_CAGE_NETWORK]
+        return [
+            (name, item)
+            for name, (item, labels) in self.networks.items()
+            if labels.get(LABEL_CLAW) == claw and labels.get(LABEL_ROLE) == ROLE_CAGE_NETWORK
+        ]
 
     def members(self, network: str) -> list[StackItem]:
         return [item for item, _, nets in self.containers if network in nets]
@@ -181,11 +193,17 @@ def check_claw_network_membership(items: Sequence[StackItem], config: Config) ->
                 members = graph.members(net)
                 strangers = sorted(m.urn for m in members if m.urn != container.urn and m.urn not in proxy_urns)
                 if strangers:
-                    yield (f"claw {claw}'s network {net!r} is also joined by {strangers}: a claw shares its "
-                           f"network with its own proxy only.", container.urn)
+                    yield (
+                        f"claw {claw}'s network {net!r} is also joined by {strangers}: a claw shares its "
+                        f"network with its own proxy only.",
+                        container.urn,
+                    )
                 if not proxy_urns & {m.urn for m in members}:
-                    yield (f"claw {claw}'s network {net!r} is not joined by claw {claw}'s proxy: its only way "
-                           f"out must be its own proxy.", container.urn)
+                    yield (
+                        f"claw {claw}'s network {net!r} is not joined by claw {claw}'s proxy: its only way "
+                        f"out must be its own proxy.",
+                        container.urn,
+                    )
 
 
 def check_cage_shape(items: Sequence[StackItem], config: Config) -> Found:
@@ -204,8 +222,11 @@ def check_cage_shape(items: Sequence[StackItem], config: Config) -> Found:
         network_names = {name for name, _ in networks}
         for container, _, nets in claws:
             if len(nets) != 1 or not nets <= network_names:
-                yield (f"claw {claw}'s container joins {sorted(nets)}: it joins exactly one network, its own "
-                       f"cage network {sorted(network_names)}.", container.urn)
+                yield (
+                    f"claw {claw}'s container joins {sorted(nets)}: it joins exactly one network, its own "
+                    f"cage network {sorted(network_names)}.",
+                    container.urn,
+                )
         for container, _, nets in proxies:
             if not nets & network_names:
                 yield f"claw {claw}'s proxy does not join the cage network {sorted(network_names)}.", container.urn
@@ -243,12 +264,15 @@ def check_nothing_shared(items: Sequence[StackItem], config: Config) -> Found:
             yield f"network {net!r} is used by the cages {sorted(claws)}: no network is shared by two cages.", None
     reported: set[tuple[str, str]] = set()
     for index, (claw, source, container) in enumerate(sources):
-        for other_claw, other_source, other in sources[index + 1:]:
+        for other_claw, other_source, other in sources[index + 1 :]:
             pair = tuple(sorted((container.urn, other.urn)))
             if other_claw != claw and _paths_overlap(source, other_source) and pair not in reported:
                 reported.add(pair)  # type: ignore[arg-type]
-                yield (f"mount source {source!r} of cage {claw} overlaps {other_source!r} of cage {other_claw}: "
-                       f"no volume, mount source or key path is used by two cages.", container.urn)
+                yield (
+                    f"mount source {source!r} of cage {claw} overlaps {other_source!r} of cage {other_claw}: "
+                    f"no volume, mount source or key path is used by two cages.",
+                    container.urn,
+                )
 
 
 def check_same_host(items: Sequence[StackItem], config: Config) -> Found:
@@ -260,13 +284,19 @@ def check_same_host(items: Sequence[StackItem], config: Config) -> Found:
         members: list[tuple[StackItem, dict[str, str]]] = [(c, labels) for c, labels, _ in containers]
         members += [(item, graph.networks[name][1]) for name, item in graph.cage_networks(claw)]
         for _, _, nets in graph.cage_containers(claw, ROLE_PROXY):
-            members += [graph.networks[n] for n in sorted(nets) if n in graph.networks
-                        and graph.networks[n][1].get(LABEL_ROLE) == ROLE_EGRESS_NETWORK]
+            members += [
+                graph.networks[n]
+                for n in sorted(nets)
+                if n in graph.networks and graph.networks[n][1].get(LABEL_ROLE) == ROLE_EGRESS_NETWORK
+            ]
         providers = {item.provider_urn for item, _ in members}
         hosts = {labels[LABEL_HOST] for _, labels in members if labels.get(LABEL_HOST)}
         if len(providers) > 1:
-            yield (f"claw {claw}'s container, proxy and networks use different providers {sorted(providers)}: "
-                   f"a cage lives on one host.", members[0][0].urn)
+            yield (
+                f"claw {claw}'s container, proxy and networks use different providers {sorted(providers)}: "
+                f"a cage lives on one host.",
+                members[0][0].urn,
+            )
         if len(hosts) > 1:
             yield f"claw {claw}'s resources are labelled for different hosts {sorted(hosts)}.", members[0][0].urn
 
@@ -284,7 +314,7 @@ def check_secrets_sealed(items: Sequence[StackItem], config: Config) -> Found:
         if isinstance(stdin, str) and len(stdin.strip()) >= MIN_SECRET_LENGTH:
             known_secrets[stdin.strip()] = f"the stdin of {command.urn}"
         environment = command.props.get("environment")
-        for name, value in (environment.items() if isinstance(environment, Mapping) else []):
+        for name, value in environment.items() if isinstance(environment, Mapping) else []:
             if _CREDENTIAL_NAME.search(name) and isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
                 known_secrets[value] = f"env {name} of {command.urn}"
     sealed_by: dict[str, set[str]] = defaultdict(set)
@@ -295,8 +325,11 @@ def check_secrets_sealed(items: Sequence[StackItem], config: Config) -> Found:
             if name == SEALED_ENV:
                 sealed_by[value].add(labels.get(LABEL_CLAW, container.urn))
             elif value.strip() in known_secrets:
-                yield (f"env {name} holds the plaintext of a secret ({known_secrets[value.strip()]}): "
-                       f"credentials reach a container only sealed in {SEALED_ENV}.", container.urn)
+                yield (
+                    f"env {name} holds the plaintext of a secret ({known_secrets[value.strip()]}): "
+                    f"credentials reach a container only sealed in {SEALED_ENV}.",
+                    container.urn,
+                )
     yield from unreadable
     for value, claws in sealed_by.items():
         if value and len(claws) > 1:
@@ -310,8 +343,11 @@ _MARKER = re.compile("^" + re.escape(_MARKER_PREFIX) + r"(?P<claw>\S+?)" + re.es
 _CGROUP_OF = re.compile(rf"^{LIMITS_CGROUP_VAR}=['\"]?{re.escape(CGROUP_ROOT)}/(?P<claw>[^'\"\s/]+)", re.MULTILINE)
 _INTEGER = re.compile(r"[0-9]+")
 # What the limits script must write where: a line that names the limit file and the variable.
-_LIMIT_WRITES = (("PIDS", ("pids.max",)), ("MEMORY", ("memory.max", "memory.limit_in_bytes")),
-                 ("CPU_QUOTA", ("cpu.max", "cpu.cfs_quota_us")))
+_LIMIT_WRITES = (
+    ("PIDS", ("pids.max",)),
+    ("MEMORY", ("memory.max", "memory.limit_in_bytes")),
+    ("CPU_QUOTA", ("cpu.max", "cpu.cfs_quota_us")),
+)
 
 
 def bash_script(command: Any) -> str | None:
@@ -328,7 +364,7 @@ def bash_script(command: Any) -> str | None:
 def script_facts(script: str) -> tuple[dict[str, Any] | None, str | None]:
     """The facts a script's header declares (its one `# clawcage-facts: {...}` line): (facts, None), or
     (None, why not). The renderer writes the line; a script without exactly one readable line has none."""
-    lines = [line[len(FACTS_PREFIX):] for line in script.splitlines() if line.startswith(FACTS_PREFIX)]
+    lines = [line[len(FACTS_PREFIX) :] for line in script.splitlines() if line.startswith(FACTS_PREFIX)]
     if len(lines) != 1:
         return None, f"carries {len(lines)} facts lines `{FACTS_PREFIX}{{...}}`, not one"
     try:
@@ -348,7 +384,11 @@ def limits_claws(command: Any) -> set[str]:
     text = bash_script(command) or command
     claws = {m.group("claw") for m in _MARKER.finditer(text)} | {m.group("claw") for m in _CGROUP_OF.finditer(text)}
     facts, _ = script_facts(text)
-    if facts and facts.get("script") in (LIMITS_CREATE_SCRIPT, LIMITS_DELETE_SCRIPT) and isinstance(facts.get("claw"), str):
+    if (
+        facts
+        and facts.get("script") in (LIMITS_CREATE_SCRIPT, LIMITS_DELETE_SCRIPT)
+        and isinstance(facts.get("claw"), str)
+    ):
         claws.add(facts["claw"])
     return claws
 
@@ -366,14 +406,17 @@ def _assignment(script: str, name: str) -> tuple[str | None, str | None]:
     return (words[0], None) if len(words) == 1 else (None, f"assigns {name} an unreadable value {lines[0]!r}")
 
 
-def _identity_problems(kind: str, script: str, claw: str, facts: Mapping[str, Any] | None,
-                       expected_script: str) -> Iterator[str]:
+def _identity_problems(
+    kind: str, script: str, claw: str, facts: Mapping[str, Any] | None, expected_script: str
+) -> Iterator[str]:
     """The facts, the marker line and the cgroup assignment that tie a limits script to one cage."""
     expected = cgroup_parent(claw).lstrip("/")
     if facts is not None:
         if (facts.get("script"), facts.get("claw")) != (expected_script, claw):
-            yield (f"its `{kind}` script's facts line declares {facts.get('script')!r} of cage "
-                   f"{facts.get('claw')!r}, not {expected_script!r} of cage {claw}")
+            yield (
+                f"its `{kind}` script's facts line declares {facts.get('script')!r} of cage "
+                f"{facts.get('claw')!r}, not {expected_script!r} of cage {claw}"
+            )
         elif facts.get(LIMITS_CGROUP_FACT) != expected:
             yield f"its `{kind}` script's facts line gives the cgroup {facts.get(LIMITS_CGROUP_FACT)!r}, not {expected}"
     marker = LIMITS_MARKER.format(claw=claw)
@@ -389,8 +432,12 @@ def _identity_problems(kind: str, script: str, claw: str, facts: Mapping[str, An
 def _facts_or_problem(kind: str, script: str) -> tuple[dict[str, Any] | None, list[str]]:
     facts, problem = script_facts(script)
     if problem:
-        return None, [(f"its `{kind}` script {problem}, so nothing declares which cage's limits it is (the "
-                       f"renderer writes one; a script without it is refused)")]
+        return None, [
+            (
+                f"its `{kind}` script {problem}, so nothing declares which cage's limits it is (the "
+                f"renderer writes one; a script without it is refused)"
+            )
+        ]
     return facts, []
 
 
@@ -418,8 +465,10 @@ def limits_create_problems(kind: str, command: Any, claw: str, max_pids: int) ->
             yield f"its `{kind}` script sets PIDS={value}, above the ceiling of {max_pids} (maxPids)"
         fact = facts.get(LIMITS_FACTS[name]) if facts is not None else None
         if facts is not None and (isinstance(fact, bool) or not isinstance(fact, int) or fact != int(value)):
-            yield (f"its `{kind}` script sets {name}={value}, but its facts line gives {LIMITS_FACTS[name]}="
-                   f"{fact!r}: a script and its facts must agree")
+            yield (
+                f"its `{kind}` script sets {name}={value}, but its facts line gives {LIMITS_FACTS[name]}="
+                f"{fact!r}: a script and its facts must agree"
+            )
     lines = script.splitlines()
     for name, files in _LIMIT_WRITES:
         used = (f"${name}", f"${{{name}}}")
@@ -431,8 +480,10 @@ def limits_delete_problems(command: Any, claw: str) -> Iterator[str]:
     """Why `command` (a `delete`) does not remove cage `claw`'s parent cgroup."""
     script = bash_script(command)
     if script is None:
-        yield (f"its `delete` is not `{' '.join(LIMITS_SHELL)} '<script>'` removing the cgroup "
-               f"{cgroup_parent(claw)}: the cage's limits would outlive it")
+        yield (
+            f"its `delete` is not `{' '.join(LIMITS_SHELL)} '<script>'` removing the cgroup "
+            f"{cgroup_parent(claw)}: the cage's limits would outlive it"
+        )
         return
     facts, problems = _facts_or_problem("delete", script)
     yield from problems
@@ -468,6 +519,7 @@ def _same_address(a: str, b: str) -> bool:
             return str(ipaddress.ip_address(address))
         except ValueError:
             return address.rstrip(".")
+
     return canonical(a) == canonical(b)
 
 
@@ -485,16 +537,30 @@ def _host_problems(graph: Graph, command: StackItem, claw: str, containers: Sequ
         local_engine = isinstance(docker_host, str) and docker_host.startswith("unix://")
         if command.type == LOCAL_COMMAND:
             if docker_host is UNKNOWN:
-                yield (unverifiable_message("host") + f" (the `host` of {where}: a local limits command must run "
-                       f"where the containers run)"), command.urn
+                yield (
+                    (
+                        unverifiable_message("host") + f" (the `host` of {where}: a local limits command must run "
+                        f"where the containers run)"
+                    ),
+                    command.urn,
+                )
             elif not isinstance(docker_host, str) or not docker_host:
-                yield (f"{where} shows no `host`, so nothing shows that the local limits command runs where the "
-                       f"containers run; set the provider's `host` (unix:///var/run/docker.sock for the local "
-                       f"engine)."), command.urn
+                yield (
+                    (
+                        f"{where} shows no `host`, so nothing shows that the local limits command runs where the "
+                        f"containers run; set the provider's `host` (unix:///var/run/docker.sock for the local "
+                        f"engine)."
+                    ),
+                    command.urn,
+                )
             elif not local_engine:
-                yield (f"the limits command of cage {claw} is a local command (it runs on the machine running "
-                       f"Pulumi), but {where} runs them on {docker_host}: the limits would land on another host."
-                       ), command.urn
+                yield (
+                    (
+                        f"the limits command of cage {claw} is a local command (it runs on the machine running "
+                        f"Pulumi), but {where} runs them on {docker_host}: the limits would land on another host."
+                    ),
+                    command.urn,
+                )
             continue
         connection = command.props.get("connection")
         if connection is UNKNOWN:
@@ -504,11 +570,19 @@ def _host_problems(graph: Graph, command: StackItem, claw: str, containers: Sequ
             yield f"the remote limits command of cage {claw} has no `connection`.", command.urn
             continue
         if local_engine:
-            yield (f"the limits command of cage {claw} runs on a remote host, but {where} runs them on the local "
-                   f"engine {docker_host}: the limits would land on another host."), command.urn
+            yield (
+                (
+                    f"the limits command of cage {claw} runs on a remote host, but {where} runs them on the local "
+                    f"engine {docker_host}: the limits would land on another host."
+                ),
+                command.urn,
+            )
             continue
-        address: Any = docker_host if docker_host is UNKNOWN else (
-            urlsplit(docker_host).hostname if isinstance(docker_host, str) else None)
+        address: Any = (
+            docker_host
+            if docker_host is UNKNOWN
+            else (urlsplit(docker_host).hostname if isinstance(docker_host, str) else None)
+        )
         ssh_opts = provider.get("sshOpts")
         keys: Any = UNKNOWN if contains_unknown(ssh_opts) else public_keys_in(_text(ssh_opts)) if ssh_opts else set()
         command_host, command_key = connection.get("host"), connection.get("hostKey")
@@ -516,21 +590,36 @@ def _host_problems(graph: Graph, command: StackItem, claw: str, containers: Sequ
         if isinstance(command_host, str) and command_host and isinstance(address, str):
             compared = True
             if not _same_address(command_host, address):
-                yield (f"the limits command of cage {claw} connects to {command_host}, but {where} runs them on "
-                       f"{address}: the limits would land on another host."), command.urn
+                yield (
+                    (
+                        f"the limits command of cage {claw} connects to {command_host}, but {where} runs them on "
+                        f"{address}: the limits would land on another host."
+                    ),
+                    command.urn,
+                )
         if isinstance(command_key, str) and command_key and isinstance(keys, set) and keys:
             compared = True
             if not public_keys_in(command_key) & keys:
-                yield (f"the limits command of cage {claw} pins the host key {command_key.split()[0]} "
-                       f"{command_key.split()[1][-12:] if len(command_key.split()) > 1 else ''}, which {where} "
-                       f"does not pin in `sshOpts`: they talk to different hosts."), command.urn
+                yield (
+                    (
+                        f"the limits command of cage {claw} pins the host key {command_key.split()[0]} "
+                        f"{command_key.split()[1][-12:] if len(command_key.split()) > 1 else ''}, which {where} "
+                        f"does not pin in `sshOpts`: they talk to different hosts."
+                    ),
+                    command.urn,
+                )
         if not compared:
-            yield (f"cannot verify that the limits command of cage {claw} runs on the host of its containers: "
-                   f"neither the address (command `connection.host` {_state(command_host)}, provider `host` "
-                   f"{_state(address)}) nor the host key (command `connection.hostKey` {_state(command_key)}, "
-                   f"provider `sshOpts` {_state(keys)}) is known on both sides during preview, so this rule fails "
-                   f"closed. Make one pair known at preview time (e.g. pin the host key in the provider's "
-                   f"`sshOpts` without depending on the address)."), command.urn
+            yield (
+                (
+                    f"cannot verify that the limits command of cage {claw} runs on the host of its containers: "
+                    f"neither the address (command `connection.host` {_state(command_host)}, provider `host` "
+                    f"{_state(address)}) nor the host key (command `connection.hostKey` {_state(command_key)}, "
+                    f"provider `sshOpts` {_state(keys)}) is known on both sides during preview, so this rule fails "
+                    f"closed. Make one pair known at preview time (e.g. pin the host key in the provider's "
+                    f"`sshOpts` without depending on the address)."
+                ),
+                command.urn,
+            )
 
 
 def check_limits_enforced(items: Sequence[StackItem], config: Config) -> Found:
@@ -544,8 +633,13 @@ def check_limits_enforced(items: Sequence[StackItem], config: Config) -> Found:
             continue
         claw = labels.get(LABEL_CLAW, "")
         if not CLAW_NAME.match(claw):
-            yield (f"the {role} container has no valid `{LABEL_CLAW}` label (got {claw!r}), so no cage's limits "
-                   f"hold it."), container.urn
+            yield (
+                (
+                    f"the {role} container has no valid `{LABEL_CLAW}` label (got {claw!r}), so no cage's limits "
+                    f"hold it."
+                ),
+                container.urn,
+            )
             continue
         cages[claw].append(container)
         try:
@@ -554,8 +648,13 @@ def check_limits_enforced(items: Sequence[StackItem], config: Config) -> Found:
             yield unverifiable_message(unknown.path), container.urn
             continue
         if parent != cgroup_parent(claw):
-            yield (f"`cgroupParent` is {parent!r}, not {cgroup_parent(claw)!r}: the {role} container of cage "
-                   f"{claw} would run outside the cage's pids, memory and cpu limits."), container.urn
+            yield (
+                (
+                    f"`cgroupParent` is {parent!r}, not {cgroup_parent(claw)!r}: the {role} container of cage "
+                    f"{claw} would run outside the cage's pids, memory and cpu limits."
+                ),
+                container.urn,
+            )
 
     by_claw: dict[str, list[StackItem]] = defaultdict(list)
     unknown_scripts: list[StackItem] = []
@@ -566,51 +665,81 @@ def check_limits_enforced(items: Sequence[StackItem], config: Config) -> Found:
         for claw in set().union(*(limits_claws(s) for s in scripts)):
             by_claw[claw].append(command)
     for command in unknown_scripts:
-        yield (unverifiable_message("create") + " (or `update`): this command could set or undo a cage's limits.",
-               command.urn)
+        yield (
+            unverifiable_message("create") + " (or `update`): this command could set or undo a cage's limits.",
+            command.urn,
+        )
 
     for claw, containers in sorted(cages.items()):
         anchor = sorted(containers, key=lambda c: labels_of(c.props).get(LABEL_ROLE) != ROLE_CLAW)[0].urn
         commands = by_claw.get(claw, [])
         if not commands:
             if unknown_scripts:
-                yield (unverifiable_message("create") + f" (no command known during preview creates cage {claw}'s "
-                       f"limits)"), anchor
+                yield (
+                    (
+                        unverifiable_message("create") + f" (no command known during preview creates cage {claw}'s "
+                        f"limits)"
+                    ),
+                    anchor,
+                )
             else:
-                yield (f"no command creates cage {claw}'s parent cgroup {cgroup_parent(claw)} with its limits: a "
-                       f"fork bomb or a leak in the cage would reach the host's pids and memory."), anchor
+                yield (
+                    (
+                        f"no command creates cage {claw}'s parent cgroup {cgroup_parent(claw)} with its limits: a "
+                        f"fork bomb or a leak in the cage would reach the host's pids and memory."
+                    ),
+                    anchor,
+                )
             continue
         if len(commands) > 1:
-            yield (f"cage {claw} has {len(commands)} limits commands {sorted(c.urn for c in commands)}: exactly one "
-                   f"sets a cage's limits (otherwise whichever runs last wins)."), anchor
+            yield (
+                (
+                    f"cage {claw} has {len(commands)} limits commands {sorted(c.urn for c in commands)}: exactly one "
+                    f"sets a cage's limits (otherwise whichever runs last wins)."
+                ),
+                anchor,
+            )
         for command in commands:
             for problem in _limits_command_problems(command, claw, max_pids):
                 yield f"the limits command of cage {claw}: {problem}.", command.urn
             yield from _host_problems(graph, command, claw, containers)
 
+
 POLICIES = [
-    stack_policy("cage-network-shared-only-with-own-proxy",
-                 "Put each claw container on networks joined by its own proxy and nothing else.",
-                 check_claw_network_membership),
-    stack_policy("cage-has-one-proxy-and-one-network",
-                 "Give every claw exactly one container, one proxy and one cage network, and attach the "
-                 "claw container to that network only.",
-                 check_cage_shape),
-    stack_policy("cage-resources-not-shared",
-                 "Give every cage its own networks, volumes, mount sources and key paths; share none "
-                 "between cages (the host's egress network excepted).",
-                 check_nothing_shared),
-    stack_policy("cage-on-one-host",
-                 "Create a cage's container, proxy and networks through the same host's Docker provider.",
-                 check_same_host),
-    stack_policy("secrets-reach-containers-sealed",
-                 f"Pass credentials to containers only sealed in {SEALED_ENV}, under a key of their own; "
-                 f"never a plaintext secret in env.",
-                 check_secrets_sealed),
-    stack_policy("cage-limits-enforced",
-                 "Run both cage containers in the cage's parent cgroup (`cgroupParent` /clawstaff/<claw>), "
-                 "created on their host by exactly one command whose `create` is the cage's limits script "
-                 "(PIDS 1..maxPids, MEMORY and CPU_QUOTA positive) and whose `delete` removes the cgroup.",
-                 check_limits_enforced,
-                 {"maxPids": {"type": "integer", "minimum": 1, "default": 4096}}),
+    stack_policy(
+        "cage-network-shared-only-with-own-proxy",
+        "Put each claw container on networks joined by its own proxy and nothing else.",
+        check_claw_network_membership,
+    ),
+    stack_policy(
+        "cage-has-one-proxy-and-one-network",
+        "Give every claw exactly one container, one proxy and one cage network, and attach the "
+        "claw container to that network only.",
+        check_cage_shape,
+    ),
+    stack_policy(
+        "cage-resources-not-shared",
+        "Give every cage its own networks, volumes, mount sources and key paths; share none "
+        "between cages (the host's egress network excepted).",
+        check_nothing_shared,
+    ),
+    stack_policy(
+        "cage-on-one-host",
+        "Create a cage's container, proxy and networks through the same host's Docker provider.",
+        check_same_host,
+    ),
+    stack_policy(
+        "secrets-reach-containers-sealed",
+        f"Pass credentials to containers only sealed in {SEALED_ENV}, under a key of their own; "
+        f"never a plaintext secret in env.",
+        check_secrets_sealed,
+    ),
+    stack_policy(
+        "cage-limits-enforced",
+        "Run both cage containers in the cage's parent cgroup (`cgroupParent` /clawstaff/<claw>), "
+        "created on their host by exactly one command whose `create` is the cage's limits script "
+        "(PIDS 1..maxPids, MEMORY and CPU_QUOTA positive) and whose `delete` removes the cgroup.",
+        check_limits_enforced,
+        {"maxPids": {"type": "integer", "minimum": 1, "default": 4096}},
+    ),
 ]

@@ -174,8 +174,18 @@ def _spawn_dockerd(paths: EnginePaths) -> None:
         argv += ["--exec-root", str(paths.exec_root)]
     argv = _in_netns(paths, argv)
     if paths.resolv_conf:
-        argv = ["unshare", "--mount", "--propagation", "slave", "--", "/bin/sh", "-c",
-                'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(paths.resolv_conf), *argv]
+        argv = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "slave",
+            "--",
+            "/bin/sh",
+            "-c",
+            'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+            str(paths.resolv_conf),
+            *argv,
+        ]
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     with open(paths.log, "ab") as log:
         subprocess.Popen(
@@ -299,7 +309,9 @@ def _save_images(paths: EnginePaths, info: dict) -> Path | None:
         return None  # already remapped: the data root does not move
     listed = subprocess.run(
         ["docker", "-H", f"unix://{paths.socket}", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     tags = sorted({t for t in listed if "<none>" not in t})
     if not tags:
@@ -314,7 +326,8 @@ def _save_images(paths: EnginePaths, info: dict) -> Path | None:
 def _load_images(paths: EnginePaths, archive: Path) -> str:
     result = subprocess.run(
         ["docker", "-H", f"unix://{paths.socket}", "image", "load", "-q", "-i", str(archive)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise EngineError(f"could not carry the images over to the remapped engine: {result.stderr.strip()}")
@@ -349,8 +362,9 @@ def _parse(argv: list[str] | None) -> tuple[str, EnginePaths]:
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--exec-root", type=Path)
     parser.add_argument("--netns", help="run inside the network namespace /run/netns/NETNS (tests)")
-    parser.add_argument("--resolv-conf", type=Path,
-                        help="the resolv.conf dockerd sees instead of /etc/resolv.conf (tests)")
+    parser.add_argument(
+        "--resolv-conf", type=Path, help="the resolv.conf dockerd sees instead of /etc/resolv.conf (tests)"
+    )
     args = parser.parse_args(argv)
     paths = EnginePaths(
         daemon_json=args.daemon_json,

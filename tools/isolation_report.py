@@ -30,14 +30,20 @@ TESTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "integration"
 def render(document: dict, console: Console) -> bool:
     """Print the tables; True when every row passed."""
     rows = document.get("rows", [])
-    table = Table(title=f"ClawCage isolation scorecard ({document.get('generated', '?')})", show_lines=False,
-                  expand=True)
+    table = Table(
+        title=f"ClawCage isolation scorecard ({document.get('generated', '?')})", show_lines=False, expand=True
+    )
     for column, style in (("group", "cyan"), ("probe", ""), ("expected", "dim"), ("observed", ""), ("verdict", "")):
         table.add_column(column, style=style, overflow="fold")
     for row in rows:
         verdict = row["verdict"]
-        table.add_row(escape(row["group"]), escape(row["probe"]), escape(row["expected"]), escape(row["observed"][:300]),
-                      f"[green]{verdict}[/]" if verdict == "PASS" else f"[bold red]{verdict}[/]")
+        table.add_row(
+            escape(row["group"]),
+            escape(row["probe"]),
+            escape(row["expected"]),
+            escape(row["observed"][:300]),
+            f"[green]{verdict}[/]" if verdict == "PASS" else f"[bold red]{verdict}[/]",
+        )
     console.print(table)
     latency = document.get("latency", [])
     if latency:
@@ -45,8 +51,15 @@ def render(document: dict, console: Console) -> bool:
         for column in ("fault", "neighbour", "samples", "fails", "p50 ms", "p95 ms", "max ms"):
             lat.add_column(column)
         for row in latency:
-            lat.add_row(row["fault"], row["neighbour"], str(row["n"]), str(row["fails"]), str(row["p50_ms"]),
-                        str(row["p95_ms"]), str(row["max_ms"]))
+            lat.add_row(
+                row["fault"],
+                row["neighbour"],
+                str(row["n"]),
+                str(row["fails"]),
+                str(row["p50_ms"]),
+                str(row["p95_ms"]),
+                str(row["max_ms"]),
+            )
         console.print(lat)
     for note in document.get("bench_changes", []):
         console.print(f"[yellow]bench change:[/] {escape(note)}")
@@ -57,25 +70,42 @@ def render(document: dict, console: Console) -> bool:
 
 def render_markdown(document: dict) -> str:
     """The scorecard as Markdown, for the repository (docs/isolation-report.md)."""
+
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     rows = document.get("rows", [])
     failed = sum(r["verdict"] != "PASS" for r in rows)
-    lines = ["# ClawCage isolation scorecard", "",
-             f"Generated {document.get('generated', '?')} by `make isolation-report` on the real Docker engine: "
-             f"{len(rows) - failed} passed, {failed} failed.", "", "Bench changes (the bench's outside world; "
-             "production defaults untouched):", ""]
+    lines = [
+        "# ClawCage isolation scorecard",
+        "",
+        f"Generated {document.get('generated', '?')} by `make isolation-report` on the real Docker engine: "
+        f"{len(rows) - failed} passed, {failed} failed.",
+        "",
+        "Bench changes (the bench's outside world; production defaults untouched):",
+        "",
+    ]
     lines += [f"- {cell(note)}" for note in document.get("bench_changes", [])]
     lines += ["", "| group | probe | expected | observed | verdict |", "|---|---|---|---|---|"]
-    lines += [f"| {cell(r['group'])} | {cell(r['probe'])} | {cell(r['expected'])} | {cell(r['observed'][:400])} | "
-              f"{r['verdict']} |" for r in rows]
+    lines += [
+        f"| {cell(r['group'])} | {cell(r['probe'])} | {cell(r['expected'])} | {cell(r['observed'][:400])} | "
+        f"{r['verdict']} |"
+        for r in rows
+    ]
     latency = document.get("latency", [])
     if latency:
-        lines += ["", "Neighbour B's latency while a fault runs in cage A (CPU work + round trip to its proxy):", "",
-                  "| fault | neighbour | samples | fails | p50 ms | p95 ms | max ms |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['fault']} | {r['neighbour']} | {r['n']} | {r['fails']} | {r['p50_ms']} | {r['p95_ms']} | "
-                  f"{r['max_ms']} |" for r in latency]
+        lines += [
+            "",
+            "Neighbour B's latency while a fault runs in cage A (CPU work + round trip to its proxy):",
+            "",
+            "| fault | neighbour | samples | fails | p50 ms | p95 ms | max ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['fault']} | {r['neighbour']} | {r['n']} | {r['fails']} | {r['p50_ms']} | {r['p95_ms']} | "
+            f"{r['max_ms']} |"
+            for r in latency
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -88,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     status = None
     if not args.no_run:
         REPORT.unlink(missing_ok=True)
-        status = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
-                                 cwd=ROOT, env={**os.environ, "CI": os.environ.get("CI", "true")})
+        status = subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
+            cwd=ROOT,
+            env={**os.environ, "CI": os.environ.get("CI", "true")},
+        )
     if not REPORT.exists():
         console.print(f"[red]no report at {REPORT}: the isolation probes did not run[/]")
         return 2

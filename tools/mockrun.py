@@ -113,7 +113,9 @@ def config_for_runtime(raw: Mapping[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
 
 
-def evaluate(stack: str, raw_config: Mapping[str, Any], secret_keys: set[str], program: Path | None = None) -> Evaluation:
+def evaluate(
+    stack: str, raw_config: Mapping[str, Any], secret_keys: set[str], program: Path | None = None
+) -> Evaluation:
     """Run the program (default: the project's __main__.py) under mocks with this stack's config."""
     program = program or ROOT / "__main__.py"
     monitor = _RecordingMonitor(_FleetMocks())

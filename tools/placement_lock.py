@@ -34,7 +34,7 @@ def write_lock(stack_text: str, placement: Mapping[str, str]) -> str:
     of the file, comments included, untouched. `config:` must be the file's last top-level key."""
     lines = stack_text.splitlines(keepends=True)
     config_at = next((i for i, line in enumerate(lines) if line.rstrip() == "config:"), None)
-    if config_at is None or any(line[:1] not in ("", " ", "#", "\n") for line in lines[config_at + 1:]):
+    if config_at is None or any(line[:1] not in ("", " ", "#", "\n") for line in lines[config_at + 1 :]):
         raise ValueError("the stack file's last top-level key must be config:")
     block = render_lock(placement)
     start = next((i for i, line in enumerate(lines) if line.startswith(f"  {LOCK_KEY}:")), None)
@@ -48,8 +48,9 @@ def write_lock(stack_text: str, placement: Mapping[str, str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.placement_lock",
-                                     description="Print or write the placement lock of a stack.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.placement_lock", description="Print or write the placement lock of a stack."
+    )
     parser.add_argument("--stack", required=True)
     parser.add_argument("--write", action="store_true", help="rewrite the lock block in Pulumi.<stack>.yaml")
     args = parser.parse_args(argv)

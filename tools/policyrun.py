@@ -125,13 +125,18 @@ def _provider(urn: str) -> analyzer_pb2.AnalyzerProviderResource | None:
     parts = urn.split("::")
     if len(parts) < 4:
         raise ValueError(f"provider URN {urn!r} is not urn:pulumi:<stack>::<project>::<type>::<name>")
-    return analyzer_pb2.AnalyzerProviderResource(urn=urn, type=parts[2].split("$")[-1], name=parts[3],
-                                                 properties=struct_pb2.Struct())
+    return analyzer_pb2.AnalyzerProviderResource(
+        urn=urn, type=parts[2].split("$")[-1], name=parts[3], properties=struct_pb2.Struct()
+    )
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "boolean": (bool,), "integer": (int,), "number": (int, float),
-    "array": (list, tuple), "object": (dict,),
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+    "array": (list, tuple),
+    "object": (dict,),
 }
 
 
@@ -140,7 +145,8 @@ def _check_type(policy: str, key: str, value: Any, schema: Mapping[str, Any]) ->
     if expected is None:
         return
     ok = isinstance(value, _JSON_TYPES.get(expected, (object,))) and not (
-        isinstance(value, bool) and expected in ("integer", "number"))
+        isinstance(value, bool) and expected in ("integer", "number")
+    )
     if expected == "integer" and isinstance(value, float) and value.is_integer():
         ok = True
     if not ok:
@@ -150,15 +156,17 @@ def _check_type(policy: str, key: str, value: Any, schema: Mapping[str, Any]) ->
             _check_type(policy, f"{key}[]", item, schema["items"])
 
 
-def reconcile_config(info: analyzer_pb2.AnalyzerInfo,
-                     config: Mapping[str, Any] | None) -> dict[str, analyzer_pb2.PolicyConfig]:
+def reconcile_config(
+    info: analyzer_pb2.AnalyzerInfo, config: Mapping[str, Any] | None
+) -> dict[str, analyzer_pb2.PolicyConfig]:
     """Every policy's level and properties as the CLI sends them: schema defaults, then the user's config
     (`{"policy": "advisory"}` or `{"policy": {"enforcementLevel": ..., "<property>": ...}}`, "all" for
     every policy)."""
     schemas = {p.name: json_format.MessageToDict(p.configSchema.properties) for p in info.policies}
     levels = {p.name: _level_name(p.enforcementLevel) for p in info.policies}
-    properties = {name: {k: s["default"] for k, s in schema.items() if "default" in s}
-                  for name, schema in schemas.items()}
+    properties = {
+        name: {k: s["default"] for k, s in schema.items() if "default" in s} for name, schema in schemas.items()
+    }
     given = dict(config or {})
     all_level = given.pop("all", None)
     if all_level is not None:
@@ -172,8 +180,10 @@ def reconcile_config(info: analyzer_pb2.AnalyzerInfo,
             levels[policy] = settings.pop("enforcementLevel")
         for key, item in settings.items():
             if key not in schemas[policy]:
-                raise PolicyConfigError(f"policy config {policy}.{key}: {policy} has no such setting "
-                                        f"(it has {sorted(schemas[policy]) or 'none'})")
+                raise PolicyConfigError(
+                    f"policy config {policy}.{key}: {policy} has no such setting "
+                    f"(it has {sorted(schemas[policy]) or 'none'})"
+                )
             _check_type(policy, key, item, schemas[policy][key])
             properties[policy][key] = item
     result = {}
@@ -192,8 +202,13 @@ class _PackProcess:
     def __init__(self, pack_dir: Path, python: str, env: Mapping[str, str]) -> None:
         self.process = subprocess.Popen(
             [python, "-u", "-m", "pulumi.policy", ENGINE_ADDRESS_PLACEHOLDER, "."],
-            cwd=pack_dir, env=dict(env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=pack_dir,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._stderr: list[str] = []
         threading.Thread(target=self._pump_stdout, daemon=True).start()
@@ -217,8 +232,9 @@ class _PackProcess:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise PolicyPackError(f"the policy pack printed no port within the timeout; stderr:\n"
-                                      f"{self.stderr_tail()}")
+                raise PolicyPackError(
+                    f"the policy pack printed no port within the timeout; stderr:\n{self.stderr_tail()}"
+                )
             try:
                 line = self._lines.get(timeout=remaining)
             except queue.Empty:
@@ -226,8 +242,10 @@ class _PackProcess:
             if line is None:
                 self.process.wait(timeout=STOP_GRACE_SECONDS)
                 time.sleep(0.1)  # let the stderr pump catch up with the crash report
-                raise PolicyPackError(f"the policy pack exited with status {self.process.returncode} before "
-                                      f"printing its port; stderr:\n{self.stderr_tail()}")
+                raise PolicyPackError(
+                    f"the policy pack exited with status {self.process.returncode} before "
+                    f"printing its port; stderr:\n{self.stderr_tail()}"
+                )
             if line.strip().isdigit():
                 return int(line.strip())
 
@@ -245,20 +263,37 @@ class _PackProcess:
 
 
 def _diagnostics(response: analyzer_pb2.AnalyzeResponse, default_urn: str) -> list[Violation]:
-    return [Violation(policy=d.policyName, level=_level_name(d.enforcementLevel), urn=d.urn or default_urn,
-                      message=d.message) for d in response.diagnostics]
+    return [
+        Violation(
+            policy=d.policyName, level=_level_name(d.enforcementLevel), urn=d.urn or default_urn, message=d.message
+        )
+        for d in response.diagnostics
+    ]
 
 
-def run_policy_pack(resources: Sequence[PolicyResource], *, pack_dir: str | os.PathLike[str] = "policies",
-                    config: Mapping[str, Any] | None = None, python: str = sys.executable,
-                    timeout: float = 60, project: str = "clawstaff", stack: str = "dev",
-                    organization: str = "organization", dry_run: bool = True) -> list[Violation]:
+def run_policy_pack(
+    resources: Sequence[PolicyResource],
+    *,
+    pack_dir: str | os.PathLike[str] = "policies",
+    config: Mapping[str, Any] | None = None,
+    python: str = sys.executable,
+    timeout: float = 60,
+    project: str = "clawstaff",
+    stack: str = "dev",
+    organization: str = "organization",
+    dry_run: bool = True,
+) -> list[Violation]:
     """Every violation the pack reports for `resources` (Analyze per resource, then AnalyzeStack)."""
     pack = Path(pack_dir).resolve()
     if not (pack / "PulumiPolicy.yaml").is_file():
         raise PolicyPackError(f"{pack} is not a policy pack: it has no PulumiPolicy.yaml")
-    env = {**os.environ, "PULUMI_PROJECT": project, "PULUMI_STACK": stack,
-           "PULUMI_ORGANIZATION": organization, "PULUMI_DRY_RUN": "true" if dry_run else "false"}
+    env = {
+        **os.environ,
+        "PULUMI_PROJECT": project,
+        "PULUMI_STACK": stack,
+        "PULUMI_ORGANIZATION": organization,
+        "PULUMI_DRY_RUN": "true" if dry_run else "false",
+    }
     env.pop("PULUMI_CONFIG", None)
     deadline = time.monotonic() + timeout
     process = _PackProcess(pack, python, env)
@@ -276,39 +311,68 @@ def run_policy_pack(resources: Sequence[PolicyResource], *, pack_dir: str | os.P
             return remaining
 
         try:
-            client.Handshake(analyzer_pb2.AnalyzerHandshakeRequest(
-                engine_address=ENGINE_ADDRESS_PLACEHOLDER, root_directory=str(pack),
-                program_directory=str(pack)), timeout=left())
+            client.Handshake(
+                analyzer_pb2.AnalyzerHandshakeRequest(
+                    engine_address=ENGINE_ADDRESS_PLACEHOLDER, root_directory=str(pack), program_directory=str(pack)
+                ),
+                timeout=left(),
+            )
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
                 raise
-        client.ConfigureStack(analyzer_pb2.AnalyzerStackConfigureRequest(
-            stack=stack, project=project, organization=organization, dry_run=dry_run), timeout=left())
+        client.ConfigureStack(
+            analyzer_pb2.AnalyzerStackConfigureRequest(
+                stack=stack, project=project, organization=organization, dry_run=dry_run
+            ),
+            timeout=left(),
+        )
         info = client.GetAnalyzerInfo(empty_pb2.Empty(), timeout=left())
-        client.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig=reconcile_config(info, config)),
-                         timeout=left())
+        client.Configure(
+            analyzer_pb2.ConfigureAnalyzerRequest(policyConfig=reconcile_config(info, config)), timeout=left()
+        )
 
         violations: list[Violation] = []
         for resource in resources:
-            response = client.Analyze(analyzer_pb2.AnalyzeRequest(
-                urn=resource.urn, type=resource.type, name=resource.name,
-                properties=_struct(resource.properties),
-                options=analyzer_pb2.AnalyzerResourceOptions(parent=resource.parent),
-                provider=_provider(resource.provider_urn)), timeout=left())
+            response = client.Analyze(
+                analyzer_pb2.AnalyzeRequest(
+                    urn=resource.urn,
+                    type=resource.type,
+                    name=resource.name,
+                    properties=_struct(resource.properties),
+                    options=analyzer_pb2.AnalyzerResourceOptions(parent=resource.parent),
+                    provider=_provider(resource.provider_urn),
+                ),
+                timeout=left(),
+            )
             violations += _diagnostics(response, resource.urn)
-        stack_response = client.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=[
-            analyzer_pb2.AnalyzerResource(
-                urn=r.urn, type=r.type, name=r.name, properties=_struct(r.properties),
-                options=analyzer_pb2.AnalyzerResourceOptions(parent=r.parent),
-                provider=_provider(r.provider_urn), parent=r.parent, dependencies=list(r.dependencies),
-                propertyDependencies={k: analyzer_pb2.AnalyzerPropertyDependencies(urns=list(v))
-                                      for k, v in r.property_dependencies.items()})
-            for r in resources]), timeout=left())
+        stack_response = client.AnalyzeStack(
+            analyzer_pb2.AnalyzeStackRequest(
+                resources=[
+                    analyzer_pb2.AnalyzerResource(
+                        urn=r.urn,
+                        type=r.type,
+                        name=r.name,
+                        properties=_struct(r.properties),
+                        options=analyzer_pb2.AnalyzerResourceOptions(parent=r.parent),
+                        provider=_provider(r.provider_urn),
+                        parent=r.parent,
+                        dependencies=list(r.dependencies),
+                        propertyDependencies={
+                            k: analyzer_pb2.AnalyzerPropertyDependencies(urns=list(v))
+                            for k, v in r.property_dependencies.items()
+                        },
+                    )
+                    for r in resources
+                ]
+            ),
+            timeout=left(),
+        )
         violations += _diagnostics(stack_response, "")
         return violations
     except grpc.FutureTimeoutError:
-        raise PolicyPackError(f"the policy pack's analyzer did not accept connections; stderr:\n"
-                              f"{process.stderr_tail()}") from None
+        raise PolicyPackError(
+            f"the policy pack's analyzer did not accept connections; stderr:\n{process.stderr_tail()}"
+        ) from None
     except grpc.RpcError as error:
         code, details = error.code().name, error.details()  # type: ignore[attr-defined]
         raise PolicyPackError(f"the policy pack failed: {code}: {details}; stderr:\n{process.stderr_tail()}") from None

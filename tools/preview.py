@@ -72,8 +72,9 @@ def check_policies(evaluation: mockrun.Evaluation, config: dict[str, Any] | None
         for r in sorted(evaluation.resources, key=lambda r: r.urn)
         if r.custom
     ]
-    return run_policy_pack(resources, pack_dir=POLICY_PACK, config=config, project=mockrun.PROJECT,
-                           stack=evaluation.stack)
+    return run_policy_pack(
+        resources, pack_dir=POLICY_PACK, config=config, project=mockrun.PROJECT, stack=evaluation.stack
+    )
 
 
 def stack_file(stack: str, root: Path = mockrun.ROOT) -> Path:
@@ -102,9 +103,7 @@ def build_plan(evaluation: mockrun.Evaluation, violations: Sequence[Any]) -> dic
         "stack": evaluation.stack,
         "resources": resources,
         "placement": placement,
-        "violations": [
-            {"policy": v.policy, "level": v.level, "urn": v.urn, "message": v.message} for v in violations
-        ],
+        "violations": [{"policy": v.policy, "level": v.level, "urn": v.urn, "message": v.message} for v in violations],
         "summary": {
             "resources": len(resources),
             "byType": dict(sorted(Counter(r["type"] for r in resources).items())),
@@ -146,8 +145,17 @@ def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console) -> N
     for col in ("claw", "org", "host", "cpus", "memory", "pids", "tmpfs", "volume", "egress"):
         claws.add_column(col)
     for name, c in outputs.get("claws", {}).items():
-        claws.add_row(name, c["org"], c["host"], c["cpus"], c["memory"], str(c["pids"]), c["tmpfs"],
-                      c["volume"] or "-", ", ".join(c["egress"]))
+        claws.add_row(
+            name,
+            c["org"],
+            c["host"],
+            c["cpus"],
+            c["memory"],
+            str(c["pids"]),
+            c["tmpfs"],
+            c["volume"] or "-",
+            ", ".join(c["egress"]),
+        )
     console.print(claws)
 
     if plan["violations"]:
@@ -181,16 +189,24 @@ def render_markdown(plan: dict[str, Any]) -> str:
         lines += ["| policy | level | resource | message |", "|---|---|---|---|"]
         for v in plan["violations"]:
             message = v["message"].replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| `{v['policy']}` | {v['level']} | `{v['urn'].rsplit('::', 1)[-1] or '(stack)'}` | {message} |")
+            lines.append(
+                f"| `{v['policy']}` | {v['level']} | `{v['urn'].rsplit('::', 1)[-1] or '(stack)'}` | {message} |"
+            )
         lines.append("")
     lines += ["| claw | host |", "|---|---|"]
     lines += [f"| {claw} | {host} |" for claw, host in plan["placement"].items()]
     return "\n".join(lines) + "\n"
 
 
-def preview(stack: str, json_path: Path | None, console: Console, root: Path = mockrun.ROOT,
-            config_path: Path | None = None, program: Path | None = None,
-            markdown_path: Path | None = None) -> int:
+def preview(
+    stack: str,
+    json_path: Path | None,
+    console: Console,
+    root: Path = mockrun.ROOT,
+    config_path: Path | None = None,
+    program: Path | None = None,
+    markdown_path: Path | None = None,
+) -> int:
     path = config_path or stack_file(stack, root)
     raw, secret_keys = load_stack_file(path)
     # Fail fast, before any resource; the program itself checks again, as `pulumi up` would.
@@ -202,8 +218,10 @@ def preview(stack: str, json_path: Path | None, console: Console, root: Path = m
         try:
             policy_config = json.loads(config_file.read_text())
         except json.JSONDecodeError as error:
-            raise PolicyConfigError(f"{config_file}: not valid JSON ({error}); allowed: a JSON object of "
-                                    "policy name -> settings, as `pulumi preview --policy-pack-config` takes") from None
+            raise PolicyConfigError(
+                f"{config_file}: not valid JSON ({error}); allowed: a JSON object of "
+                "policy name -> settings, as `pulumi preview --policy-pack-config` takes"
+            ) from None
     violations = check_policies(evaluation, policy_config)
     plan = build_plan(evaluation, violations)
     render(plan, evaluation.outputs, console)
@@ -225,8 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
-        return preview(args.stack, args.json, console, config_path=args.stack_file, program=args.program,
-                       markdown_path=args.markdown)
+        return preview(
+            args.stack,
+            args.json,
+            console,
+            config_path=args.stack_file,
+            program=args.program,
+            markdown_path=args.markdown,
+        )
     except (pulumi.RunError, PolicyConfigError, PolicyPackError) as error:
         # ConfigError, PlacementError, a bad policies/config/<stack>.json, a pack that cannot run:
         # the user's to fix, said in one paragraph, no traceback of ours.

@@ -99,8 +99,11 @@ class _Inputs:
     def done(self) -> None:
         unknown = sorted(set(self.values) - self.taken)
         if unknown:
-            raise _fail(self.resource, f"input {unknown[0]!r} is not understood by the replayer "
-                        f"(all unknown: {unknown}); refusing to replay it partially")
+            raise _fail(
+                self.resource,
+                f"input {unknown[0]!r} is not understood by the replayer "
+                f"(all unknown: {unknown}); refusing to replay it partially",
+            )
 
 
 def _keys(resource: Registered, value: Any, where: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
@@ -144,8 +147,7 @@ def replay_order(resources: list[Registered]) -> list[Registered]:
     by_urn = {r.urn: r for r in resources}
     index = {r.urn: i for i, r in enumerate(resources)}
     needs = {
-        r.urn: {u for u in (*r.dependencies, r.provider, r.parent) if u in by_urn and u != r.urn}
-        for r in resources
+        r.urn: {u for u in (*r.dependencies, r.provider, r.parent) if u in by_urn and u != r.urn} for r in resources
     }
     done: list[Registered] = []
     placed: set[str] = set()
@@ -171,7 +173,7 @@ def _check_provider(resource: Registered, client: docker.DockerClient) -> None:
     engine = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not (isinstance(host, str) and host.startswith("unix://") and engine.startswith("unix://")):
         raise _fail(resource, f"input 'host' = {host!r}: only a local engine (unix://) is replayed here")
-    if os.path.realpath(host[len("unix://"):]) != os.path.realpath(engine[len("unix://"):]):
+    if os.path.realpath(host[len("unix://") :]) != os.path.realpath(engine[len("unix://") :]):
         raise _fail(resource, f"the program targets {host} but the replay talks to {engine}")
 
 
@@ -192,19 +194,35 @@ def _create_network(resource: Registered, client: docker.DockerClient) -> Create
         pools.append(docker.types.IPAMPool(subnet=entry["subnet"], gateway=entry.get("gateway")))
     inputs.done()
     ipam = docker.types.IPAMConfig(pool_configs=pools) if pools else None
-    network = client.networks.create(name, driver=driver, options=dict(options), internal=internal,
-                                     enable_ipv6=ipv6, labels=labels, ipam=ipam, check_duplicate=True)
+    network = client.networks.create(
+        name,
+        driver=driver,
+        options=dict(options),
+        internal=internal,
+        enable_ipv6=ipv6,
+        labels=labels,
+        ipam=ipam,
+        check_duplicate=True,
+    )
     return Created(resource.urn, resource.type, resource.name, engine_id=network.id)
 
 
-def _run_shell(resource: Registered, script: str, *, stdin: str | None, environment: Mapping[str, str],
-               cwd: str | None, step: str) -> str:
+def _run_shell(
+    resource: Registered, script: str, *, stdin: str | None, environment: Mapping[str, str], cwd: str | None, step: str
+) -> str:
     """pulumi-command's local interpreter: `/bin/sh -c SCRIPT`, the environment merged over ours."""
     env = dict(os.environ)
     env.update(environment)
     try:
-        result = subprocess.run(["/bin/sh", "-c", script], input=stdin, capture_output=True, text=True,
-                                env=env, cwd=cwd, timeout=COMMAND_TIMEOUT_S)
+        result = subprocess.run(
+            ["/bin/sh", "-c", script],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=COMMAND_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         raise _fail(resource, f"{step} did not finish within {COMMAND_TIMEOUT_S}s") from None
     if result.returncode != 0:
@@ -227,8 +245,9 @@ def _run_command(resource: Registered) -> Created:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(environment).items()):
         raise _fail(resource, "input 'environment' must map strings to strings")
     stdout = _run_shell(resource, create, stdin=stdin, environment=environment, cwd=cwd, step="create")
-    return Created(resource.urn, resource.type, resource.name, delete=delete, environment=dict(environment),
-                   cwd=cwd, stdout=stdout)
+    return Created(
+        resource.urn, resource.type, resource.name, delete=delete, environment=dict(environment), cwd=cwd, stdout=stdout
+    )
 
 
 def _container_config(resource: Registered, client: docker.DockerClient) -> tuple[dict, dict, list[dict], bool]:
@@ -255,10 +274,15 @@ def _container_config(resource: Registered, client: docker.DockerClient) -> tupl
         hc = _keys(resource, hc, "healthcheck", {"tests", "interval", "timeout", "startPeriod", "retries"}, {"tests"})
         create["healthcheck"] = {
             "test": list(hc["tests"]),
-            **({"interval": _duration_ns(resource, "healthcheck.interval", hc["interval"])} if "interval" in hc else {}),
+            **(
+                {"interval": _duration_ns(resource, "healthcheck.interval", hc["interval"])} if "interval" in hc else {}
+            ),
             **({"timeout": _duration_ns(resource, "healthcheck.timeout", hc["timeout"])} if "timeout" in hc else {}),
-            **({"start_period": _duration_ns(resource, "healthcheck.startPeriod", hc["startPeriod"])}
-               if "startPeriod" in hc else {}),
+            **(
+                {"start_period": _duration_ns(resource, "healthcheck.startPeriod", hc["startPeriod"])}
+                if "startPeriod" in hc
+                else {}
+            ),
             **({"retries": _int(resource, "healthcheck.retries", hc["retries"])} if "retries" in hc else {}),
         }
 
@@ -279,8 +303,10 @@ def _container_config(resource: Registered, client: docker.DockerClient) -> tupl
         raise _fail(resource, f"input 'restart' = {restart!r} is not a Docker restart policy")
     if retries is not None and restart != "on-failure":
         raise _fail(resource, "input 'maxRetryCount' only means something with restart=on-failure")
-    host["restart_policy"] = {"Name": "" if restart == "no" else restart,
-                              "MaximumRetryCount": _int(resource, "maxRetryCount", retries or 0)}
+    host["restart_policy"] = {
+        "Name": "" if restart == "no" else restart,
+        "MaximumRetryCount": _int(resource, "maxRetryCount", retries or 0),
+    }
     if (memory := inputs.take("memory")) is not None:
         host["mem_limit"] = _int(resource, "memory", memory) * MiB  # pulumi-docker: MiB
     if (swap := inputs.take("memorySwap")) is not None:
@@ -334,7 +360,8 @@ def _create_container(resource: Registered, client: docker.DockerClient) -> Crea
     if networks:
         first = networks[0]
         networking = api.create_networking_config(
-            {first["name"]: api.create_endpoint_config(aliases=first["aliases"] or None)})
+            {first["name"]: api.create_endpoint_config(aliases=first["aliases"] or None)}
+        )
         host["network_mode"] = first["name"]
     else:
         host["network_mode"] = "none"
@@ -368,8 +395,11 @@ def _wait_running(resource: Registered, client: docker.DockerClient, container_i
             seen_running = 0
         time.sleep(0.3)
     logs = client.api.logs(container_id, tail=20).decode(errors="replace")
-    raise _fail(resource, f"mustRun: the container is not running after {MUST_RUN_TIMEOUT_S:.0f}s "
-                f"(state {state.get('Status')}, exit {state.get('ExitCode')}); last log lines:\n{logs}")
+    raise _fail(
+        resource,
+        f"mustRun: the container is not running after {MUST_RUN_TIMEOUT_S:.0f}s "
+        f"(state {state.get('Status')}, exit {state.get('ExitCode')}); last log lines:\n{logs}",
+    )
 
 
 def _check_component(resource: Registered) -> None:
@@ -382,8 +412,11 @@ def _check_component(resource: Registered) -> None:
 # --- deploy / teardown -----------------------------------------------------------------------------
 
 
-def deploy(evaluation: Evaluation, client: docker.DockerClient | None = None,
-           on_created: Callable[[Created], None] | None = None) -> Deployment:
+def deploy(
+    evaluation: Evaluation,
+    client: docker.DockerClient | None = None,
+    on_created: Callable[[Created], None] | None = None,
+) -> Deployment:
     """Create every resource of the evaluation; on any failure, tear down what was made and raise."""
     client = client or docker.from_env(timeout=120)
     deployment = Deployment(evaluation, client)
@@ -435,8 +468,14 @@ def teardown(deployment: Deployment) -> list[str]:
                     pass
             elif created.type == LOCAL_COMMAND and created.delete:
                 resource = deployment.evaluation.by_urn()[created.urn]
-                _run_shell(resource, created.delete, stdin=None, environment=created.environment,
-                           cwd=created.cwd, step="delete")
+                _run_shell(
+                    resource,
+                    created.delete,
+                    stdin=None,
+                    environment=created.environment,
+                    cwd=created.cwd,
+                    step="delete",
+                )
         except Exception as error:  # noqa: BLE001 - collected and reported, never swallowed
             errors.append(f"{created.type} {created.name!r}: {error}")
     return errors
@@ -460,8 +499,14 @@ def purge(evaluation: Evaluation, client: docker.DockerClient | None = None) -> 
                     if network.name == values["name"]:
                         network.remove()
             elif resource.type == LOCAL_COMMAND and values.get("delete"):
-                _run_shell(resource, values["delete"], stdin=None, environment=values.get("environment") or {},
-                           cwd=values.get("dir"), step="delete")
+                _run_shell(
+                    resource,
+                    values["delete"],
+                    stdin=None,
+                    environment=values.get("environment") or {},
+                    cwd=values.get("dir"),
+                    step="delete",
+                )
         except Exception as error:  # noqa: BLE001
             errors.append(f"{resource.type} {resource.name!r}: {error}")
     return errors

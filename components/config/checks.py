@@ -58,7 +58,9 @@ def check_pools(model: StackModel, explicit_names: Mapping[str, int], report: Re
                             "a pool name that no other host's name starts with followed by -<number>")  # fmt: skip
         for j, location in enumerate(pool.locations):
             if location in pool.locations[:j]:
-                report.fail(("hosts", i, "locations", j), f"listed twice (also locations[{pool.locations.index(location)}])")
+                report.fail(
+                    ("hosts", i, "locations", j), f"listed twice (also locations[{pool.locations.index(location)}])"
+                )
         for j, name in enumerate(pool.drain):
             index = pool_index(pool.name, name)
             if index is None or index > pool.max:
@@ -102,9 +104,15 @@ def check_admin_can_reach_servers(model: StackModel, report: Reporter) -> None:
     if model.admin is None:
         report.fail(("admin",), "missing", f"for {remote.kind} hosts: " + ALLOWED["admin"])
     if not model.admin.ssh_allowed_cidrs:
-        report.fail(("admin", "sshAllowedCidrs"), "missing or empty", f"for {remote.kind} hosts: at least one network, such as [203.0.113.0/24]")
+        report.fail(
+            ("admin", "sshAllowedCidrs"),
+            "missing or empty",
+            f"for {remote.kind} hosts: at least one network, such as [203.0.113.0/24]",
+        )
     if not model.admin.ssh_public_keys:
-        report.fail(("admin", "sshPublicKeys"), "missing or empty", f"for {remote.kind} hosts: at least one OpenSSH public key")
+        report.fail(
+            ("admin", "sshPublicKeys"), "missing or empty", f"for {remote.kind} hosts: at least one OpenSSH public key"
+        )
 
 
 def check_unique_claw_names(model: StackModel, report: Reporter) -> None:

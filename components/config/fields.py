@@ -242,7 +242,7 @@ def parse_image(value: Any) -> str:
     text = _text(value)
     if text.startswith(local_images.PREFIX):
         try:
-            return local_images.built_image_id(text[len(local_images.PREFIX):])
+            return local_images.built_image_id(text[len(local_images.PREFIX) :])
         except local_images.NotBuilt as error:
             raise Invalid(str(error)) from None
     if text.startswith("sha256:") and _DIGEST.match(text):
@@ -315,8 +315,9 @@ def parse_max_cages(value: Any) -> int:
 
 
 POOL_MAX_TEXT = f"the most hosts the pool may make: a whole number from 1 to {POOL_MAX_HOSTS}"
-POOL_NAME_TEXT = (f"a DNS label of at most {63 - 1 - POOL_INDEX_WIDTH} characters "
-                  "(its hosts are <name>-001, <name>-002, ...)")
+POOL_NAME_TEXT = (
+    f"a DNS label of at most {63 - 1 - POOL_INDEX_WIDTH} characters (its hosts are <name>-001, <name>-002, ...)"
+)
 
 
 def parse_pool_max(value: Any) -> int:
@@ -386,7 +387,9 @@ def parse_sealing_key(value: Any) -> str:
     return value
 
 
-SECRET_VALUE_TEXT = "a non-empty string set with `pulumi config set --secret --path 'clawSecrets.<claw>.<NAME>' <value>`"
+SECRET_VALUE_TEXT = (
+    "a non-empty string set with `pulumi config set --secret --path 'clawSecrets.<claw>.<NAME>' <value>`"
+)
 
 
 def parse_secret_value(value: Any) -> str:
@@ -395,4 +398,3 @@ def parse_secret_value(value: Any) -> str:
     if not value:
         raise Invalid("empty")
     return value
-

@@ -99,8 +99,9 @@ def _json_or_text(value: str) -> Any:
         return value  # the model then says it is not a list/mapping
 
 
-def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: Collection[str] = (),
-                       stack_file: str | None = None) -> StackConfig:
+def parse_stack_config(
+    raw: Mapping[str, Any], *, stack: str, secret_keys: Collection[str] = (), stack_file: str | None = None
+) -> StackConfig:
     """Check the whole `clawstaff:*` config and return it typed; raise ConfigError on the first mistake.
 
     `stack_file` names the file in messages (default Pulumi.<stack>.yaml)."""
@@ -155,16 +156,22 @@ def load_stack_file(path: str | Path) -> tuple[dict[str, Any], set[str]]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(path.name, None, None, f"no such file ({path})", "a stack file Pulumi.<stack>.yaml beside Pulumi.yaml") from None
+        raise ConfigError(
+            path.name, None, None, f"no such file ({path})", "a stack file Pulumi.<stack>.yaml beside Pulumi.yaml"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(path.name, None, None, f"cannot be read ({error})", "a readable UTF-8 YAML file") from None
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ConfigError(path.name, None, None, f"not valid YAML{at}", "a YAML mapping with a config: section") from None
+        raise ConfigError(
+            path.name, None, None, f"not valid YAML{at}", "a YAML mapping with a config: section"
+        ) from None
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
-        raise ConfigError(path.name, None, None, "has no config map", "a YAML mapping with a config: section of clawstaff:* keys")
+        raise ConfigError(
+            path.name, None, None, "has no config map", "a YAML mapping with a config: section of clawstaff:* keys"
+        )
     secret_keys: set[str] = set()
     plain = {str(key): _open_secure(value, str(key), str(key), secret_keys) for key, value in config.items()}
     return plain, secret_keys

@@ -39,13 +39,15 @@ class AdminModel(_Model):
     ssh_public_keys: list[Annotated[str, PlainValidator(f.parse_ssh_public_key)]] = []
 
 
-ALLOWED.update({
-    "admin": "a mapping with sshAllowedCidrs and sshPublicKeys",
-    "admin.sshAllowedCidrs": "a list of networks allowed to reach SSH, such as [203.0.113.0/24]",
-    "admin.sshAllowedCidrs[]": f.CIDR_TEXT,
-    "admin.sshPublicKeys": "a list of OpenSSH public keys",
-    "admin.sshPublicKeys[]": f.SSH_PUBLIC_KEY_TEXT,
-})
+ALLOWED.update(
+    {
+        "admin": "a mapping with sshAllowedCidrs and sshPublicKeys",
+        "admin.sshAllowedCidrs": "a list of networks allowed to reach SSH, such as [203.0.113.0/24]",
+        "admin.sshAllowedCidrs[]": f.CIDR_TEXT,
+        "admin.sshPublicKeys": "a list of OpenSSH public keys",
+        "admin.sshPublicKeys[]": f.SSH_PUBLIC_KEY_TEXT,
+    }
+)
 
 
 class CloudHostModel(_Model):
@@ -92,31 +94,36 @@ class LocalHostModel(_Model):
 
 
 HOST_MODELS: dict[str, type[_Model]] = {
-    "cloud": CloudHostModel, "dedicated": DedicatedHostModel, "local": LocalHostModel, "pool": PoolModel,
+    "cloud": CloudHostModel,
+    "dedicated": DedicatedHostModel,
+    "local": LocalHostModel,
+    "pool": PoolModel,
 }
 HostModel = Annotated[Union[CloudHostModel, DedicatedHostModel, LocalHostModel, PoolModel], Field(discriminator="kind")]
 
-ALLOWED.update({
-    "hosts": "a non-empty list of hosts",
-    "hosts[]": "a mapping with name and kind (cloud, dedicated or local; or pool)",
-    "hosts[].name": f.DNS_LABEL_TEXT + ", unique among the hosts",
-    "hosts[].kind": "cloud, dedicated or local (one host), or pool (cloud hosts made as the cages need them)",
-    "hosts[].serverType": f.SERVER_TYPE_TEXT,
-    "hosts[].location": f.LOCATION_TEXT,
-    "hosts[].image": f.HOST_IMAGE_TEXT,
-    "hosts[].address": f.PUBLIC_IP_TEXT,
-    "hosts[].hostKey": 'the server\'s SSH host key as printed by `ssh-keyscan -t ed25519 <address>` without the address: "ssh-ed25519 AAAA..."',
-    "hosts[].cpus": f.HOST_CPUS_TEXT,
-    "hosts[].memory": f.SIZE_TEXT,
-    "hosts[].disk": f.SIZE_TEXT,
-    "hosts[].drain": "true (move this host's cages to other hosts) or false; for a pool, a list of its host names",
-    "hosts[].drain[]": "the name of one of this pool's hosts: <pool>-001 up to its max",
-    "hosts[].maxCages": f.MAX_CAGES_TEXT,
-    "hosts[].name (pool)": f.POOL_NAME_TEXT,
-    "hosts[].locations": "a non-empty list of Hetzner locations, each once: " + ", ".join(f.LOCATIONS),
-    "hosts[].locations[]": f.LOCATION_TEXT,
-    "hosts[].max": f.POOL_MAX_TEXT,
-})
+ALLOWED.update(
+    {
+        "hosts": "a non-empty list of hosts",
+        "hosts[]": "a mapping with name and kind (cloud, dedicated or local; or pool)",
+        "hosts[].name": f.DNS_LABEL_TEXT + ", unique among the hosts",
+        "hosts[].kind": "cloud, dedicated or local (one host), or pool (cloud hosts made as the cages need them)",
+        "hosts[].serverType": f.SERVER_TYPE_TEXT,
+        "hosts[].location": f.LOCATION_TEXT,
+        "hosts[].image": f.HOST_IMAGE_TEXT,
+        "hosts[].address": f.PUBLIC_IP_TEXT,
+        "hosts[].hostKey": 'the server\'s SSH host key as printed by `ssh-keyscan -t ed25519 <address>` without the address: "ssh-ed25519 AAAA..."',
+        "hosts[].cpus": f.HOST_CPUS_TEXT,
+        "hosts[].memory": f.SIZE_TEXT,
+        "hosts[].disk": f.SIZE_TEXT,
+        "hosts[].drain": "true (move this host's cages to other hosts) or false; for a pool, a list of its host names",
+        "hosts[].drain[]": "the name of one of this pool's hosts: <pool>-001 up to its max",
+        "hosts[].maxCages": f.MAX_CAGES_TEXT,
+        "hosts[].name (pool)": f.POOL_NAME_TEXT,
+        "hosts[].locations": "a non-empty list of Hetzner locations, each once: " + ", ".join(f.LOCATIONS),
+        "hosts[].locations[]": f.LOCATION_TEXT,
+        "hosts[].max": f.POOL_MAX_TEXT,
+    }
+)
 
 
 class ClawModel(_Model):
@@ -134,25 +141,27 @@ class ClawModel(_Model):
     command: Annotated[list[Annotated[str, PlainValidator(f.parse_command_word)]], Field(min_length=1)] | None = None
 
 
-ALLOWED.update({
-    "claws": "a non-empty list of claws",
-    "claws[]": "a mapping with name, org, image, cpus, memory, pids, tmpfs and optionally volume, egress, secrets, host",
-    "claws[].name": f.DNS_LABEL_TEXT + ", unique among the claws",
-    "claws[].org": f.DNS_LABEL_TEXT,
-    "claws[].image": f.IMAGE_TEXT,
-    "claws[].cpus": f.CPUS_TEXT + ", such as 0.5, 1 or 2",
-    "claws[].memory": f"a size of at least {format_size(f.MIN_CLAW_MEMORY)}, such as 512MiB or 2GiB",
-    "claws[].pids": f.PIDS_TEXT,
-    "claws[].tmpfs": f"a size of at least {format_size(f.MIN_TMPFS)}, such as 64MiB or 256MiB, not above the claw's memory",
-    "claws[].volume": f"a size of at least {format_size(f.MIN_VOLUME)}, such as 5GiB, or no volume key",
-    "claws[].egress": "a list of host:port entries",
-    "claws[].egress[]": f.ENDPOINT_TEXT,
-    "claws[].secrets": "a list of environment variable names",
-    "claws[].secrets[]": f.ENV_NAME_TEXT,
-    "claws[].command": "a non-empty list of strings (the claw's program and its arguments), or no command key",
-    "claws[].command[]": f.COMMAND_WORD_TEXT,
-    "claws[].host": "the name of a host in clawstaff:hosts, or of a pool's host (<pool>-001 up to its max)",
-})
+ALLOWED.update(
+    {
+        "claws": "a non-empty list of claws",
+        "claws[]": "a mapping with name, org, image, cpus, memory, pids, tmpfs and optionally volume, egress, secrets, host",
+        "claws[].name": f.DNS_LABEL_TEXT + ", unique among the claws",
+        "claws[].org": f.DNS_LABEL_TEXT,
+        "claws[].image": f.IMAGE_TEXT,
+        "claws[].cpus": f.CPUS_TEXT + ", such as 0.5, 1 or 2",
+        "claws[].memory": f"a size of at least {format_size(f.MIN_CLAW_MEMORY)}, such as 512MiB or 2GiB",
+        "claws[].pids": f.PIDS_TEXT,
+        "claws[].tmpfs": f"a size of at least {format_size(f.MIN_TMPFS)}, such as 64MiB or 256MiB, not above the claw's memory",
+        "claws[].volume": f"a size of at least {format_size(f.MIN_VOLUME)}, such as 5GiB, or no volume key",
+        "claws[].egress": "a list of host:port entries",
+        "claws[].egress[]": f.ENDPOINT_TEXT,
+        "claws[].secrets": "a list of environment variable names",
+        "claws[].secrets[]": f.ENV_NAME_TEXT,
+        "claws[].command": "a non-empty list of strings (the claw's program and its arguments), or no command key",
+        "claws[].command[]": f.COMMAND_WORD_TEXT,
+        "claws[].host": "the name of a host in clawstaff:hosts, or of a pool's host (<pool>-001 up to its max)",
+    }
+)
 
 
 class OvercommitModel(_Model):
@@ -166,14 +175,18 @@ class PlacementModel(_Model):
     max_cages_per_host: MaxCages = DEFAULT_MAX_CAGES_PER_HOST
 
 
-ALLOWED.update({
-    "placement": "a mapping with overcommit and maxCagesPerHost",
-    "placement.overcommit": "a mapping of cpus, memory and disk to a ratio",
-    "placement.overcommit.cpus": f.overcommit_text(", such as 1 (none) or 2"),
-    "placement.overcommit.memory": f.overcommit_text("; 1 (the default) keeps every cage's memory backed by the host"),
-    "placement.overcommit.disk": f.overcommit_text(", such as 1 (none)"),
-    "placement.maxCagesPerHost": f"{f.MAX_CAGES_TEXT} (default {DEFAULT_MAX_CAGES_PER_HOST})",
-})
+ALLOWED.update(
+    {
+        "placement": "a mapping with overcommit and maxCagesPerHost",
+        "placement.overcommit": "a mapping of cpus, memory and disk to a ratio",
+        "placement.overcommit.cpus": f.overcommit_text(", such as 1 (none) or 2"),
+        "placement.overcommit.memory": f.overcommit_text(
+            "; 1 (the default) keeps every cage's memory backed by the host"
+        ),
+        "placement.overcommit.disk": f.overcommit_text(", such as 1 (none)"),
+        "placement.maxCagesPerHost": f"{f.MAX_CAGES_TEXT} (default {DEFAULT_MAX_CAGES_PER_HOST})",
+    }
+)
 
 
 class StackModel(_Model):
@@ -188,14 +201,18 @@ class StackModel(_Model):
     placement_lock: dict[str, DnsLabel] = {}
 
 
-ALLOWED.update({
-    "controlPlane": f.ENDPOINT_TEXT.replace("api.anthropic.com", "control.clawstaff.example"),
-    "proxyImage": f.IMAGE_TEXT,
-    "placementLock": ("a mapping <claw> -> <host>: where each deployed claw runs, as "
-                      "`python -m tools.placement_lock --stack <stack> --write` records it"),
-    "placementLock.*": "the name of a host (a listed host or a pool's host)",
-    "sealingKey": f.SEALING_KEY_TEXT,
-    "clawSecrets": "a mapping <claw name> -> <secret NAME> -> value, set with `pulumi config set --secret --path`",
-    "clawSecrets.*": "a mapping <secret NAME> -> value for a claw in clawstaff:claws",
-    "clawSecrets.*.*": f.SECRET_VALUE_TEXT,
-})
+ALLOWED.update(
+    {
+        "controlPlane": f.ENDPOINT_TEXT.replace("api.anthropic.com", "control.clawstaff.example"),
+        "proxyImage": f.IMAGE_TEXT,
+        "placementLock": (
+            "a mapping <claw> -> <host>: where each deployed claw runs, as "
+            "`python -m tools.placement_lock --stack <stack> --write` records it"
+        ),
+        "placementLock.*": "the name of a host (a listed host or a pool's host)",
+        "sealingKey": f.SEALING_KEY_TEXT,
+        "clawSecrets": "a mapping <claw name> -> <secret NAME> -> value, set with `pulumi config set --secret --path`",
+        "clawSecrets.*": "a mapping <secret NAME> -> value for a claw in clawstaff:claws",
+        "clawSecrets.*.*": f.SECRET_VALUE_TEXT,
+    }
+)

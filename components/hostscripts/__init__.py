@@ -59,12 +59,45 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
 
 _VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*")
 # Names bash or the programs it starts give a meaning to: a header must never set one.
-_RESERVED = frozenset({
-    "PATH", "IFS", "HOME", "SHELL", "SHELLOPTS", "ENV", "CDPATH", "GLOBIGNORE", "PS1", "PS2", "PS4",
-    "UID", "EUID", "PPID", "PWD", "OLDPWD", "RANDOM", "SECONDS", "LINENO", "HOSTNAME", "TMPDIR", "LANG",
-    "LC_ALL", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "OPTIND",
-    "OPTARG", "REPLY", "PIPESTATUS", "FUNCNAME", "GROUPS", "DEBIAN_FRONTEND",
-})
+_RESERVED = frozenset(
+    {
+        "PATH",
+        "IFS",
+        "HOME",
+        "SHELL",
+        "SHELLOPTS",
+        "ENV",
+        "CDPATH",
+        "GLOBIGNORE",
+        "PS1",
+        "PS2",
+        "PS4",
+        "UID",
+        "EUID",
+        "PPID",
+        "PWD",
+        "OLDPWD",
+        "RANDOM",
+        "SECONDS",
+        "LINENO",
+        "HOSTNAME",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "OPTIND",
+        "OPTARG",
+        "REPLY",
+        "PIPESTATUS",
+        "FUNCNAME",
+        "GROUPS",
+        "DEBIAN_FRONTEND",
+    }
+)
 
 
 @cache
@@ -98,8 +131,9 @@ def host_file(name: str, **values: str) -> str:
 
 def _header_value(name: str, value: Any) -> str:
     if not isinstance(name, str) or not _VARIABLE.fullmatch(name) or name in _RESERVED or name.startswith("BASH"):
-        raise ValueError(f"{name!r} is not a header variable name (upper case, not one bash or the "
-                         f"environment gives a meaning to)")
+        raise ValueError(
+            f"{name!r} is not a header variable name (upper case, not one bash or the environment gives a meaning to)"
+        )
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValueError(f"header variable {name} must be a string or an integer, got {value!r}")
     text = str(value)
@@ -116,8 +150,9 @@ def facts_line(script: str, facts: Mapping[str, Any] | None = None) -> str:
     return FACTS_PREFIX + json.dumps(document, sort_keys=True, ensure_ascii=True, allow_nan=False)
 
 
-def render_script(name: str, *, title: str, facts: Mapping[str, Any] | None = None, readonly: bool = False,
-                  **variables: str | int) -> str:
+def render_script(
+    name: str, *, title: str, facts: Mapping[str, Any] | None = None, readonly: bool = False, **variables: str | int
+) -> str:
     """The complete text of host script `name`: the fixed header, its variables, then the files.
 
     `title` ends up in the second line (`# clawstaff <title>: ...`); `facts` in the JSON facts line.
@@ -128,8 +163,12 @@ def render_script(name: str, *, title: str, facts: Mapping[str, Any] | None = No
     if not isinstance(title, str) or not title or not title.isprintable():
         raise ValueError(f"script title {title!r} must be one printable line")
     assign = "readonly " if readonly else ""
-    lines = [SHEBANG, f"# clawstaff {title}: rendered from {SOURCE_DIR}/{name}; safe to run again.", STRICT,
-             facts_line(name.removesuffix(".sh"), facts)]
+    lines = [
+        SHEBANG,
+        f"# clawstaff {title}: rendered from {SOURCE_DIR}/{name}; safe to run again.",
+        STRICT,
+        facts_line(name.removesuffix(".sh"), facts),
+    ]
     lines += [f"{assign}{var}={_header_value(var, value)}" for var, value in variables.items()]
     body = "".join(source(part) for part in (*LIBRARIES[name], name))
     return "\n".join(lines) + "\n" + body
@@ -137,7 +176,7 @@ def render_script(name: str, *, title: str, facts: Mapping[str, Any] | None = No
 
 def script_facts(text: str) -> dict[str, Any]:
     """The facts a rendered script carries (its one facts line, parsed); ValueError if it has none."""
-    found = [line[len(FACTS_PREFIX):] for line in text.splitlines() if line.startswith(FACTS_PREFIX)]
+    found = [line[len(FACTS_PREFIX) :] for line in text.splitlines() if line.startswith(FACTS_PREFIX)]
     if len(found) != 1:
         raise ValueError(f"the script carries {len(found)} facts lines, not one")
     facts = json.loads(found[0])

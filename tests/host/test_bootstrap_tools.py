@@ -63,7 +63,9 @@ def test_cloud_init_schema_is_a_real_check(tmp_path: Path) -> None:
 def test_bootstrap_script_parses_in_bash(tmp_path: Path) -> None:
     script = tmp_path / "bootstrap"
     script.write_text(
-        render_bootstrap_script(host_name=HOST, ssh_authorized_keys=[OPERATOR_KEY], ssh_allowed_cidrs=["203.0.113.0/24"])
+        render_bootstrap_script(
+            host_name=HOST, ssh_authorized_keys=[OPERATOR_KEY], ssh_allowed_cidrs=["203.0.113.0/24"]
+        )
     )
     run([require_tool("bash"), "-n", str(script)])
 
@@ -149,13 +151,17 @@ def test_host_key_install_refuses_a_different_key(tmp_path: Path) -> None:
 
 def _bootstrap_functions() -> str:
     """The helper functions of the rendered bootstrap (everything before its first real action)."""
-    script = render_bootstrap_script(host_name=HOST, ssh_authorized_keys=[OPERATOR_KEY], ssh_allowed_cidrs=["203.0.113.0/24"])
+    script = render_bootstrap_script(
+        host_name=HOST, ssh_authorized_keys=[OPERATOR_KEY], ssh_allowed_cidrs=["203.0.113.0/24"]
+    )
     return script.split('[ "$(id -u)" = 0 ]')[0]
 
 
 def test_bootstrap_put_writes_only_on_change(tmp_path: Path) -> None:
     target = tmp_path / "etc" / "example.conf"
-    program = _bootstrap_functions() + f"""
+    program = (
+        _bootstrap_functions()
+        + f"""
 put {target} 0640 <<'X'
 one
 X
@@ -170,6 +176,7 @@ two
 X
 changed {target} && echo third-changed
 """
+    )
     out = run(["bash", "-c", program]).stdout.split()
     assert out == ["first-changed", "second-unchanged", "third-changed"]
     assert target.read_text() == "two\n"
@@ -194,8 +201,11 @@ def test_docker_key_check_wants_exactly_the_pinned_key(tmp_path: Path) -> None:
     try:
         _check_docker_key(home, tmp_path)
     finally:  # gpg started an agent for this home: stop it
-        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"},
-                       capture_output=True)
+        subprocess.run(
+            ["gpgconf", "--kill", "gpg-agent"],
+            env={"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+        )
 
 
 def _check_docker_key(home: Path, tmp_path: Path) -> None:
@@ -209,8 +219,10 @@ def _check_docker_key(home: Path, tmp_path: Path) -> None:
     functions = _bootstrap_functions().replace(pinned_line, f"readonly DOCKER_KEY_FINGERPRINT='{fingerprint}'\n")
     results = {}
     for name, path in (("pinned", pinned), ("other", other), ("both", both), ("missing", tmp_path / "nope")):
-        program = functions + f'\ndocker_key_ok {path} && echo ok || echo refused\n'
-        results[name] = run(["bash", "-c", program], env={"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}).stdout.strip()
+        program = functions + f"\ndocker_key_ok {path} && echo ok || echo refused\n"
+        results[name] = run(
+            ["bash", "-c", program], env={"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}
+        ).stdout.strip()
     assert results == {"pinned": "ok", "other": "refused", "both": "refused", "missing": "refused"}
 
 

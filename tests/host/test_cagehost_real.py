@@ -49,7 +49,9 @@ def claw_name(role: str) -> str:
 
 def bash(script: str, stdin: str = "", *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run a rendered script as Pulumi's local Command does (`/bin/sh -c <create>`, secret on stdin)."""
-    result = subprocess.run(["/bin/sh", "-c", cagehost.shell_command(script)], input=stdin, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        ["/bin/sh", "-c", cagehost.shell_command(script)], input=stdin, capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         pytest.fail(f"script exited {result.returncode}: {result.stderr.strip()}")
     return result
@@ -58,8 +60,26 @@ def bash(script: str, stdin: str = "", *, check: bool = True, timeout: float = 6
 def traced(script: str, stdin: str, trace: Path) -> tuple[subprocess.CompletedProcess, str]:
     """Run a script under strace, recording the argv and environment of every program it starts."""
     strace = require_tool("strace")
-    result = subprocess.run([strace, "-f", "-v", "-s", "65536", "-e", "trace=execve", "-o", str(trace),
-                             "/bin/sh", "-c", cagehost.shell_command(script)], input=stdin, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            strace,
+            "-f",
+            "-v",
+            "-s",
+            "65536",
+            "-e",
+            "trace=execve",
+            "-o",
+            str(trace),
+            "/bin/sh",
+            "-c",
+            cagehost.shell_command(script),
+        ],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return result, trace.read_text()
 
 
@@ -76,8 +96,10 @@ def subid_files(tmp_path: Path) -> tuple[str, str]:
 
 
 def cgroup_v2() -> bool:
-    return subprocess.run(["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True,
-                          text=True).stdout.strip() == "cgroup2fs"
+    return (
+        subprocess.run(["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True).stdout.strip()
+        == "cgroup2fs"
+    )
 
 
 def controller_dir(controller: str, cgroup: str) -> Path:
@@ -142,11 +164,18 @@ def probe_cgroups(claw: str) -> list[Path]:
 
 def run_in_cgroups(leaves: list[Path], code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run a Python snippet that is inside `leaves` from its first instruction."""
+
     def enter() -> None:
         for leaf in leaves:
             (leaf / "cgroup.procs").write_text(str(os.getpid()))
-    return subprocess.run([sys.executable, "-c", code, *args], preexec_fn=enter,  # noqa: PLW1509
-                          capture_output=True, text=True, timeout=timeout)
+
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        preexec_fn=enter,  # noqa: PLW1509
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # Forks children that sleep until the kernel refuses a fork; bounded by argv[1] attempts.
@@ -172,11 +201,14 @@ finally:
 print(len(children), refused)
 """
 
+
 def refused_forks(cgroup: Path) -> int:
     """Forks refused for the pids limit, over the cage's subtree (v1 and older v2 kernels count the
     event in the cgroup where the fork was tried, newer ones also in the one whose limit bit)."""
-    return sum(int(re.search(r"^max (\d+)", events.read_text(), re.M).group(1))
-               for events in [cgroup / "pids.events", *cgroup.rglob("*/pids.events")])
+    return sum(
+        int(re.search(r"^max (\d+)", events.read_text(), re.M).group(1))
+        for events in [cgroup / "pids.events", *cgroup.rglob("*/pids.events")]
+    )
 
 
 BUSY_ONE_SECOND = r"""
@@ -246,9 +278,10 @@ def test_delete_refuses_while_a_process_is_inside_then_removes_everything(limite
     claw = limited_cage
     bash(cagehost.render_limits_create(claw, cpus=Decimal(1), memory=64 * MiB, pids=20))
     leaves = probe_cgroups(claw)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                               preexec_fn=lambda: [(leaf / "cgroup.procs").write_text(str(os.getpid()))
-                                                   for leaf in leaves])
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        preexec_fn=lambda: [(leaf / "cgroup.procs").write_text(str(os.getpid())) for leaf in leaves],
+    )
     try:
         refused = bash(cagehost.render_limits_delete(claw), check=False)
         assert refused.returncode == 1
@@ -317,13 +350,25 @@ def container_names() -> Iterator[list[str]]:
 
 
 def test_a_container_below_the_cage_cgroup_is_held_to_its_pids_limit(
-        limited_cage: str, busybox_image: str, container_names: list[str]) -> None:
+    limited_cage: str, busybox_image: str, container_names: list[str]
+) -> None:
     claw = limited_cage
     bash(cagehost.render_limits_create(claw, cpus=Decimal("0.5"), memory=64 * MiB, pids=16))
     name = f"clawstaff-test-{claw}"
     container_names.append(name)
-    docker("run", "-d", "--name", name, "--network", "none", "--cgroup-parent", cagehost.cgroup_parent(claw),
-           busybox_image, "/bin/sleep", "300")
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--cgroup-parent",
+        cagehost.cgroup_parent(claw),
+        busybox_image,
+        "/bin/sleep",
+        "300",
+    )
     container_id = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
     pid = docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
     cgroups = Path(f"/proc/{pid}/cgroup").read_text()
@@ -333,9 +378,14 @@ def test_a_container_below_the_cage_cgroup_is_held_to_its_pids_limit(
     own = parent / container_id
     assert read(own / "pids.max") == "max"  # Docker set no limit of its own: only the cage's can bite
     # Inside the container: start up to 40 sleepers; the cage allows 16 tasks in all.
-    bomb = docker("exec", name, "/bin/sh", "-c",
-                  "i=0; while [ $i -lt 40 ]; do /bin/sleep 300 & i=$((i+1)); done; echo all-started",
-                  check=False)
+    bomb = docker(
+        "exec",
+        name,
+        "/bin/sh",
+        "-c",
+        "i=0; while [ $i -lt 40 ]; do /bin/sleep 300 & i=$((i+1)); done; echo all-started",
+        check=False,
+    )
     assert "all-started" not in bomb.stdout
     assert "can't fork" in bomb.stderr or "Resource temporarily unavailable" in bomb.stderr
     assert int(read(parent / "pids.current")) <= 16
@@ -364,16 +414,17 @@ def key_claw() -> Iterator[str]:
 
 
 def findmnt(target: str, *columns: str) -> str:
-    return subprocess.run(["findmnt", "-n", "-o", ",".join(columns), "--mountpoint", target],
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["findmnt", "-n", "-o", ",".join(columns), "--mountpoint", target], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_key_lands_on_tmpfs_readable_only_by_the_mapped_cage_user(
-        key_claw: str, subid_files: tuple[str, str], tmp_path: Path) -> None:
+    key_claw: str, subid_files: tuple[str, str], tmp_path: Path
+) -> None:
     claw = key_claw
     cage_key = base64.b64encode(secrets.token_bytes(64)).decode()
-    script = cagehost.render_key_create(claw, uid=CONTAINER_UID, subuid_file=subid_files[0],
-                                        subgid_file=subid_files[1])
+    script = cagehost.render_key_create(claw, uid=CONTAINER_UID, subuid_file=subid_files[0], subgid_file=subid_files[1])
     assert cage_key not in script
     result, trace = traced(script, cage_key + "\n", tmp_path / "trace")
     assert result.returncode == 0, result.stderr
@@ -388,8 +439,11 @@ def test_key_lands_on_tmpfs_readable_only_by_the_mapped_cage_user(
     key = Path(cagehost.host_key_path(claw))
     assert findmnt_of(key) == cagehost.KEY_TMPFS
     st, dst = key.stat(), key.parent.stat()
-    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o400, SUBID_START + CONTAINER_UID,
-                                                          SUBID_START + 1000 + CONTAINER_UID)
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (
+        0o400,
+        SUBID_START + CONTAINER_UID,
+        SUBID_START + 1000 + CONTAINER_UID,
+    )
     assert (dst.st_mode & 0o7777, dst.st_uid) == (0o500, SUBID_START + CONTAINER_UID)
     assert key.read_text() == cage_key + "\n"  # what components.sealing.cage_key_file_text writes
     # The cage's (mapped) user can read it through the real path; its neighbour uid cannot.
@@ -400,8 +454,12 @@ def test_key_lands_on_tmpfs_readable_only_by_the_mapped_cage_user(
     assert sorted(os.listdir(key.parent)) == ["key"]  # no temporary file left behind
     # Not on the disk-backed places a careless script would use.
     for place in ("/tmp", "/var/tmp", "/run"):
-        grep = subprocess.run(["grep", "-rlsF", "--exclude-dir=clawstaff", "--exclude-dir=pytest-of-root",
-                               "-D", "skip", cage_key, place], capture_output=True, text=True, timeout=60)
+        grep = subprocess.run(
+            ["grep", "-rlsF", "--exclude-dir=clawstaff", "--exclude-dir=pytest-of-root", "-D", "skip", cage_key, place],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert grep.stdout == "", f"key found in {grep.stdout}"
 
     # Idempotent, and a re-run with a new key replaces it (rename: never half written).
@@ -420,19 +478,25 @@ def as_uid(uid: int, *argv: str) -> list[str]:
 
 
 def findmnt_of(path: Path) -> str:
-    return subprocess.run(["findmnt", "-n", "-o", "TARGET", "-T", str(path)], capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["findmnt", "-n", "-o", "TARGET", "-T", str(path)], capture_output=True, text=True
+    ).stdout.strip()
 
 
-@pytest.mark.parametrize("stdin, message", [
-    ("", "nothing on stdin"),
-    ("not base64 !!", "not base64"),
-    (base64.b64encode(b"short").decode(), "must decode to 64 bytes"),
-])
+@pytest.mark.parametrize(
+    "stdin, message",
+    [
+        ("", "nothing on stdin"),
+        ("not base64 !!", "not base64"),
+        (base64.b64encode(b"short").decode(), "must decode to 64 bytes"),
+    ],
+)
 def test_key_create_refuses_a_bad_key_without_echoing_it(
-        key_claw: str, subid_files: tuple[str, str], stdin: str, message: str) -> None:
-    script = cagehost.render_key_create(key_claw, uid=CONTAINER_UID, subuid_file=subid_files[0],
-                                        subgid_file=subid_files[1])
+    key_claw: str, subid_files: tuple[str, str], stdin: str, message: str
+) -> None:
+    script = cagehost.render_key_create(
+        key_claw, uid=CONTAINER_UID, subuid_file=subid_files[0], subgid_file=subid_files[1]
+    )
     result = bash(script, stdin, check=False)
     assert result.returncode == 1 and message in result.stderr
     assert not stdin or stdin not in result.stderr
@@ -442,8 +506,7 @@ def test_key_create_refuses_a_bad_key_without_echoing_it(
 def test_key_create_fails_clearly_without_userns_remap(key_claw: str, tmp_path: Path) -> None:
     subuid = tmp_path / "subuid"
     subuid.write_text("someone:100000:65536\n")
-    script = cagehost.render_key_create(key_claw, uid=CONTAINER_UID, subuid_file=str(subuid),
-                                        subgid_file=str(subuid))
+    script = cagehost.render_key_create(key_claw, uid=CONTAINER_UID, subuid_file=str(subuid), subgid_file=str(subuid))
     result = bash(script, base64.b64encode(secrets.token_bytes(64)).decode(), check=False)
     assert result.returncode == 1 and "userns-remap is not configured" in result.stderr
     assert not Path(host_key_dir(key_claw)).exists()
@@ -489,9 +552,21 @@ def unwrap(vdir: Path, kek_text: str) -> str:
     os.write(write_fd, kek_text.strip().encode())
     os.close(write_fd)
     try:
-        out = subprocess.run(["openssl", "enc", "-d", *cagehost.WRAP_CIPHER_ARGS.split(), "-pass",
-                              f"fd:{read_fd}", "-in", str(vdir / "volume-key.wrapped")],
-                             pass_fds=(read_fd,), capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                "openssl",
+                "enc",
+                "-d",
+                *cagehost.WRAP_CIPHER_ARGS.split(),
+                "-pass",
+                f"fd:{read_fd}",
+                "-in",
+                str(vdir / "volume-key.wrapped"),
+            ],
+            pass_fds=(read_fd,),
+            capture_output=True,
+            text=True,
+        )
     finally:
         os.close(read_fd)
     assert out.returncode == 0, out.stderr
@@ -503,12 +578,14 @@ def fscrypt_helper(*args: str) -> str:
 
 
 def test_volume_is_encrypted_capped_idempotent_and_shredded(
-        volume_claw: str, subid_files: tuple[str, str], tmp_path: Path) -> None:
+    volume_claw: str, subid_files: tuple[str, str], tmp_path: Path
+) -> None:
     claw = volume_claw
     size = 64 * MiB
     kek = kek_stdin(claw)
-    create = cagehost.render_volume_create(claw, size=size, uid=CONTAINER_UID, subuid_file=subid_files[0],
-                                           subgid_file=subid_files[1])
+    create = cagehost.render_volume_create(
+        claw, size=size, uid=CONTAINER_UID, subuid_file=subid_files[0], subgid_file=subid_files[1]
+    )
     assert kek.strip() not in create
     result, trace = traced(create, kek, tmp_path / "trace")
     assert result.returncode == 0, result.stderr
@@ -530,8 +607,11 @@ def test_volume_is_encrypted_capped_idempotent_and_shredded(
     assert findmnt(str(mnt), "SOURCE") == loops[0]
     assert {"nosuid", "nodev", "noexec"} <= set(findmnt(str(mnt), "OPTIONS").split(","))
     st = data.stat()
-    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o700, SUBID_START + CONTAINER_UID,
-                                                          SUBID_START + 1000 + CONTAINER_UID)
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (
+        0o700,
+        SUBID_START + CONTAINER_UID,
+        SUBID_START + 1000 + CONTAINER_UID,
+    )
     assert (vdir / "volume-key.wrapped").stat().st_mode & 0o777 == 0o600
 
     # Encrypted at rest: a marker written through the encrypted dir is not in the backing file's
@@ -548,10 +628,23 @@ def test_volume_is_encrypted_capped_idempotent_and_shredded(
 
     # The size is a hard cap: the cage's user fills the volume and gets ENOSPC; the host is untouched.
     # It starts inside the dir (as a bind mount would put it there): the parents are root-only.
-    fill = subprocess.run(["setpriv", f"--reuid={SUBID_START + CONTAINER_UID}",
-                           f"--regid={SUBID_START + 1000 + CONTAINER_UID}", "--clear-groups",
-                           "dd", "if=/dev/zero", "of=fill", "bs=1M", f"count={2 * size // MiB}"],
-                          cwd=data, capture_output=True, text=True, timeout=120)
+    fill = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={SUBID_START + CONTAINER_UID}",
+            f"--regid={SUBID_START + 1000 + CONTAINER_UID}",
+            "--clear-groups",
+            "dd",
+            "if=/dev/zero",
+            "of=fill",
+            "bs=1M",
+            f"count={2 * size // MiB}",
+        ],
+        cwd=data,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert fill.returncode != 0 and "No space left on device" in fill.stderr
     assert (data / "fill").stat().st_size < size
     assert os.statvfs(str(mnt)).f_bavail == 0
@@ -600,14 +693,15 @@ def test_volume_is_encrypted_capped_idempotent_and_shredded(
     assert findmnt(str(mnt), "TARGET") == ""
     assert loops_of(image) == []
     assert all(str(image) not in line for line in run(["losetup", "-a"]).stdout.splitlines())
-    assert all(not Path(f"/sys/block/{Path(d).name}/loop/backing_file").exists() or
-               str(image) not in Path(f"/sys/block/{Path(d).name}/loop/backing_file").read_text()
-               for d in loop)
+    assert all(
+        not Path(f"/sys/block/{Path(d).name}/loop/backing_file").exists()
+        or str(image) not in Path(f"/sys/block/{Path(d).name}/loop/backing_file").read_text()
+        for d in loop
+    )
     bash(cagehost.render_volume_delete(claw))  # delete twice: still fine
 
 
-def test_volume_create_refuses_a_missing_kek_and_a_changed_size(
-        volume_claw: str, subid_files: tuple[str, str]) -> None:
+def test_volume_create_refuses_a_missing_kek_and_a_changed_size(volume_claw: str, subid_files: tuple[str, str]) -> None:
     claw = volume_claw
     kwargs = {"uid": CONTAINER_UID, "subuid_file": subid_files[0], "subgid_file": subid_files[1]}
     missing = bash(cagehost.render_volume_create(claw, size=32 * MiB, **kwargs), "", check=False)

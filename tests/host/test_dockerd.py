@@ -16,7 +16,15 @@ import pytest
 from components.conventions import LABEL_CLAW, LABEL_ORG
 from components.hostconfig import LOG_MAX_FILE, LOG_MAX_SIZE, NOFILE_SOFT, daemon_config, render_daemon_json
 from tools.engine import raise_nofile_limit
-from tests.host.conftest import busybox_rootfs_tar, child_pids, release_engine_files, require_root, require_tool, run, stop_pid
+from tests.host.conftest import (
+    busybox_rootfs_tar,
+    child_pids,
+    release_engine_files,
+    require_root,
+    require_tool,
+    run,
+    stop_pid,
+)
 
 pytestmark = pytest.mark.host
 
@@ -53,24 +61,42 @@ def engine() -> Iterator[Engine]:
         # Only flags that the rendered file does not set: dockerd refuses a directive given both ways,
         # so this also proves nothing in the file was overridden.
         proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{netns}", "dockerd", "--config-file", str(config),
-             "--data-root", str(data_root), "--exec-root", str(root / "exec"), "--pidfile", str(root / "docker.pid"),
-             "-H", f"unix://{socket}"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                "nsenter",
+                f"--net=/run/netns/{netns}",
+                "dockerd",
+                "--config-file",
+                str(config),
+                "--data-root",
+                str(data_root),
+                "--exec-root",
+                str(root / "exec"),
+                "--pidfile",
+                str(root / "docker.pid"),
+                "-H",
+                f"unix://{socket}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             preexec_fn=raise_nofile_limit,  # as the systemd units do (LimitNOFILE)
         )
         engine = Engine(root, socket, netns, data_root)
         deadline = time.monotonic() + 60
         while subprocess.run(["docker", "-H", f"unix://{socket}", "info"], capture_output=True).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("dockerd did not start with the rendered daemon.json:\n"
-                            + (root / "dockerd.log").read_text(errors="replace")[-3000:])
+                pytest.fail(
+                    "dockerd did not start with the rendered daemon.json:\n"
+                    + (root / "dockerd.log").read_text(errors="replace")[-3000:]
+                )
             time.sleep(0.5)
         yield engine
     finally:
         if proc is not None:
             # live-restore keeps containers alive when dockerd stops: remove them first.
-            ids = subprocess.run(["docker", "-H", f"unix://{socket}", "ps", "-aq"], capture_output=True, text=True).stdout.split()
+            ids = subprocess.run(
+                ["docker", "-H", f"unix://{socket}", "ps", "-aq"], capture_output=True, text=True
+            ).stdout.split()
             if ids:
                 subprocess.run(["docker", "-H", f"unix://{socket}", "rm", "-f", *ids], capture_output=True)
             dockerd_pid, children = proc.pid, child_pids(proc.pid)
@@ -122,8 +148,15 @@ def test_user_networks_come_from_the_cage_pool(engine: Engine) -> None:
 @pytest.fixture(scope="module")
 def probe_container(engine: Engine) -> dict:
     """A container that floods its log past the rotation limit, then reports what it sees inside."""
-    engine.docker("import", "--change", 'CMD ["/bin/sh"]', "-", IMAGE, input=busybox_rootfs_tar().decode("latin-1"),
-                  encoding="latin-1")
+    engine.docker(
+        "import",
+        "--change",
+        'CMD ["/bin/sh"]',
+        "-",
+        IMAGE,
+        input=busybox_rootfs_tar().decode("latin-1"),
+        encoding="latin-1",
+    )
     script = (
         # ~34 MB of log lines: more than three times max-size, so rotation must have happened.
         "busybox head -c 31000000 /dev/zero | busybox tr '\\0' x | busybox fold -w 1000; echo; "
@@ -134,8 +167,22 @@ def probe_container(engine: Engine) -> dict:
         "echo CGROUPS=$(busybox cut -d: -f3 /proc/self/cgroup | busybox sort -u)"
     )
     name = "probe-" + secrets.token_hex(3)
-    engine.docker("run", "--name", name, "--network", "none", "--label", f"{LABEL_CLAW}=probe-claw",
-                  "--label", f"{LABEL_ORG}=acme", IMAGE, "/bin/sh", "-c", script, timeout=180)
+    engine.docker(
+        "run",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--label",
+        f"{LABEL_CLAW}=probe-claw",
+        "--label",
+        f"{LABEL_ORG}=acme",
+        IMAGE,
+        "/bin/sh",
+        "-c",
+        script,
+        timeout=180,
+    )
     (inspected,) = json.loads(engine.docker("inspect", name).stdout)
     tail = engine.docker("logs", "--tail", "5", name).stdout.splitlines()
     report = dict(line.split("=", 1) for line in tail)

@@ -13,14 +13,24 @@ from pathlib import Path
 import pytest
 
 from components.hostconfig import NFT_TABLE
-from tests.host.conftest import busybox_rootfs_tar, child_pids, release_engine_files, require_root, require_tool, run, stop_pid
+from tests.host.conftest import (
+    busybox_rootfs_tar,
+    child_pids,
+    release_engine_files,
+    require_root,
+    require_tool,
+    run,
+    stop_pid,
+)
 from tools import engine as engine_tool
 from tools.engine import EnginePaths, desired_files, host_resolvers
 
 
 def test_host_resolvers_keep_ipv4_and_drop_loopback() -> None:
-    resolv = "# generated\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\n" \
-             "nameserver 2001:db8::53\nsearch example\nnameserver 10.255.255.53\nnameserver bogus\n"
+    resolv = (
+        "# generated\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\n"
+        "nameserver 2001:db8::53\nsearch example\nnameserver 10.255.255.53\nnameserver bogus\n"
+    )
     assert host_resolvers(resolv) == ["10.255.255.53"]
     assert host_resolvers("nameserver 127.0.0.53\n") == []
 
@@ -44,9 +54,15 @@ def private_paths() -> Iterator[EnginePaths]:
     root.chmod(0o711)  # userns-remap: the remapped root must traverse to its data directory
     run(["ip", "netns", "add", netns])
     paths = EnginePaths(
-        daemon_json=root / "daemon.json", firewall=root / "firewall.nft", socket=root / "docker.sock",
-        pidfile=root / "docker.pid", log=root / "dockerd.log", state=root / "engine.json",
-        data_root=root / "data", exec_root=root / "exec", netns=netns,
+        daemon_json=root / "daemon.json",
+        firewall=root / "firewall.nft",
+        socket=root / "docker.sock",
+        pidfile=root / "docker.pid",
+        log=root / "dockerd.log",
+        state=root / "engine.json",
+        data_root=root / "data",
+        exec_root=root / "exec",
+        netns=netns,
     )
     try:
         yield paths
@@ -105,10 +121,27 @@ def test_cli_reports_bad_firewall_without_starting(private_paths: EnginePaths, m
     """Fail closed: when nft refuses the rules, dockerd is not started and nft's own message is shown."""
     monkeypatch.setattr(engine_tool, "render_nftables", lambda **kw: "table inet clawstaff { chain c { nonsense } }\n")
     paths = private_paths
-    argv = ["start", "--netns", paths.netns, "--daemon-json", str(paths.daemon_json), "--firewall",
-            str(paths.firewall), "--socket", str(paths.socket), "--pidfile", str(paths.pidfile), "--log",
-            str(paths.log), "--state", str(paths.state), "--data-root", str(paths.data_root), "--exec-root",
-            str(paths.exec_root)]
+    argv = [
+        "start",
+        "--netns",
+        paths.netns,
+        "--daemon-json",
+        str(paths.daemon_json),
+        "--firewall",
+        str(paths.firewall),
+        "--socket",
+        str(paths.socket),
+        "--pidfile",
+        str(paths.pidfile),
+        "--log",
+        str(paths.log),
+        "--state",
+        str(paths.state),
+        "--data-root",
+        str(paths.data_root),
+        "--exec-root",
+        str(paths.exec_root),
+    ]
     assert engine_tool.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"engine: nft refused {paths.firewall}:") and "syntax error" in err
@@ -125,16 +158,34 @@ def test_switching_to_userns_remap_carries_tagged_images(private_paths: EnginePa
     plain = paths.daemon_json.parent / "plain.json"
     plain.write_text("{}\n")
     subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{paths.netns}", "dockerd", "--config-file", str(plain), "--pidfile",
-         str(paths.pidfile), "-H", f"unix://{paths.socket}", "--data-root", str(paths.data_root), "--exec-root",
-         str(paths.exec_root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        [
+            "nsenter",
+            f"--net=/run/netns/{paths.netns}",
+            "dockerd",
+            "--config-file",
+            str(plain),
+            "--pidfile",
+            str(paths.pidfile),
+            "-H",
+            f"unix://{paths.socket}",
+            "--data-root",
+            str(paths.data_root),
+            "--exec-root",
+            str(paths.exec_root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
     )
     before = engine_tool._wait_for_engine(paths)
     assert "name=userns" not in before["SecurityOptions"]
     docker = ["docker", "-H", f"unix://{paths.socket}"]
-    subprocess.run([*docker, "import", "-", "clawstaff-test/carried:1"], input=busybox_rootfs_tar(), check=True,
-                   capture_output=True)
+    subprocess.run(
+        [*docker, "import", "-", "clawstaff-test/carried:1"],
+        input=busybox_rootfs_tar(),
+        check=True,
+        capture_output=True,
+    )
 
     line = engine_tool.start(paths, "nameserver 10.1.2.3\n")
     assert "userns-remap=on" in line and "carried 1 images" in line

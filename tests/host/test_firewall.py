@@ -32,7 +32,9 @@ def test_nft_check_is_a_real_check(tmp_path: Path) -> None:
     """Control: nft -c rejects a corrupted rule, so the passing check above means something."""
     nft = require_tool("nft")
     rules = tmp_path / "firewall.nft"
-    rules.write_text(render_nftables(ssh_allowed_cidrs=["203.0.113.0/24"]).replace("fib daddr type local", "fib daddr type nowhere"))
+    rules.write_text(
+        render_nftables(ssh_allowed_cidrs=["203.0.113.0/24"]).replace("fib daddr type local", "fib daddr type nowhere")
+    )
     assert subprocess.run([nft, "-c", "-f", str(rules)], capture_output=True).returncode != 0
 
 
@@ -42,7 +44,11 @@ def test_loading_twice_replaces_only_our_table(namespaces: Namespaces, tmp_path:
     rules = tmp_path / "firewall.nft"
     rules.write_text(render_nftables(ssh_allowed_cidrs=["203.0.113.0/24"]))
     # Stand-in for Docker's iptables-nft tables, which must survive every reload of ours.
-    namespaces.exec(host, "nft", "add table ip filter; add chain ip filter DOCKER-USER; add rule ip filter DOCKER-USER counter return")
+    namespaces.exec(
+        host,
+        "nft",
+        "add table ip filter; add chain ip filter DOCKER-USER; add rule ip filter DOCKER-USER counter return",
+    )
     namespaces.exec(host, "nft", "-f", str(rules))
     namespaces.exec(host, "nft", "-f", str(rules))
     tables = namespaces.exec(host, "nft", "list", "tables").stdout.split("\n")
@@ -115,7 +121,9 @@ def test_rules_isolate_cages_and_proxies(namespaces: Namespaces, topology: dict[
     assert observed == expectations
 
 
-def test_guarded_input_admits_ssh_only_from_allowed_cidrs(namespaces: Namespaces, topology: dict[str, str], tmp_path: Path) -> None:
+def test_guarded_input_admits_ssh_only_from_allowed_cidrs(
+    namespaces: Namespaces, topology: dict[str, str], tmp_path: Path
+) -> None:
     ns, host, world = namespaces, topology["host"], topology["world"]
     ns.listen(host, 22)
     rules = tmp_path / "firewall.nft"

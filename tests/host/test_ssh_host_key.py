@@ -46,7 +46,18 @@ def test_ssh_keygen_accepts_the_key_for_signing(key_file, tmp_path: Path) -> Non
     allowed.write_text(f"host@clawstaff {key.public_openssh}\n")
     with open(message) as stdin:
         run(
-            [keygen, "-Y", "verify", "-f", str(allowed), "-I", "host@clawstaff", "-n", "clawstaff-test",
-             "-s", f"{message}.sig"],
+            [
+                keygen,
+                "-Y",
+                "verify",
+                "-f",
+                str(allowed),
+                "-I",
+                "host@clawstaff",
+                "-n",
+                "clawstaff-test",
+                "-s",
+                f"{message}.sig",
+            ],
             stdin=stdin,
         )

@@ -64,16 +64,26 @@ class Scorecard:
     notes: list[str] = field(default_factory=list)
 
     def record(self, group: str, probe: str, expected: str, observed: Any, ok: bool) -> bool:
-        self.rows.append({"group": group, "probe": probe, "expected": expected,
-                          "observed": observed if isinstance(observed, str) else json.dumps(observed, default=str),
-                          "verdict": "PASS" if ok else "FAIL"})
+        self.rows.append(
+            {
+                "group": group,
+                "probe": probe,
+                "expected": expected,
+                "observed": observed if isinstance(observed, str) else json.dumps(observed, default=str),
+                "verdict": "PASS" if ok else "FAIL",
+            }
+        )
         self.write()
         return ok
 
     def write(self) -> None:
         REPORT_JSON.parent.mkdir(parents=True, exist_ok=True)
-        document = {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "bench_changes": self.notes, "rows": self.rows, "latency": self.latency}
+        document = {
+            "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "bench_changes": self.notes,
+            "rows": self.rows,
+            "latency": self.latency,
+        }
         tmp = REPORT_JSON.with_suffix(".tmp")
         tmp.write_text(json.dumps(document, indent=2) + "\n")
         tmp.replace(REPORT_JSON)
@@ -89,7 +99,7 @@ def random_secret(path: str) -> str:
 
 def _fill_secrets(node: Any, found: dict[str, str]) -> Any:
     if is_secret_placeholder(node):
-        path = node[len("[secret:"):-1]
+        path = node[len("[secret:") : -1]
         found[path] = random_secret(path)
         return found[path]
     if isinstance(node, dict):
@@ -139,13 +149,17 @@ def bench_graph(evaluation: mockrun.Evaluation, config, scorecard: Scorecard) ->
     for r in evaluation.resources:
         if r.type == replay.LOCAL_COMMAND and r.name.endswith("-proxy-config"):
             claw = claws[r.name[: -len("-proxy-config")]]
-            production = render_proxy_config(claw=claw.name, org=claw.org,
-                                             allowlist=egress_allowlist(claw.egress, config.control_plane))
+            production = render_proxy_config(
+                claw=claw.name, org=claw.org, allowlist=egress_allowlist(claw.egress, config.control_plane)
+            )
             if r.inputs.get("stdin") != production:
                 raise AssertionError(f"{r.name}: the program's proxy config is not the production rendering")
-            text = render_proxy_config(claw=claw.name, org=claw.org,
-                                       allowlist=egress_allowlist(claw.egress, config.control_plane),
-                                       bench_allow_cidrs=[f"{OUTSIDE_IP}/32"])
+            text = render_proxy_config(
+                claw=claw.name,
+                org=claw.org,
+                allowlist=egress_allowlist(claw.egress, config.control_plane),
+                bench_allow_cidrs=[f"{OUTSIDE_IP}/32"],
+            )
             configs[claw.name] = text
             r = dataclasses.replace(r, inputs={**r.inputs, "stdin": text})
         out.append(r)
@@ -153,22 +167,28 @@ def bench_graph(evaluation: mockrun.Evaluation, config, scorecard: Scorecard) ->
     for r in out:
         if r.type == replay.CONTAINER and r.name.endswith("-proxy"):
             claw = r.name[: -len("-proxy")]
-            labels = [dict(l) if l["label"] != "clawstaff.config-sha256"
-                      else {"label": l["label"], "value": hashlib.sha256(configs[claw].encode()).hexdigest()}
-                      for l in r.inputs["labels"]]
+            labels = [
+                dict(l)
+                if l["label"] != "clawstaff.config-sha256"
+                else {"label": l["label"], "value": hashlib.sha256(configs[claw].encode()).hexdigest()}
+                for l in r.inputs["labels"]
+            ]
             if "hosts" in r.inputs:
                 raise AssertionError(f"{r.name}: the program now sets hosts; the bench would overwrite them")
             r = dataclasses.replace(r, inputs={**r.inputs, "labels": labels, "hosts": hosts})
         final.append(r)
-    scorecard.notes.append(f"proxies: squid.conf re-rendered with bench_allow_cidrs=[{OUTSIDE_IP}/32] "
-                           "(production config checked identical otherwise)")
+    scorecard.notes.append(
+        f"proxies: squid.conf re-rendered with bench_allow_cidrs=[{OUTSIDE_IP}/32] "
+        "(production config checked identical otherwise)"
+    )
     scorecard.notes.append("proxies: hosts table " + ", ".join(f"{h['host']}={h['ip']}" for h in hosts))
     return dataclasses.replace(evaluation, resources=final)
 
 
 # --- the outside world ------------------------------------------------------------------------------------
 
-TLS_SERVER = r"""
+TLS_SERVER = (
+    r"""
 import socket, ssl, sys, threading
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
 def serve(port):
@@ -183,7 +203,9 @@ def serve(port):
 for p in (443, 8443):
     threading.Thread(target=serve, args=(p,), daemon=True).start()
 threading.Event().wait()
-""" % GREETING
+"""
+    % GREETING
+)
 
 # Plain TCP greeter and UDP echo on every host address, and on the metadata stand-in (port 80).
 HOST_SERVICE = r"""
@@ -204,7 +226,8 @@ threading.Event().wait()
 """ % (HOST_SERVICE_TCP, HOST_SERVICE_UDP, METADATA_IP)
 
 # Answers every A query with the outside server's address and logs every name it is asked.
-DNS_SERVER = r"""
+DNS_SERVER = (
+    r"""
 import socket, struct
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 53))
 while True:
@@ -219,7 +242,9 @@ while True:
         s.sendto(struct.pack(">HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + answer, peer)
     except Exception as e:
         print("BAD", repr(e), flush=True)
-""" % OUTSIDE_IP
+"""
+    % OUTSIDE_IP
+)
 
 
 def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -238,16 +263,23 @@ def _self_signed(names: list[str], workdir: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clawstaff bench outside")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = workdir / "cert.pem", workdir / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -268,8 +300,12 @@ class OutsideWorld:
         _sh("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS, "netns", NETNS)
         _sh("ip", "addr", "add", f"{OUTSIDE_GW}/24", "dev", VETH_HOST)
         _sh("ip", "link", "set", VETH_HOST, "up")
-        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", VETH_NS],
-                    ["ip", "link", "set", VETH_NS, "up"], ["ip", "route", "add", "default", "via", OUTSIDE_GW]):
+        for cmd in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", VETH_NS],
+            ["ip", "link", "set", VETH_NS, "up"],
+            ["ip", "route", "add", "default", "via", OUTSIDE_GW],
+        ):
             _sh("ip", "netns", "exec", NETNS, *cmd)
         # A dummy interface would do, but this kernel has no dummy driver: a veth pair whose both
         # ends stay in the host namespace carries the address just the same.
@@ -280,20 +316,23 @@ class OutsideWorld:
         cert, key = _self_signed(self.tls_names, self.workdir)
         self.cert_pem = cert.read_text()
         python = "/usr/bin/python3"
-        self._spawn(["ip", "netns", "exec", NETNS, python, "-c", TLS_SERVER, str(cert), str(key)],
-                    self.workdir / "tls.log")
+        self._spawn(
+            ["ip", "netns", "exec", NETNS, python, "-c", TLS_SERVER, str(cert), str(key)], self.workdir / "tls.log"
+        )
         self._spawn([python, "-c", HOST_SERVICE], self.service_log)
         self._spawn([python, "-c", DNS_SERVER], self.dns_log)
         time.sleep(0.5)
         for p in self.processes:
             if p.poll() is not None:
-                raise RuntimeError(f"an outside-world server exited at start: {p.args[:4]} "
-                                   f"(logs in {self.workdir})")
+                raise RuntimeError(f"an outside-world server exited at start: {p.args[:4]} (logs in {self.workdir})")
 
     def _spawn(self, argv: list[str], log: Path) -> None:
         with open(log, "ab") as out:
-            self.processes.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                                   stdin=subprocess.DEVNULL, start_new_session=True))
+            self.processes.append(
+                subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            )
 
     def dns_queries(self) -> str:
         return self.dns_log.read_text() if self.dns_log.exists() else ""
@@ -350,8 +389,16 @@ class Bench:
         return net.attrs["IPAM"]["Config"][0]["Gateway"].split("/")[0]
 
     # -- running code in a cage as the claw's user (the image's user; no shell in it)
-    def exec(self, container_name: str, code: str, arg: Any = None, *, timeout: int = 30,
-             env: dict[str, str] | None = None, entrypoint: list[str] | None = None) -> subprocess.CompletedProcess:
+    def exec(
+        self,
+        container_name: str,
+        code: str,
+        arg: Any = None,
+        *,
+        timeout: int = 30,
+        env: dict[str, str] | None = None,
+        entrypoint: list[str] | None = None,
+    ) -> subprocess.CompletedProcess:
         argv = ["docker", "exec", "-i"]
         for k, v in (env or {}).items():
             argv += ["-e", f"{k}={v}"]
@@ -365,8 +412,9 @@ class Bench:
         result = self.exec(container_name, code, arg, timeout=timeout)
         lines = [l for l in result.stdout.splitlines() if l.strip()]
         if result.returncode != 0 or not lines:
-            raise AssertionError(f"probe in {container_name} failed ({result.returncode}): "
-                                 f"{result.stderr.strip()[-1500:]}")
+            raise AssertionError(
+                f"probe in {container_name} failed ({result.returncode}): {result.stderr.strip()[-1500:]}"
+            )
         return json.loads(lines[-1])
 
     def popen_probe(self, container_name: str, code: str, arg: Any = None, *, timeout: int = 30) -> subprocess.Popen:
@@ -406,8 +454,10 @@ def start_bench(scorecard: Scorecard) -> Bench:
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
-            raise RuntimeError(f"Pulumi.local.yaml pins {image}, which this engine does not have: build the images "
-                               "with `make images` (reproducible: the same IDs) and check the pins") from None
+            raise RuntimeError(
+                f"Pulumi.local.yaml pins {image}, which this engine does not have: build the images "
+                "with `make images` (reproducible: the same IDs) and check the pins"
+            ) from None
     leftovers = replay.purge(stack.evaluation)
     if leftovers:
         raise RuntimeError("could not clear an earlier bench's leftovers: " + "; ".join(leftovers))

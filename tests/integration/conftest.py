@@ -42,6 +42,7 @@ def docker_client():
 def _ensure_image(client, name: str) -> str:
     """The image ID of clawstaff/<name>:<version>, built with images/build.py if it is missing."""
     import docker.errors
+
     tag = f"clawstaff/{name}:{IMAGE_VERSION}"
     try:
         return client.images.get(tag).id
@@ -49,8 +50,9 @@ def _ensure_image(client, name: str) -> str:
         pass
     if os.geteuid() != 0:
         _unavailable(f"{tag} is not built and building it needs root (make images)")
-    result = subprocess.run([sys.executable, str(ROOT / "images" / "build.py"), name],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "images" / "build.py"), name], capture_output=True, text=True, timeout=900
+    )
     if result.returncode != 0:
         pytest.fail(f"building {tag} failed:\n{result.stderr[-3000:]}")
     return client.images.get(tag).id
@@ -69,6 +71,7 @@ def egress_proxy_image(docker_client) -> str:
 @pytest.fixture
 def run_to_completion(docker_client):
     """run(image, timeout=60, **docker_run_kwargs) -> (exit code, stdout, stderr); removes the container."""
+
     def run(image: str, *, timeout: int = 60, **kwargs) -> tuple[int, str, str]:
         container = docker_client.containers.run(image, detach=True, **kwargs)
         try:
@@ -78,17 +81,26 @@ def run_to_completion(docker_client):
             return status["StatusCode"], out, err
         finally:
             container.remove(force=True)
+
     return run
 
 
 @pytest.fixture
 def hardened():
     """hardened(**extra) -> the docker run options of a cage (the README's isolation contract)."""
+
     def options(**extra) -> dict:
-        base = dict(read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                    tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"}, pids_limit=128,
-                    mem_limit="256m", labels={"clawstaff.test": "integration"})
+        base = dict(
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"},
+            pids_limit=128,
+            mem_limit="256m",
+            labels={"clawstaff.test": "integration"},
+        )
         return base | extra
+
     return options
 
 

@@ -18,14 +18,28 @@ from pathlib import Path
 import pytest
 
 from components import conventions, local_images
-from components.sealing import (CLAW_ENV, cage_key_file_text, derive_cage_key, open_credentials,
-                                seal_credentials)
+from components.sealing import CLAW_ENV, cage_key_file_text, derive_cage_key, open_credentials, seal_credentials
 
 pytestmark = pytest.mark.integration
 
-FORBIDDEN = {"bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash", "bin/dash", "usr/bin/dash",
-             "usr/bin/apt", "usr/bin/apt-get", "usr/bin/dpkg", "usr/bin/perl", "usr/bin/su",
-             "usr/bin/busybox", "usr/bin/sudo", "usr/bin/passwd", "usr/bin/mount", "usr/sbin/sshd"}
+FORBIDDEN = {
+    "bin/sh",
+    "usr/bin/sh",
+    "bin/bash",
+    "usr/bin/bash",
+    "bin/dash",
+    "usr/bin/dash",
+    "usr/bin/apt",
+    "usr/bin/apt-get",
+    "usr/bin/dpkg",
+    "usr/bin/perl",
+    "usr/bin/su",
+    "usr/bin/busybox",
+    "usr/bin/sudo",
+    "usr/bin/passwd",
+    "usr/bin/mount",
+    "usr/sbin/sshd",
+}
 FORBIDDEN_BASENAMES = {"sh", "bash", "dash", "zsh", "busybox", "apt", "apt-get", "dpkg", "dpkg-deb", "sshd"}
 SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-integration-0123456789", "SLACK_BOT_TOKEN": "xoxb-ünïcode-42"}
 CLAW = "acme-support"
@@ -87,8 +101,8 @@ def test_image_id_is_the_pinnable_reference(docker_client, image):
 
 def test_a_shell_cannot_be_started(docker_client, claw_runtime_image):
     import docker.errors
-    container = docker_client.containers.create(claw_runtime_image, entrypoint=["/bin/sh"],
-                                                command=["-c", "id"])
+
+    container = docker_client.containers.create(claw_runtime_image, entrypoint=["/bin/sh"], command=["-c", "id"])
     try:
         with pytest.raises(docker.errors.APIError, match="no such file or directory"):
             container.start()
@@ -99,12 +113,15 @@ def test_a_shell_cannot_be_started(docker_client, claw_runtime_image):
 def test_python_and_cage_init_are_there(docker_client, claw_runtime_image, run_to_completion, hardened):
     attrs = docker_client.images.get(claw_runtime_image).attrs["Config"]
     assert attrs["Entrypoint"] == ["/usr/local/bin/cage-init"]
-    script = ("import os, ssl, json; from cryptography.hazmat.primitives.ciphers.aead import AESSIV; "
-              "ctx = ssl.create_default_context(); "
-              "print(json.dumps({'uid': os.getuid(), 'cas': ctx.cert_store_stats()['x509_ca'], "
-              "'cage_init': os.access('/usr/local/bin/cage-init', os.X_OK)}))")
-    code, out, err = run_to_completion(claw_runtime_image, entrypoint=["/usr/bin/python3"],
-                                       command=["-c", script], network_mode="none", **hardened())
+    script = (
+        "import os, ssl, json; from cryptography.hazmat.primitives.ciphers.aead import AESSIV; "
+        "ctx = ssl.create_default_context(); "
+        "print(json.dumps({'uid': os.getuid(), 'cas': ctx.cert_store_stats()['x509_ca'], "
+        "'cage_init': os.access('/usr/local/bin/cage-init', os.X_OK)}))"
+    )
+    code, out, err = run_to_completion(
+        claw_runtime_image, entrypoint=["/usr/bin/python3"], command=["-c", script], network_mode="none", **hardened()
+    )
     assert code == 0, err
     facts = json.loads(out)
     assert facts["uid"] != 0 and facts["cas"] > 100 and facts["cage_init"]
@@ -120,15 +137,14 @@ def key_dir(tmp_path: Path) -> Path:
     return key_dir
 
 
-def run_cage(run_to_completion, hardened, image, key_file: Path | None, env: dict[str, str],
-             command: list[str]):
+def run_cage(run_to_completion, hardened, image, key_file: Path | None, env: dict[str, str], command: list[str]):
     volumes = {str(key_file): {"bind": conventions.CAGE_KEY_MOUNT, "mode": "ro"}} if key_file else {}
-    return run_to_completion(image, command=command, environment=env, volumes=volumes,
-                             network_mode="none", **hardened())
+    return run_to_completion(
+        image, command=command, environment=env, volumes=volumes, network_mode="none", **hardened()
+    )
 
 
-PRINT_ENV = ["/usr/bin/python3", "-c",
-             "import os, json; print(json.dumps(dict(os.environ)))"]
+PRINT_ENV = ["/usr/bin/python3", "-c", "import os, json; print(json.dumps(dict(os.environ)))"]
 
 
 def write_key(key_dir: Path, key: bytes) -> Path:
@@ -138,24 +154,24 @@ def write_key(key_dir: Path, key: bytes) -> Path:
     return path
 
 
-def test_cage_init_opens_components_sealing_and_execs_the_claw(claw_runtime_image, run_to_completion,
-                                                               hardened, key_dir):
+def test_cage_init_opens_components_sealing_and_execs_the_claw(
+    claw_runtime_image, run_to_completion, hardened, key_dir
+):
     key = derive_cage_key("integration-sealing-key", CLAW)
     env = {conventions.SEALED_ENV: seal_credentials(key, CLAW, SECRETS), CLAW_ENV: CLAW}
-    code, out, err = run_cage(run_to_completion, hardened, claw_runtime_image, write_key(key_dir, key),
-                              env, PRINT_ENV)
+    code, out, err = run_cage(run_to_completion, hardened, claw_runtime_image, write_key(key_dir, key), env, PRINT_ENV)
     assert code == 0, err
     seen = json.loads(out)
     assert {k: seen[k] for k in SECRETS} == SECRETS
-    assert conventions.SEALED_ENV not in seen          # the ciphertext is gone from the claw's env
+    assert conventions.SEALED_ENV not in seen  # the ciphertext is gone from the claw's env
     assert seen[CLAW_ENV] == CLAW
-    assert err == ""                                    # cage-init says nothing on success
+    assert err == ""  # cage-init says nothing on success
 
 
-@pytest.mark.parametrize("case", ["wrong key", "other claw", "tampered", "no key file", "no sealed env",
-                                  "malformed key file"])
-def test_cage_init_fails_closed_without_leaking(claw_runtime_image, run_to_completion, hardened,
-                                                key_dir, case):
+@pytest.mark.parametrize(
+    "case", ["wrong key", "other claw", "tampered", "no key file", "no sealed env", "malformed key file"]
+)
+def test_cage_init_fails_closed_without_leaking(claw_runtime_image, run_to_completion, hardened, key_dir, case):
     key = derive_cage_key("integration-sealing-key", CLAW)
     sealed = seal_credentials(key, CLAW, SECRETS)
     env = {conventions.SEALED_ENV: sealed, CLAW_ENV: CLAW}
@@ -173,8 +189,9 @@ def test_cage_init_fails_closed_without_leaking(claw_runtime_image, run_to_compl
     elif case == "malformed key file":
         os.chmod(key_file, 0o644)
         key_file.write_text("this is not a key\n")
-    code, out, err = run_cage(run_to_completion, hardened, claw_runtime_image, key_file, env,
-                              ["/usr/bin/python3", "-c", "print('CLAW RAN')"])
+    code, out, err = run_cage(
+        run_to_completion, hardened, claw_runtime_image, key_file, env, ["/usr/bin/python3", "-c", "print('CLAW RAN')"]
+    )
     assert code != 0
     assert "CLAW RAN" not in out
     assert err.startswith("cage-init: ") and "Traceback" not in err
@@ -194,22 +211,26 @@ print("clawcage-v1:" + base64.b64encode(blob).decode())
 """
 
 
-def test_the_image_cryptography_seals_what_components_open(claw_runtime_image, run_to_completion,
-                                                           hardened, key_dir):
+def test_the_image_cryptography_seals_what_components_open(claw_runtime_image, run_to_completion, hardened, key_dir):
     key = derive_cage_key("integration-sealing-key", CLAW)
     key_file = write_key(key_dir, key)
     code, out, err = run_to_completion(
-        claw_runtime_image, entrypoint=["/usr/bin/python3"], command=["-c", SEAL_IN_CONTAINER],
+        claw_runtime_image,
+        entrypoint=["/usr/bin/python3"],
+        command=["-c", SEAL_IN_CONTAINER],
         volumes={str(key_file): {"bind": conventions.CAGE_KEY_MOUNT, "mode": "ro"}},
-        network_mode="none", **hardened())
+        network_mode="none",
+        **hardened(),
+    )
     assert code == 0, err
     sealed = out.strip()
     assert open_credentials(key, CLAW, sealed) == {"DB_PASSWORD": "pw-from-container"}
     assert sealed == seal_credentials(key, CLAW, {"DB_PASSWORD": "pw-from-container"})  # same bytes
 
 
-def test_cage_init_cannot_be_redirected_by_python_env(claw_runtime_image, run_to_completion, hardened,
-                                                     key_dir, tmp_path):
+def test_cage_init_cannot_be_redirected_by_python_env(
+    claw_runtime_image, run_to_completion, hardened, key_dir, tmp_path
+):
     # cage-init runs `python3 -I`: a PYTHONPATH in the container env does not run code beside the key.
     evil = tmp_path / "evil"
     evil.mkdir()
@@ -218,18 +239,30 @@ def test_cage_init_cannot_be_redirected_by_python_env(claw_runtime_image, run_to
     os.chmod(evil / "sitecustomize.py", 0o644)
     key = derive_cage_key("integration-sealing-key", CLAW)
     key_file = write_key(key_dir, key)
-    env = {conventions.SEALED_ENV: seal_credentials(key, CLAW, SECRETS), CLAW_ENV: CLAW,
-           "PYTHONPATH": "/opt/evil"}
-    volumes = {str(key_file): {"bind": conventions.CAGE_KEY_MOUNT, "mode": "ro"},
-               str(evil): {"bind": "/opt/evil", "mode": "ro"}}
+    env = {conventions.SEALED_ENV: seal_credentials(key, CLAW, SECRETS), CLAW_ENV: CLAW, "PYTHONPATH": "/opt/evil"}
+    volumes = {
+        str(key_file): {"bind": conventions.CAGE_KEY_MOUNT, "mode": "ro"},
+        str(evil): {"bind": "/opt/evil", "mode": "ro"},
+    }
     # Control: without -I the same env does inject (so the check below can fail).
-    code, _, err = run_to_completion(claw_runtime_image, entrypoint=["/usr/bin/python3"],
-                                     command=["-c", "pass"], environment=env, volumes=volumes,
-                                     network_mode="none", **hardened())
+    code, _, err = run_to_completion(
+        claw_runtime_image,
+        entrypoint=["/usr/bin/python3"],
+        command=["-c", "pass"],
+        environment=env,
+        volumes=volumes,
+        network_mode="none",
+        **hardened(),
+    )
     assert code == 0 and "INJECTED" in err
-    code, out, err = run_to_completion(claw_runtime_image,
-                                       command=["/usr/bin/python3", "-I", "-c", "print('ok')"],
-                                       environment=env, volumes=volumes, network_mode="none", **hardened())
+    code, out, err = run_to_completion(
+        claw_runtime_image,
+        command=["/usr/bin/python3", "-I", "-c", "print('ok')"],
+        environment=env,
+        volumes=volumes,
+        network_mode="none",
+        **hardened(),
+    )
     assert code == 0, err
     assert out.strip() == "ok" and "INJECTED" not in err
 
@@ -238,14 +271,18 @@ def test_claw_runtime_rebuilds_byte_identical(docker_client, claw_runtime_image,
     """Build twice from the lock: the layer tar and so the image ID come out the same."""
     import subprocess
     import sys
+
     if os.geteuid() != 0:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("building the images needs root (mmdebstrap --mode=root); CI runs as root")
         pytest.skip("building the images needs root (mmdebstrap --mode=root)")
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, str(root / "images" / "build.py"), "--twice",
-                           "--build-dir", str(tmp_path), "claw-runtime"],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(root / "images" / "build.py"), "--twice", "--build-dir", str(tmp_path), "claw-runtime"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     built = json.loads((tmp_path / "images.json").read_text())["claw-runtime"]
     assert built["reproducible"] == "byte-identical"

@@ -42,8 +42,9 @@ def recorded() -> dict:
 
 
 def _check(build_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*BUILD, "--check", "--build-dir", str(build_dir), *extra],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [*BUILD, "--check", "--build-dir", str(build_dir), *extra], capture_output=True, text=True, timeout=600
+    )
 
 
 def _archive_moved_since(record: dict, output: str) -> bool:
@@ -90,18 +91,22 @@ def test_a_stale_lock_never_fails_the_build(recorded, tmp_path):
     (lock_dir / "egress-proxy").mkdir(parents=True)
     versions = {n: m["version"] for n, m in recorded["egress-proxy"]["packages"].items()}
     versions["libdbi-perl"] = GONE_VERSION  # the version that broke the old, pinned build
-    (lock_dir / "egress-proxy" / "packages.lock").write_text(
-        "".join(f"{n}={v}\n" for n, v in sorted(versions.items())))
-    done = subprocess.run([*BUILD, "--build-dir", str(tmp_path / "build"), "--lock-dir", str(lock_dir),
-                           "--no-load", "egress-proxy"], capture_output=True, text=True, timeout=900)
+    (lock_dir / "egress-proxy" / "packages.lock").write_text("".join(f"{n}={v}\n" for n, v in sorted(versions.items())))
+    done = subprocess.run(
+        [*BUILD, "--build-dir", str(tmp_path / "build"), "--lock-dir", str(lock_dir), "--no-load", "egress-proxy"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     built = json.loads((tmp_path / "build" / "images.json").read_text())["egress-proxy"]
     served = built["packages"].get("libdbi-perl", {}).get("version")
     expected = f"libdbi-perl: {GONE_VERSION} -> {served}" if served else f"libdbi-perl: {GONE_VERSION}, no longer"
     assert expected in done.stderr
     assert any(line.startswith("libdbi-perl") for line in built["lock_drift"])
-    same_set = {n: m["version"] for n, m in built["packages"].items()} == \
-        {n: m["version"] for n, m in recorded["egress-proxy"]["packages"].items()}
+    same_set = {n: m["version"] for n, m in built["packages"].items()} == {
+        n: m["version"] for n, m in recorded["egress-proxy"]["packages"].items()
+    }
     if same_set:
         assert built["id"] == recorded["egress-proxy"]["id"]  # same packages, same image, any day
         assert built["source_date_epoch"] == recorded["egress-proxy"]["source_date_epoch"]

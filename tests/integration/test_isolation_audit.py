@@ -24,9 +24,11 @@ def test_proxy_log_shows_each_request_with_claw_and_org(isolation_bench, cage):
     allowed = f"{claw.egress[0].host}:443"
     run = secrets.token_hex(4)
     forbidden = f"audit-{run}.forbidden.example:443"
-    cases = [("allowed", f"CONNECT {allowed} HTTP/1.1\r\nHost: {allowed}\r\n\r\n", claw.egress[0].host),
-             ("forbidden", f"CONNECT {forbidden} HTTP/1.1\r\nHost: {forbidden}\r\n\r\n", None),
-             ("ip", f"CONNECT {OUTSIDE_IP}:443 HTTP/1.1\r\nHost: x\r\n\r\n", None)]
+    cases = [
+        ("allowed", f"CONNECT {allowed} HTTP/1.1\r\nHost: {allowed}\r\n\r\n", claw.egress[0].host),
+        ("forbidden", f"CONNECT {forbidden} HTTP/1.1\r\nHost: {forbidden}\r\n\r\n", None),
+        ("ip", f"CONNECT {OUTSIDE_IP}:443 HTTP/1.1\r\nHost: x\r\n\r\n", None),
+    ]
     since = str(int(time.time()) - 1)
     result = bench.probe(f"claw-{cage}", THROUGH_PROXY, {"ca": bench.outside.cert_pem, "cases": cases})
     logs = ""
@@ -47,7 +49,11 @@ def test_proxy_log_shows_each_request_with_claw_and_org(isolation_bench, cage):
     leaked = [v[:10] for v in bench.stack.secret_values() if v in logs]
     ok = all(found.values()) and not leaked and result["allowed"]["status"] == 200
     example = next((l for l in lines if forbidden in l), "")
-    bench.scorecard.record(GROUP, f"{cage}: proxy log of one probe run", f"allowed + refused lines with {who}, no secret",
-                           {"found": found, "secrets in log": leaked or "none",
-                            "example": re.sub(r"\s+", " ", example)[:200]}, ok)
+    bench.scorecard.record(
+        GROUP,
+        f"{cage}: proxy log of one probe run",
+        f"allowed + refused lines with {who}, no secret",
+        {"found": found, "secrets in log": leaked or "none", "example": re.sub(r"\s+", " ", example)[:200]},
+        ok,
+    )
     assert ok, (found, leaked, lines[-5:])

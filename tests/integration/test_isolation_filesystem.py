@@ -65,8 +65,9 @@ def test_root_filesystem_is_read_only(isolation_bench):
     ok = "WROTE" not in res.values()
     bench.scorecard.record(GROUP, f"{CAGE_A}: write to the root filesystem", "EROFS/EACCES everywhere", res, ok)
     exec_result = bench.probe(f"claw-{CAGE_A}", NOEXEC)
-    bench.scorecard.record(GROUP, f"{CAGE_A}: execute a file written to /tmp", "EACCES (noexec)", exec_result,
-                           exec_result == "EACCES")
+    bench.scorecard.record(
+        GROUP, f"{CAGE_A}: execute a file written to /tmp", "EACCES (noexec)", exec_result, exec_result == "EACCES"
+    )
     assert ok and exec_result == "EACCES", (res, exec_result)
 
 
@@ -75,8 +76,13 @@ def test_tmpfs_cap(isolation_bench):
     cap = _cage(bench, CAGE_A).tmpfs
     res = bench.probe(f"claw-{CAGE_A}", FILL, {"dir": "/tmp", "limit": cap + 64 * MiB}, timeout=60)
     ok = res["error"] == "ENOSPC" and res["written"] <= cap
-    bench.scorecard.record(GROUP, f"{CAGE_A}: fill /tmp (cap {cap // MiB} MiB)", "ENOSPC at or below the cap",
-                           f"{res['error']} after {res['written'] // MiB} MiB", ok)
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A}: fill /tmp (cap {cap // MiB} MiB)",
+        "ENOSPC at or below the cap",
+        f"{res['error']} after {res['written'] // MiB} MiB",
+        ok,
+    )
     assert ok, res
 
 
@@ -85,12 +91,18 @@ def test_volume_cap_hits_only_that_cage(isolation_bench):
     cap = _cage(bench, CAGE_A).volume
     res = bench.probe(f"claw-{CAGE_A}", FILL, {"dir": "/data", "limit": cap + 64 * MiB}, timeout=120)
     ok = res["error"] == "ENOSPC" and res["written"] <= cap
-    bench.scorecard.record(GROUP, f"{CAGE_A}: fill /data (volume cap {cap // MiB} MiB)", "ENOSPC at or below the cap",
-                           f"{res['error']} after {res['written'] // MiB} MiB", ok)
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A}: fill /data (volume cap {cap // MiB} MiB)",
+        "ENOSPC at or below the cap",
+        f"{res['error']} after {res['written'] // MiB} MiB",
+        ok,
+    )
     others = {c: bench.probe(f"claw-{c}", FILL, {"dir": "/tmp", "limit": 8 * MiB}) for c in (CAGE_B, CAGE_C)}
     others_ok = all(r["error"] is None and r["written"] == 8 * MiB for r in others.values())
-    bench.scorecard.record(GROUP, "other cages write while A's volume was full", "8 MiB written, no error",
-                           others, others_ok)
+    bench.scorecard.record(
+        GROUP, "other cages write while A's volume was full", "8 MiB written, no error", others, others_ok
+    )
     assert ok and others_ok, (res, others)
 
 
@@ -140,16 +152,26 @@ def volume_marker(isolation_bench):
 def test_other_cages_find_nothing_of_a(isolation_bench, volume_marker):
     bench = isolation_bench
     marker, _name = volume_marker
-    a_key = subprocess.run(["sha256sum", cagehost.host_key_path(CAGE_A)], capture_output=True,
-                           text=True).stdout.split()[0]
+    a_key = subprocess.run(
+        ["sha256sum", cagehost.host_key_path(CAGE_A)], capture_output=True, text=True
+    ).stdout.split()[0]
     failures = []
     for cage in (CAGE_B, CAGE_C):
         res = bench.probe(f"claw-{cage}", SEARCH, {"marker": marker, "other": CAGE_A}, timeout=90)
-        ok = (not res["content_hits"] and not res["name_hits"] and not res["data_exists"]
-              and not res["foreign_mounts"] and res["key_sha256"] != a_key)
-        bench.scorecard.record(GROUP, f"{cage}: search every file for {CAGE_A}'s volume data, name, mounts, key",
-                               "nothing found; own key differs", {k: v for k, v in res.items() if k != "key_sha256"}
-                               | {"same_key_as_A": res["key_sha256"] == a_key}, ok)
+        ok = (
+            not res["content_hits"]
+            and not res["name_hits"]
+            and not res["data_exists"]
+            and not res["foreign_mounts"]
+            and res["key_sha256"] != a_key
+        )
+        bench.scorecard.record(
+            GROUP,
+            f"{cage}: search every file for {CAGE_A}'s volume data, name, mounts, key",
+            "nothing found; own key differs",
+            {k: v for k, v in res.items() if k != "key_sha256"} | {"same_key_as_A": res["key_sha256"] == a_key},
+            ok,
+        )
         if not ok:
             failures.append((cage, res))
     assert not failures, failures
@@ -164,7 +186,11 @@ def test_volume_backing_file_holds_no_plaintext(isolation_bench, volume_marker):
         content_hit = data.find(marker.encode()) != -1
         name_hit = data.find(name.encode()) != -1
     ok = not content_hit and not name_hit
-    bench.scorecard.record(GROUP, f"{CAGE_A}: volume backing file on the host", "neither the data nor the file "
-                           "name the claw wrote appears in plaintext",
-                           f"content found: {content_hit}, file name found: {name_hit}", ok)
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A}: volume backing file on the host",
+        "neither the data nor the file name the claw wrote appears in plaintext",
+        f"content found: {content_hit}, file name found: {name_hit}",
+        ok,
+    )
     assert ok

@@ -94,10 +94,14 @@ def _b_held(bench, fault: str, during: dict, rest: dict) -> bool:
     """B keeps answering: every round trip worked, and its p95 stays within 4x rest + 50 ms."""
     bench.scorecard.latency.append({"fault": fault, "neighbour": CAGE_B, **during})
     ok = during["fails"] == 0 and during["n"] >= 10 and during["p95_ms"] <= 4 * rest["p95_ms"] + 50
-    bench.scorecard.record(GROUP, f"{CAGE_B} latency during: {fault}",
-                           f"answers every time; p95 <= 4x rest ({rest['p95_ms']} ms) + 50 ms",
-                           f"n={during['n']} fails={during['fails']} p50={during['p50_ms']} p95={during['p95_ms']} "
-                           f"max={during['max_ms']} ms", ok)
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_B} latency during: {fault}",
+        f"answers every time; p95 <= 4x rest ({rest['p95_ms']} ms) + 50 ms",
+        f"n={during['n']} fails={during['fails']} p50={during['p50_ms']} p95={during['p95_ms']} "
+        f"max={during['max_ms']} ms",
+        ok,
+    )
     bench.scorecard.write()
     return ok
 
@@ -119,9 +123,14 @@ def test_fork_bomb_hits_the_cage_pids_limit(isolation_bench, at_rest):
     during = _finish(b)
     events_after = cgroup_file("pids", CAGE_A, "pids.events", leaf).read_text()
     ok = bomb["error"] == "EAGAIN" and bomb["forked"] < pids_max
-    bench.scorecard.record(GROUP, f"{CAGE_A}: fork bomb", f"EAGAIN below the cage's pids.max ({pids_max})",
-                           f"{bomb['error']} after {bomb['forked']} forks; the claw cgroup's pids.events "
-                           f"{' '.join(events_before.split())} -> {' '.join(events_after.split())}", ok)
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A}: fork bomb",
+        f"EAGAIN below the cage's pids.max ({pids_max})",
+        f"{bomb['error']} after {bomb['forked']} forks; the claw cgroup's pids.events "
+        f"{' '.join(events_before.split())} -> {' '.join(events_after.split())}",
+        ok,
+    )
     held = _b_held(bench, "fork bomb in A", during, at_rest)
     assert ok and held, (bomb, during)
 
@@ -139,8 +148,13 @@ def test_memory_hog_is_oom_killed_and_the_claw_restarts_within_its_bound(isolati
     kills_after = _oom_kills(oom_control)
     limit = int(cgroup_file("memory", CAGE_A, "memory.limit_in_bytes", claw_id).read_text())
     ok = hog.returncode == 137 and kills_after > kills_before
-    bench.scorecard.record(GROUP, f"{CAGE_A}: memory hog", f"OOM-killed at the claw's limit ({limit // MiB} MiB)",
-                           f"exit {hog.returncode}; oom_kill {kills_before} -> {kills_after}", ok)
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A}: memory hog",
+        f"OOM-killed at the claw's limit ({limit // MiB} MiB)",
+        f"exit {hog.returncode}; oom_kill {kills_before} -> {kills_after}",
+        ok,
+    )
     held = _b_held(bench, "memory hog in A", during, at_rest)
 
     # The claw itself dies (as the OOM killer would kill it): Docker restarts it, within its bound.
@@ -163,13 +177,20 @@ out("the claw's own process was not found in the cage")
             break
         time.sleep(0.3)
     policy = claw.attrs["HostConfig"]["RestartPolicy"]
-    restarted = (claw.attrs["RestartCount"] == restarts_before + 1 and claw.attrs["State"]["Running"]
-                 and not claw.attrs["State"]["Restarting"])
+    restarted = (
+        claw.attrs["RestartCount"] == restarts_before + 1
+        and claw.attrs["State"]["Running"]
+        and not claw.attrs["State"]["Restarting"]
+    )
     alive = bench.probe(f"claw-{CAGE_A}", "out('alive')") == "alive" if restarted else False
-    bench.scorecard.record(GROUP, f"{CAGE_A}: the claw process is killed", "restarted once, running, policy bounded",
-                           f"restarts {restarts_before} -> {claw.attrs['RestartCount']}, running "
-                           f"{claw.attrs['State']['Running']}, policy {policy['Name']}:{policy['MaximumRetryCount']}",
-                           restarted and alive and policy == {"Name": "on-failure", "MaximumRetryCount": 5})
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A}: the claw process is killed",
+        "restarted once, running, policy bounded",
+        f"restarts {restarts_before} -> {claw.attrs['RestartCount']}, running "
+        f"{claw.attrs['State']['Running']}, policy {policy['Name']}:{policy['MaximumRetryCount']}",
+        restarted and alive and policy == {"Name": "on-failure", "MaximumRetryCount": 5},
+    )
     assert ok and held and restarted and alive, (hog.returncode, hog.stderr[-300:], kills_before, kills_after)
 
 
@@ -194,8 +215,13 @@ def test_cpu_spin_is_held_to_its_quota(isolation_bench, at_rest):
     during = _finish(b)
     share = used / wall
     ok = share <= float(quota) * 1.2 + 0.02
-    bench.scorecard.record(GROUP, f"{CAGE_A}: two processes spin for 5 s", f"<= its quota of {quota} CPU",
-                           f"{share:.3f} CPU ({used:.2f} s CPU in {wall:.2f} s)", ok)
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A}: two processes spin for 5 s",
+        f"<= its quota of {quota} CPU",
+        f"{share:.3f} CPU ({used:.2f} s CPU in {wall:.2f} s)",
+        ok,
+    )
     held = _b_held(bench, "CPU spin in A", during, at_rest)
     assert ok and held, (share, during)
 

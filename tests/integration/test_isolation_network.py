@@ -13,8 +13,16 @@ import time
 
 import pytest
 
-from tests.integration.bench import (CAGE_A, CAGE_B, CAGE_C, GREETING, HOST_SERVICE_TCP, HOST_SERVICE_UDP,
-                                     METADATA_IP, OUTSIDE_IP)
+from tests.integration.bench import (
+    CAGE_A,
+    CAGE_B,
+    CAGE_C,
+    GREETING,
+    HOST_SERVICE_TCP,
+    HOST_SERVICE_UDP,
+    METADATA_IP,
+    OUTSIDE_IP,
+)
 
 pytestmark = pytest.mark.integration
 GROUP = "network"
@@ -106,20 +114,30 @@ def _connect(host_port: str) -> str:
 
 
 def _reach(bench, cage: str, targets: dict[str, str], wait: float = 2.5) -> dict:
-    return bench.probe(f"claw-{cage}", REACH, {"targets": sorted(set(targets.values())), "tcp": TCP_PORTS,
-                                               "udp": UDP_PORTS, "wait": wait}, timeout=120)
+    return bench.probe(
+        f"claw-{cage}",
+        REACH,
+        {"targets": sorted(set(targets.values())), "tcp": TCP_PORTS, "udp": UDP_PORTS, "wait": wait},
+        timeout=120,
+    )
 
 
 def _nothing_answered(result: dict) -> bool:
     """No open port, no refusal (a RST or port-unreachable would mean the packet got somewhere), no
     UDP or ICMP reply."""
-    return (not result["open"] and "ECONNREFUSED" not in result["tcp_errors"]
-            and "REPLY" not in result["udp"].values() and result["icmp"] != "REPLY")
+    return (
+        not result["open"]
+        and "ECONNREFUSED" not in result["tcp_errors"]
+        and "REPLY" not in result["udp"].values()
+        and result["icmp"] != "REPLY"
+    )
 
 
 def _summary(result: dict) -> str:
-    return (f"open={result['open'] or 'none'} tcp={result['tcp_errors']} udp={sorted(set(result['udp'].values()))} "
-            f"icmp={result['icmp']}")
+    return (
+        f"open={result['open'] or 'none'} tcp={result['tcp_errors']} udp={sorted(set(result['udp'].values()))} "
+        f"icmp={result['icmp']}"
+    )
 
 
 @pytest.mark.parametrize("attacker,victims", [(CAGE_A, (CAGE_B, CAGE_C)), (CAGE_B, (CAGE_A, CAGE_C))])
@@ -135,8 +153,13 @@ def test_no_lateral_reach_to_other_cages(isolation_bench, attacker, victims):
     failures = []
     for label, ip in targets.items():
         ok = _nothing_answered(result[ip])
-        bench.scorecard.record(GROUP, f"{attacker} -> {label} ({ip}) tcp 1-1024,3128,8443; udp; icmp",
-                               "nothing answers", _summary(result[ip]), ok)
+        bench.scorecard.record(
+            GROUP,
+            f"{attacker} -> {label} ({ip}) tcp 1-1024,3128,8443; udp; icmp",
+            "nothing answers",
+            _summary(result[ip]),
+            ok,
+        )
         if not ok:
             failures.append(label)
     assert not failures, f"{attacker} reached {failures}: {result}"
@@ -154,16 +177,22 @@ def test_no_reach_to_host_services_or_metadata(isolation_bench):
         "outside server, no proxy": OUTSIDE_IP,
     }
     result = _reach(bench, CAGE_A, targets)
-    hits = bench.outside.service_hits()[len(before):]
+    hits = bench.outside.service_hits()[len(before) :]
     failures = []
     for label, ip in targets.items():
         ok = _nothing_answered(result[ip])
-        bench.scorecard.record(GROUP, f"{CAGE_A} -> {label} ({ip}) directly", "nothing answers",
-                               _summary(result[ip]), ok)
+        bench.scorecard.record(
+            GROUP, f"{CAGE_A} -> {label} ({ip}) directly", "nothing answers", _summary(result[ip]), ok
+        )
         if not ok:
             failures.append(label)
-    bench.scorecard.record(GROUP, "host services' own log during the probe", "no connection from a cage",
-                           hits.strip() or "no connection", not hits.strip())
+    bench.scorecard.record(
+        GROUP,
+        "host services' own log during the probe",
+        "no connection from a cage",
+        hits.strip() or "no connection",
+        not hits.strip(),
+    )
     assert not failures and not hits.strip(), (failures, hits, result)
 
 
@@ -209,14 +238,19 @@ def test_dns_exfiltration_never_reaches_the_hosts_resolver(isolation_bench):
 
     name = f"exfil-{secrets.token_hex(8)}.leak.example"
     servers = ["127.0.0.11", "127.0.0.53", bench.gateway(f"cage-{CAGE_A}"), "172.17.0.1", _primary_address()]
-    result = bench.probe(f"claw-{CAGE_A}", DNS_PROBE, {"name": name, "query": _dns_query(name).hex(),
-                                                       "servers": servers}, timeout=40)
+    result = bench.probe(
+        f"claw-{CAGE_A}", DNS_PROBE, {"name": name, "query": _dns_query(name).hex(), "servers": servers}, timeout=40
+    )
     time.sleep(1)
     seen = name in bench.outside.dns_queries()
     ok = not seen and result["getaddrinfo"] != "RESOLVED"
-    bench.scorecard.record(GROUP, "resolve a unique name from the cage (getaddrinfo; UDP to 127.0.0.11, "
-                           "127.0.0.53, gateway, docker0, host)", "does not resolve; the test DNS never sees it",
-                           f"{result}; test DNS saw it: {seen}", ok)
+    bench.scorecard.record(
+        GROUP,
+        "resolve a unique name from the cage (getaddrinfo; UDP to 127.0.0.11, 127.0.0.53, gateway, docker0, host)",
+        "does not resolve; the test DNS never sees it",
+        f"{result}; test DNS saw it: {seen}",
+        ok,
+    )
     assert ok, result
 
 
@@ -232,25 +266,39 @@ def test_through_the_proxy_only_the_allowlist(isolation_bench, cage):
         ("forbidden host", _connect("forbidden.example.net:443"), None, 403),
         ("IP literal of the allowlisted server", _connect(f"{OUTSIDE_IP}:443"), None, 403),
         ("allowlisted name on another port", _connect(f"{allowed}:8443"), None, 403),
-        ("allowlisted name resolving to 169.254.169.254", _connect(f"{bench.stack.config.control_plane.host}:443"),
-         None, 403),
+        (
+            "allowlisted name resolving to 169.254.169.254",
+            _connect(f"{bench.stack.config.control_plane.host}:443"),
+            None,
+            403,
+        ),
         ("metadata by IP (CONNECT)", _connect(f"{METADATA_IP}:80"), None, 403),
-        ("metadata by IP (plain GET)", f"GET http://{METADATA_IP}/latest/meta-data/ HTTP/1.1\r\nHost: {METADATA_IP}\r\n\r\n",
-         None, 403),
+        (
+            "metadata by IP (plain GET)",
+            f"GET http://{METADATA_IP}/latest/meta-data/ HTTP/1.1\r\nHost: {METADATA_IP}\r\n\r\n",
+            None,
+            403,
+        ),
         ("other cage's claw by IP", _connect(f"{other_cage_ip}:3128"), None, 403),
     ]
-    result = bench.probe(f"claw-{cage}", THROUGH_PROXY,
-                         {"ca": bench.outside.cert_pem, "cases": [c[:3] for c in cases]}, timeout=60)
+    result = bench.probe(
+        f"claw-{cage}", THROUGH_PROXY, {"ca": bench.outside.cert_pem, "cases": [c[:3] for c in cases]}, timeout=60
+    )
     failures = []
     for label, request, _tls, want in cases:
         got = result[label]
         ok = got["status"] == want and (want != 200 or got["body"] == GREETING)
         expected = "200 and the server's greeting over TLS" if want == 200 else "403 from the proxy"
-        bench.scorecard.record(GROUP, f"{cage} via proxy: {label} ({request.split(' ')[1]})", expected,
-                               f"{got['status']} {got['body']}".strip(), ok)
+        bench.scorecard.record(
+            GROUP,
+            f"{cage} via proxy: {label} ({request.split(' ')[1]})",
+            expected,
+            f"{got['status']} {got['body']}".strip(),
+            ok,
+        )
         if not ok:
             failures.append((label, got))
-    hits = [l for l in bench.outside.service_hits()[len(before):].splitlines() if METADATA_IP in l]
+    hits = [l for l in bench.outside.service_hits()[len(before) :].splitlines() if METADATA_IP in l]
     bench.scorecard.record(GROUP, f"{cage} via proxy: metadata service log", "no connection", hits or "none", not hits)
     assert not failures and not hits, (failures, hits)
 
@@ -272,8 +320,9 @@ out(res)
         ok = got["disable_ipv6"] == "1" and not got["if_inet6"] and got["v6"] != "CONNECTED"
         bench.scorecard.record(GROUP, f"{cage} claw: IPv6", "disabled, no address, no v6 socket", got, ok)
         pid = bench.proxy(cage).attrs["State"]["Pid"]
-        addrs = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-6", "-o", "addr"], capture_output=True,
-                               text=True).stdout.strip()
+        addrs = subprocess.run(
+            ["nsenter", "-t", str(pid), "-n", "ip", "-6", "-o", "addr"], capture_output=True, text=True
+        ).stdout.strip()
         proxy_ok = not addrs
         bench.scorecard.record(GROUP, f"{cage} proxy: IPv6 addresses", "none", addrs or "none", proxy_ok)
         if not (ok and proxy_ok):

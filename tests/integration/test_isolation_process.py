@@ -70,49 +70,63 @@ def probed(isolation_bench):
     top = bench.proxy(CAGE_A).top(ps_args="-o pid")
     proxy_pids = sorted(int(row[0]) for row in top["Processes"])
     other_uid = int(bench.claw("globex-triage").attrs["Config"]["User"].split(":")[0])
-    return bench, bench.probe(f"claw-{CAGE_A}", PROBE, {"proxy_pids": proxy_pids, "other_uid": other_uid},
-                              timeout=60)
+    return bench, bench.probe(f"claw-{CAGE_A}", PROBE, {"proxy_pids": proxy_pids, "other_uid": other_uid}, timeout=60)
 
 
 def test_sees_only_its_own_processes(probed):
     bench, res = probed
     commands = list(res["processes"].values())
     # docker-init (pid 1), the claw itself and this probe: nothing of the proxy, the host or another cage.
-    foreign = [c for c in commands if not c.startswith(("/sbin/docker-init ", "/usr/bin/python3 -c "))
-               or "squid" in c]
+    foreign = [c for c in commands if not c.startswith(("/sbin/docker-init ", "/usr/bin/python3 -c ")) or "squid" in c]
     ok = len(commands) <= 3 and not foreign
-    bench.scorecard.record(GROUP, f"{CAGE_A}: processes visible in /proc", "only the cage's own (init, claw, probe)",
-                           res["processes"], ok)
+    bench.scorecard.record(
+        GROUP, f"{CAGE_A}: processes visible in /proc", "only the cage's own (init, claw, probe)", res["processes"], ok
+    )
     assert ok, res["processes"]
 
 
 def test_no_capabilities_no_new_privs_seccomp(probed):
     bench, res = probed
     empty = "0000000000000000"
-    checks = [("effective capabilities", res["CapEff"] == empty, res["CapEff"]),
-              ("permitted capabilities", res["CapPrm"] == empty, res["CapPrm"]),
-              ("bounding capabilities", res["CapBnd"] == empty, res["CapBnd"]),
-              ("ambient capabilities", res["CapAmb"] == empty, res["CapAmb"]),
-              ("no_new_privs", res["NoNewPrivs"] == "1", res["NoNewPrivs"]),
-              ("seccomp mode", res["Seccomp"] == "2", f"{res['Seccomp']} (2 = filter)")]
+    checks = [
+        ("effective capabilities", res["CapEff"] == empty, res["CapEff"]),
+        ("permitted capabilities", res["CapPrm"] == empty, res["CapPrm"]),
+        ("bounding capabilities", res["CapBnd"] == empty, res["CapBnd"]),
+        ("ambient capabilities", res["CapAmb"] == empty, res["CapAmb"]),
+        ("no_new_privs", res["NoNewPrivs"] == "1", res["NoNewPrivs"]),
+        ("seccomp mode", res["Seccomp"] == "2", f"{res['Seccomp']} (2 = filter)"),
+    ]
     for what, ok, observed in checks:
-        bench.scorecard.record(GROUP, f"{CAGE_A}: {what}", "empty" if "capab" in what else
-                               ("1" if what == "no_new_privs" else "2 (filter)"), observed, ok)
+        bench.scorecard.record(
+            GROUP,
+            f"{CAGE_A}: {what}",
+            "empty" if "capab" in what else ("1" if what == "no_new_privs" else "2 (filter)"),
+            observed,
+            ok,
+        )
     assert all(ok for _, ok, _ in checks), res
 
 
 def test_privileged_operations_fail(probed):
     bench, res = probed
     checks = {
-        "mount a tmpfs": res["mount"], "unshare(CLONE_NEWUSER)": res["unshare_user"],
-        "unshare(CLONE_NEWNS)": res["unshare_mount"], "unshare(CLONE_NEWNET)": res["unshare_net"],
-        "raw ICMP socket": res["raw_icmp"], "raw TCP socket": res["raw_tcp"], "AF_PACKET socket": res["packet"],
-        "setuid(0)": res["setuid0"], "setgid(0)": res["setgid0"], "setuid(another cage's uid)": res["setuid_other"],
+        "mount a tmpfs": res["mount"],
+        "unshare(CLONE_NEWUSER)": res["unshare_user"],
+        "unshare(CLONE_NEWNS)": res["unshare_mount"],
+        "unshare(CLONE_NEWNET)": res["unshare_net"],
+        "raw ICMP socket": res["raw_icmp"],
+        "raw TCP socket": res["raw_tcp"],
+        "AF_PACKET socket": res["packet"],
+        "setuid(0)": res["setuid0"],
+        "setgid(0)": res["setgid0"],
+        "setuid(another cage's uid)": res["setuid_other"],
     }
     for pid, outcome in res["ptrace_proxy"].items():
         checks[f"ptrace(ATTACH) of the proxy's process (host pid {pid})"] = outcome
     for what, outcome in checks.items():
-        bench.scorecard.record(GROUP, f"{CAGE_A}: {what}", "fails (EPERM/EACCES/ESRCH)", outcome, outcome != "SUCCEEDED")
+        bench.scorecard.record(
+            GROUP, f"{CAGE_A}: {what}", "fails (EPERM/EACCES/ESRCH)", outcome, outcome != "SUCCEEDED"
+        )
     assert all(o != "SUCCEEDED" for o in checks.values()), checks
 
 
@@ -125,15 +139,22 @@ def test_container_root_is_an_unprivileged_host_uid(probed):
     host_uids = [l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("Uid:")][0].split()[1:]
     claw_uid = int(res["Uid"].split()[0])
     ok = inside == 0 and host_start >= 65536 and all(int(u) == host_start + claw_uid for u in host_uids)
-    bench.scorecard.record(GROUP, f"{CAGE_A}: user namespace (userns-remap)",
-                           "container uid 0 = an unprivileged host uid; the claw's host uid = base + its uid",
-                           f"uid_map 0->{host_start} (x{count}); claw uid {claw_uid} is host uid {host_uids[0]}", ok)
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A}: user namespace (userns-remap)",
+        "container uid 0 = an unprivileged host uid; the claw's host uid = base + its uid",
+        f"uid_map 0->{host_start} (x{count}); claw uid {claw_uid} is host uid {host_uids[0]}",
+        ok,
+    )
     assert ok, (res["uid_map"], host_uids)
 
 
 def test_no_docker_socket_no_setuid_no_shell(probed):
     bench, res = probed
-    for what, found in (("Docker/containerd socket", res["docker_sockets"]),
-                        ("setuid/setgid binaries", res["setuid_files"]), ("shells", res["shells"])):
+    for what, found in (
+        ("Docker/containerd socket", res["docker_sockets"]),
+        ("setuid/setgid binaries", res["setuid_files"]),
+        ("shells", res["shells"]),
+    ):
         bench.scorecard.record(GROUP, f"{CAGE_A}: {what} in the claw image", "none", found or "none", not found)
     assert not res["docker_sockets"] and not res["setuid_files"] and not res["shells"], res

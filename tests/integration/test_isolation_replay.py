@@ -21,8 +21,9 @@ class _NoEngine:
 
 
 def _with_input(evaluation: Evaluation, name: str, key: str, value) -> Evaluation:
-    resources = [dataclasses.replace(r, inputs={**r.inputs, key: value}) if r.name == name else r
-                 for r in evaluation.resources]
+    resources = [
+        dataclasses.replace(r, inputs={**r.inputs, key: value}) if r.name == name else r for r in evaluation.resources
+    ]
     return dataclasses.replace(evaluation, resources=resources)
 
 
@@ -37,8 +38,16 @@ def test_unknown_network_input_is_refused_before_anything_is_created(local_eval)
         replay.deploy(bad, client=_NoEngine())
 
 
-@pytest.mark.parametrize("key,value", [("ports", [{"internal": 22, "external": 2222}]), ("logs", True),
-                                       ("wait", True), ("networkMode", "host"), ("pidMode", "host")])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("ports", [{"internal": 22, "external": 2222}]),
+        ("logs", True),
+        ("wait", True),
+        ("networkMode", "host"),
+        ("pidMode", "host"),
+    ],
+)
 def test_unknown_or_unsupported_container_input_is_refused(local_eval, key, value):
     claw = next(r for r in local_eval.resources if r.name.endswith("-claw"))
     bad = _with_input(local_eval, claw.name, key, value)
@@ -47,10 +56,15 @@ def test_unknown_or_unsupported_container_input_is_refused(local_eval, key, valu
         replay._container_config(resource, client=None)
 
 
-@pytest.mark.parametrize("key,value", [("mounts", [{"type": "volume", "source": "x", "target": "/x"}]),
-                                       ("mounts", [{"type": "bind", "source": "/", "target": "/h", "bindOptions": {}}]),
-                                       ("healthcheck", {"tests": ["CMD", "true"], "interval": "soon"}),
-                                       ("restart", "sometimes")])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("mounts", [{"type": "volume", "source": "x", "target": "/x"}]),
+        ("mounts", [{"type": "bind", "source": "/", "target": "/h", "bindOptions": {}}]),
+        ("healthcheck", {"tests": ["CMD", "true"], "interval": "soon"}),
+        ("restart", "sometimes"),
+    ],
+)
 def test_inputs_the_replayer_cannot_map_faithfully_are_refused(local_eval, key, value):
     claw = next(r for r in local_eval.resources if r.name.endswith("-claw"))
     resource = dataclasses.replace(claw, inputs={**claw.inputs, key: value})
@@ -62,11 +76,15 @@ def test_unknown_command_input_and_unknown_type_are_refused(local_eval):
     command = _first(local_eval, replay.LOCAL_COMMAND)
     with pytest.raises(replay.ReplayError, match=rf"{command.name}.*'triggers'"):
         replay._run_command(dataclasses.replace(command, inputs={**command.inputs, "triggers": ["x"]}))
-    stranger = Registered(urn="urn:pulumi:local::clawstaff::docker:index/volume:Volume::v",
-                          type="docker:index/volume:Volume", name="v", custom=True, inputs={"name": "v"})
+    stranger = Registered(
+        urn="urn:pulumi:local::clawstaff::docker:index/volume:Volume::v",
+        type="docker:index/volume:Volume",
+        name="v",
+        custom=True,
+        inputs={"name": "v"},
+    )
     with pytest.raises(replay.ReplayError, match="docker:index/volume:Volume 'v'"):
-        replay.deploy(dataclasses.replace(local_eval, resources=[stranger, *local_eval.resources]),
-                      client=_NoEngine())
+        replay.deploy(dataclasses.replace(local_eval, resources=[stranger, *local_eval.resources]), client=_NoEngine())
 
 
 def test_a_remote_docker_provider_is_refused(local_eval):

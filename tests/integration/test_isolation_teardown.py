@@ -27,10 +27,14 @@ def _state(bench) -> dict:
     mounts = Path("/proc/self/mountinfo").read_text()
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     return {
-        "containers": [c.name for c in client.containers.list(all=True)
-                       if c.labels.get("clawstaff.claw") in cages and c.labels.get("clawstaff.host") == "laptop"],
-        "networks": [n.name for n in client.networks.list()
-                     if n.name in {f"cage-{c}" for c in cages} | {"egress-laptop"}],
+        "containers": [
+            c.name
+            for c in client.containers.list(all=True)
+            if c.labels.get("clawstaff.claw") in cages and c.labels.get("clawstaff.host") == "laptop"
+        ],
+        "networks": [
+            n.name for n in client.networks.list() if n.name in {f"cage-{c}" for c in cages} | {"egress-laptop"}
+        ],
         "key files": [d for c in cages if os.path.exists(d := host_key_dir(c))],
         "volume dirs": [d for c in cages if os.path.exists(d := host_volume_dir(c))],
         "proxy configs": [d for c in cages if os.path.exists(d := cagehost.proxy_config_dir(c))],
@@ -43,11 +47,13 @@ def _state(bench) -> dict:
 def test_teardown_leaves_nothing_and_the_volume_is_shredded(isolation_bench):
     bench = isolation_bench
     before = _state(bench)
-    assert before["containers"] and before["key files"] and before["volume dirs"] and before["cgroups"], \
+    assert before["containers"] and before["key files"] and before["volume dirs"] and before["cgroups"], (
         f"the bench is not deployed as expected: {before}"
+    )
     if bench.volume_marker is None:  # run on its own: write what a thief would look for
         from tests.integration.test_isolation_filesystem import WRITE_MARKER
         import secrets
+
         marker = (f"PLAINTEXT-{secrets.token_hex(12)}", f"diary-{secrets.token_hex(6)}.txt")
         bench.probe(f"claw-{CAGE_A}", WRITE_MARKER, {"marker": marker[0], "name": marker[1]})
         bench.volume_marker = marker
@@ -61,14 +67,21 @@ def test_teardown_leaves_nothing_and_the_volume_is_shredded(isolation_bench):
         after = _state(bench)
         left = {k: v for k, v in after.items() if v}
         ok = not errors and not left
-        bench.scorecard.record(GROUP, "after the delete steps: containers, networks, keys, volumes, configs, "
-                               "mounts, loop devices, cgroups", "nothing left",
-                               {"errors": errors, "left": left or "nothing",
-                                "removed": {k: len(v) for k, v in before.items()}}, ok)
+        bench.scorecard.record(
+            GROUP,
+            "after the delete steps: containers, networks, keys, volumes, configs, mounts, loop devices, cgroups",
+            "nothing left",
+            {"errors": errors, "left": left or "nothing", "removed": {k: len(v) for k, v in before.items()}},
+            ok,
+        )
         recovered = _try_recover(copy, work, marker)
-        bench.scorecard.record(GROUP, f"{CAGE_A}: a copy of the volume's backing file after teardown",
-                               "mounts, but the data stays encrypted (key gone)", recovered,
-                               recovered.get("plaintext") is False)
+        bench.scorecard.record(
+            GROUP,
+            f"{CAGE_A}: a copy of the volume's backing file after teardown",
+            "mounts, but the data stays encrypted (key gone)",
+            recovered,
+            recovered.get("plaintext") is False,
+        )
         assert ok, (errors, left)
         assert recovered.get("plaintext") is False, recovered
     finally:

@@ -96,59 +96,88 @@ print(json.dumps(results))
 
 
 def logs(container) -> tuple[str, str]:
-    return (container.logs(stdout=True, stderr=False).decode(errors="replace"),
-            container.logs(stdout=False, stderr=True).decode(errors="replace"))
+    return (
+        container.logs(stdout=True, stderr=False).decode(errors="replace"),
+        container.logs(stdout=False, stderr=True).decode(errors="replace"),
+    )
 
 
 @pytest.fixture(scope="module")
 def bench(docker_client, claw_runtime_image, egress_proxy_image, tmp_path_factory):
     """Start the bench once for the module; remove every container and the network afterwards."""
     import uuid
+
     prefix = f"clawtest-{uuid.uuid4().hex[:8]}"
     created: list = []
-    hardening = dict(read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                     tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"}, pids_limit=128, mem_limit="256m",
-                     labels={"clawstaff.test": "integration"})
-    network = docker_client.networks.create(f"{prefix}-net", driver="bridge", internal=True,
-                                            labels={"clawstaff.test": "integration"})
+    hardening = dict(
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"},
+        pids_limit=128,
+        mem_limit="256m",
+        labels={"clawstaff.test": "integration"},
+    )
+    network = docker_client.networks.create(
+        f"{prefix}-net", driver="bridge", internal=True, labels={"clawstaff.test": "integration"}
+    )
     created.append(network)
     try:
         network.reload()
         subnet = network.attrs["IPAM"]["Config"][0]["Subnet"]
 
         def start(name, image, **kwargs):
-            container = docker_client.containers.run(image, name=f"{prefix}-{name}", detach=True,
-                                                     network=network.name, **hardening, **kwargs)
+            container = docker_client.containers.run(
+                image, name=f"{prefix}-{name}", detach=True, network=network.name, **hardening, **kwargs
+            )
             created.append(container)
             container.reload()
             return container
 
         server = start("server", claw_runtime_image, entrypoint=["/usr/bin/python3"], command=["-c", SERVER])
         server_ip = server.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
-        table = {"api.allowed.test": server_ip, "forbidden.test": server_ip,
-                 "rebind.allowed.test": "127.0.0.1", "metadata.allowed.test": "169.254.169.254",
-                 "neighbour.allowed.test": "10.20.30.40"}
-        dns = start("dns", claw_runtime_image, entrypoint=["/usr/bin/python3"],
-                    command=["-c", DNS, json.dumps(table)])
+        table = {
+            "api.allowed.test": server_ip,
+            "forbidden.test": server_ip,
+            "rebind.allowed.test": "127.0.0.1",
+            "metadata.allowed.test": "169.254.169.254",
+            "neighbour.allowed.test": "10.20.30.40",
+        }
+        dns = start("dns", claw_runtime_image, entrypoint=["/usr/bin/python3"], command=["-c", DNS, json.dumps(table)])
         dns_ip = dns.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
 
         allowlist = egress_allowlist(
-            [("api.allowed.test", 443), ("rebind.allowed.test", 443), ("metadata.allowed.test", 443),
-             ("neighbour.allowed.test", 443)], ("control.allowed.test", 443))
+            [
+                ("api.allowed.test", 443),
+                ("rebind.allowed.test", 443),
+                ("metadata.allowed.test", 443),
+                ("neighbour.allowed.test", 443),
+            ],
+            ("control.allowed.test", 443),
+        )
         configs = tmp_path_factory.mktemp("proxy")
         configs.chmod(0o755)
         proxies = {}
         for variant, bench_cidrs in (("default", ()), ("bench", (subnet,))):
             path = Path(configs) / f"{variant}.conf"
-            path.write_text(render_proxy_config(claw=CLAW, org=ORG, allowlist=allowlist,
-                                                bench_allow_cidrs=bench_cidrs))
+            path.write_text(render_proxy_config(claw=CLAW, org=ORG, allowlist=allowlist, bench_allow_cidrs=bench_cidrs))
             path.chmod(0o644)
-            proxies[variant] = start(f"proxy-{variant}", egress_proxy_image, dns=[dns_ip],
-                                     volumes={str(path): {"bind": "/etc/clawcage/squid.conf", "mode": "ro"}})
-        yield {"client": lambda probes: run_client(docker_client, claw_runtime_image, network, hardening,
-                                                   prefix, created, probes),
-               "proxies": proxies, "dns": dns, "server_ip": server_ip, "subnet": subnet,
-               "prefix": prefix}
+            proxies[variant] = start(
+                f"proxy-{variant}",
+                egress_proxy_image,
+                dns=[dns_ip],
+                volumes={str(path): {"bind": "/etc/clawcage/squid.conf", "mode": "ro"}},
+            )
+        yield {
+            "client": lambda probes: run_client(
+                docker_client, claw_runtime_image, network, hardening, prefix, created, probes
+            ),
+            "proxies": proxies,
+            "dns": dns,
+            "server_ip": server_ip,
+            "subnet": subnet,
+            "prefix": prefix,
+        }
     finally:
         for thing in reversed(created):
             try:
@@ -158,10 +187,15 @@ def bench(docker_client, claw_runtime_image, egress_proxy_image, tmp_path_factor
 
 
 def run_client(client, image, network, hardening, prefix, created, probes):
-    container = client.containers.run(image, entrypoint=["/usr/bin/python3"],
-                                      command=["-c", CLIENT, json.dumps(probes)], detach=True,
-                                      name=f"{prefix}-client-{len(created)}", network=network.name,
-                                      **hardening)
+    container = client.containers.run(
+        image,
+        entrypoint=["/usr/bin/python3"],
+        command=["-c", CLIENT, json.dumps(probes)],
+        detach=True,
+        name=f"{prefix}-client-{len(created)}",
+        network=network.name,
+        **hardening,
+    )
     created.append(container)
     status = container.wait(timeout=120)
     out, err = logs(container)
@@ -184,8 +218,9 @@ def results(bench):
         [bench_proxy, "GET http://api.allowed.test:443/ HTTP/1.1"],
     ]
     by_proxy = {"bench": bench["client"](probes)}
-    by_proxy["default"] = bench["client"]([[default, "CONNECT api.allowed.test:443 HTTP/1.1"],
-                                           [default, "CONNECT forbidden.test:443 HTTP/1.1"]])
+    by_proxy["default"] = bench["client"](
+        [[default, "CONNECT api.allowed.test:443 HTTP/1.1"], [default, "CONNECT forbidden.test:443 HTTP/1.1"]]
+    )
     time.sleep(1)  # let Squid flush its access log lines
     return by_proxy
 
@@ -196,15 +231,18 @@ def test_allowlisted_name_and_port_is_tunnelled(results):
     assert result["tunnel"] == GREETING
 
 
-@pytest.mark.parametrize("request_line", [
-    "CONNECT forbidden.test:443 HTTP/1.1",            # not on the allowlist
-    "CONNECT {ip}:443 HTTP/1.1",                      # an IP literal (of the very server allowed by name)
-    "CONNECT api.allowed.test:8443 HTTP/1.1",         # allowed name, other port
-    "CONNECT rebind.allowed.test:443 HTTP/1.1",       # allowed name resolving to loopback
-    "CONNECT metadata.allowed.test:443 HTTP/1.1",     # ... to the metadata service
-    "CONNECT neighbour.allowed.test:443 HTTP/1.1",    # ... to RFC 1918 outside the bench exemption
-    "GET http://api.allowed.test:443/ HTTP/1.1",      # plain HTTP
-])
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        "CONNECT forbidden.test:443 HTTP/1.1",  # not on the allowlist
+        "CONNECT {ip}:443 HTTP/1.1",  # an IP literal (of the very server allowed by name)
+        "CONNECT api.allowed.test:8443 HTTP/1.1",  # allowed name, other port
+        "CONNECT rebind.allowed.test:443 HTTP/1.1",  # allowed name resolving to loopback
+        "CONNECT metadata.allowed.test:443 HTTP/1.1",  # ... to the metadata service
+        "CONNECT neighbour.allowed.test:443 HTTP/1.1",  # ... to RFC 1918 outside the bench exemption
+        "GET http://api.allowed.test:443/ HTTP/1.1",  # plain HTTP
+    ],
+)
 def test_everything_else_is_refused(results, bench, request_line):
     result = results["bench"][request_line.format(ip=bench["server_ip"])]
     assert result["status"].split()[1] == "403", result
@@ -221,13 +259,15 @@ def test_default_refuses_an_allowed_name_that_resolves_to_a_private_address(resu
 
 def test_disallowed_names_are_never_resolved(results, bench):
     queries = logs(bench["dns"])[0]
-    assert "QUERY api.allowed.test" in queries          # the DNS server does see the proxy's lookups
-    assert "forbidden.test" not in queries              # ... but never a refused name
+    assert "QUERY api.allowed.test" in queries  # the DNS server does see the proxy's lookups
+    assert "forbidden.test" not in queries  # ... but never a refused name
 
 
-LOG_LINE = re.compile(r'^clawcage-egress claw=(?P<claw>\S+) org=(?P<org>\S+) client=\S+ '
-                      r'request="(?P<request>[^"]*)" status=(?P<status>\d+) result=\S+ '
-                      r'reason=(?P<reason>\S+) ')
+LOG_LINE = re.compile(
+    r"^clawcage-egress claw=(?P<claw>\S+) org=(?P<org>\S+) client=\S+ "
+    r'request="(?P<request>[^"]*)" status=(?P<status>\d+) result=\S+ '
+    r"reason=(?P<reason>\S+) "
+)
 
 
 def proxy_log(bench, variant) -> dict[str, dict[str, str]]:
@@ -268,6 +308,9 @@ def test_proxy_runs_hardened_and_its_config_is_clean(bench, docker_client):
         assert container.attrs["Config"]["User"] not in ("", "0", "root")
         assert host_config["ReadonlyRootfs"] and host_config["CapDrop"] == ["ALL"]
         _, cache_log = logs(container)
-        problems = [l for l in cache_log.splitlines() if re.search(r"\b(ERROR|FATAL)\b", l)
-                    or ("WARNING" in l and "BCP 177" not in l)]
+        problems = [
+            l
+            for l in cache_log.splitlines()
+            if re.search(r"\b(ERROR|FATAL)\b", l) or ("WARNING" in l and "BCP 177" not in l)
+        ]
         assert problems == [], f"{variant}: {problems}"

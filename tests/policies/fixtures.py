@@ -80,8 +80,12 @@ def host_public_key(host: str) -> str:
 
 
 def labels(claw: str, org: str, host: str, role: str) -> list[dict[str, str]]:
-    return [{"label": cv.LABEL_CLAW, "value": claw}, {"label": cv.LABEL_ORG, "value": org},
-            {"label": cv.LABEL_HOST, "value": host}, {"label": cv.LABEL_ROLE, "value": role}]
+    return [
+        {"label": cv.LABEL_CLAW, "value": claw},
+        {"label": cv.LABEL_ORG, "value": org},
+        {"label": cv.LABEL_HOST, "value": host},
+        {"label": cv.LABEL_ROLE, "value": role},
+    ]
 
 
 def claw_container_name(claw: str) -> str:
@@ -110,8 +114,9 @@ def sealed_blob(claw: str) -> str:
 
 
 def proxy_config(claw: str, org: str) -> str:
-    return render_proxy_config(claw=claw, org=org,
-                               allowlist=egress_allowlist([Endpoint("api.anthropic.com", 443)], CONTROL_PLANE))
+    return render_proxy_config(
+        claw=claw, org=org, allowlist=egress_allowlist([Endpoint("api.anthropic.com", 443)], CONTROL_PLANE)
+    )
 
 
 def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str) -> Props:
@@ -140,24 +145,49 @@ def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str)
 
 def claw_container(claw: str = CLAW, org: str = ORG, host: str = HOST, volume: bool = True) -> Props:
     proxy_url = f"http://{cv.PROXY_ALIAS}:{PROXY_PORT}"
-    mounts = [{"type": "bind", "source": cv.host_key_dir(claw), "target": cv.CAGE_KEY_MOUNT.rsplit("/", 1)[0],
-               "readOnly": True}]
+    mounts = [
+        {
+            "type": "bind",
+            "source": cv.host_key_dir(claw),
+            "target": cv.CAGE_KEY_MOUNT.rsplit("/", 1)[0],
+            "readOnly": True,
+        }
+    ]
     if volume:
-        mounts.append({"type": "bind", "source": cagehost.volume_mount_path(claw), "target": cv.CAGE_VOLUME_MOUNT,
-                       "readOnly": False})
+        mounts.append(
+            {
+                "type": "bind",
+                "source": cagehost.volume_mount_path(claw),
+                "target": cv.CAGE_VOLUME_MOUNT,
+                "readOnly": False,
+            }
+        )
     return {
         "name": claw_container_name(claw),
         "image": CLAW_IMAGE,
         "networksAdvanced": [{"name": cage_network_name(claw)}],
         "dns": list(cage_component.CAGE_DNS),
-        "envs": [f"{cv.SEALED_ENV}={sealed_blob(claw)}", f"{CLAW_ENV}={claw}", f"HTTPS_PROXY={proxy_url}",
-                 f"HTTP_PROXY={proxy_url}", f"https_proxy={proxy_url}", f"http_proxy={proxy_url}"],
+        "envs": [
+            f"{cv.SEALED_ENV}={sealed_blob(claw)}",
+            f"{CLAW_ENV}={claw}",
+            f"HTTPS_PROXY={proxy_url}",
+            f"HTTP_PROXY={proxy_url}",
+            f"https_proxy={proxy_url}",
+            f"http_proxy={proxy_url}",
+        ],
         "mounts": mounts,
         "labels": labels(claw, org, host, cv.ROLE_CLAW),
         "healthcheck": {
-            "tests": ["CMD", "/usr/bin/python3", "-c",
-                      f"import socket; socket.create_connection(('{cv.PROXY_ALIAS}', {PROXY_PORT}), 3).close()"],
-            "interval": "30s", "timeout": "5s", "retries": 3, "startPeriod": "10s",
+            "tests": [
+                "CMD",
+                "/usr/bin/python3",
+                "-c",
+                f"import socket; socket.create_connection(('{cv.PROXY_ALIAS}', {PROXY_PORT}), 3).close()",
+            ],
+            "interval": "30s",
+            "timeout": "5s",
+            "retries": 3,
+            "startPeriod": "10s",
         },
         **_hardening(CLAW_UID, CLAW_MEMORY, CLAW_CPUS, CLAW_TMPFS, claw),
     }
@@ -167,15 +197,23 @@ def proxy_container(claw: str = CLAW, org: str = ORG, host: str = HOST) -> Props
     return {
         "name": proxy_container_name(claw),
         "image": PROXY_IMAGE,
-        "networksAdvanced": [{"name": cage_network_name(claw), "aliases": [cv.PROXY_ALIAS]},
-                             {"name": egress_network_name(host)}],
-        "mounts": [{"type": "bind", "source": cagehost.proxy_config_dir(claw), "target": cv.PROXY_CONFIG_MOUNT,
-                    "readOnly": True}],
-        "labels": labels(claw, org, host, cv.ROLE_PROXY) + [
-            {"label": "clawstaff.config-sha256",
-             "value": hashlib.sha256(proxy_config(claw, org).encode()).hexdigest()}],
-        **_hardening(CLAW_UID + 1, cage_component.PROXY_MEMORY, cage_component.PROXY_CPUS, 16 * cage_component.MiB,
-                     claw),
+        "networksAdvanced": [
+            {"name": cage_network_name(claw), "aliases": [cv.PROXY_ALIAS]},
+            {"name": egress_network_name(host)},
+        ],
+        "mounts": [
+            {
+                "type": "bind",
+                "source": cagehost.proxy_config_dir(claw),
+                "target": cv.PROXY_CONFIG_MOUNT,
+                "readOnly": True,
+            }
+        ],
+        "labels": labels(claw, org, host, cv.ROLE_PROXY)
+        + [{"label": "clawstaff.config-sha256", "value": hashlib.sha256(proxy_config(claw, org).encode()).hexdigest()}],
+        **_hardening(
+            CLAW_UID + 1, cage_component.PROXY_MEMORY, cage_component.PROXY_CPUS, 16 * cage_component.MiB, claw
+        ),
     }
 
 
@@ -185,8 +223,10 @@ def cage_network(claw: str = CLAW, org: str = ORG, host: str = HOST) -> Props:
         "driver": "bridge",
         "internal": True,
         "ipv6": False,
-        "options": {"com.docker.network.bridge.enable_icc": "true",
-                    "com.docker.network.bridge.name": cv.cage_bridge_name(claw)},
+        "options": {
+            "com.docker.network.bridge.enable_icc": "true",
+            "com.docker.network.bridge.name": cv.cage_bridge_name(claw),
+        },
         "labels": labels(claw, org, host, cv.ROLE_CAGE_NETWORK),
     }
 
@@ -198,8 +238,10 @@ def egress_network(host: str = HOST) -> Props:
         "internal": False,
         "ipv6": False,
         "ipamConfigs": [{"subnet": cv.EGRESS_SUBNET, "gateway": cv.EGRESS_GATEWAY}],
-        "options": {"com.docker.network.bridge.enable_icc": "false",
-                    "com.docker.network.bridge.name": cv.egress_bridge_name(host)},
+        "options": {
+            "com.docker.network.bridge.enable_icc": "false",
+            "com.docker.network.bridge.name": cv.egress_bridge_name(host),
+        },
         "labels": [{"label": cv.LABEL_ROLE, "value": cv.ROLE_EGRESS_NETWORK}, {"label": cv.LABEL_HOST, "value": host}],
     }
 
@@ -209,16 +251,31 @@ def docker_provider(host: str = HOST, local: bool = False) -> Props:
     if local:
         return {"host": "unix:///var/run/docker.sock"}
     address = host_address(host)
-    return {"host": f"ssh://root@{address}:22",
-            "sshOpts": ["-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/dev/null",
-                        "-o", f"KnownHostsCommand=/bin/echo {address} {host_public_key(host)}",
-                        "-o", "BatchMode=yes"]}
+    return {
+        "host": f"ssh://root@{address}:22",
+        "sshOpts": [
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            f"KnownHostsCommand=/bin/echo {address} {host_public_key(host)}",
+            "-o",
+            "BatchMode=yes",
+        ],
+    }
 
 
 def connection(host: str = HOST) -> Props:
     """A remote command's `connection` to a Hetzner host (a secret in the real graph)."""
-    return {"host": host_address(host), "user": "root", "hostKey": host_public_key(host), "port": 22,
-            "perDialTimeout": 15, "dialErrorLimit": 10}
+    return {
+        "host": host_address(host),
+        "user": "root",
+        "hostKey": host_public_key(host),
+        "port": 22,
+        "perDialTimeout": 15,
+        "dialErrorLimit": 10,
+    }
 
 
 def _command(create: str, delete: str, stdin: str | None, host: str, remote: bool) -> Props:
@@ -232,31 +289,55 @@ def _command(create: str, delete: str, stdin: str | None, host: str, remote: boo
 
 def limits_command(claw: str = CLAW, host: str = HOST, remote: bool = False, pids: int = CLAW_PIDS) -> Props:
     """The cage's parent cgroup with the whole cage's limits (claw + proxy), as ClawCage sizes it."""
-    return _command(cagehost.render_limits_create(claw, cpus=CLAW_CPUS + cage_component.PROXY_CPUS,
-                                                  memory=CLAW_MEMORY + cage_component.PROXY_MEMORY,
-                                                  pids=pids + cage_component.PROXY_PIDS),
-                    cagehost.render_limits_delete(claw), None, host, remote)
+    return _command(
+        cagehost.render_limits_create(
+            claw,
+            cpus=CLAW_CPUS + cage_component.PROXY_CPUS,
+            memory=CLAW_MEMORY + cage_component.PROXY_MEMORY,
+            pids=pids + cage_component.PROXY_PIDS,
+        ),
+        cagehost.render_limits_delete(claw),
+        None,
+        host,
+        remote,
+    )
 
 
 def key_command(claw: str = CLAW, host: str = HOST, remote: bool = False) -> Props:
     """Writes the per-cage key to the host's tmpfs; the key comes in as a secret stdin."""
-    return _command(cagehost.render_key_create(claw, uid=CLAW_UID), cagehost.render_key_delete(claw),
-                    cage_key_file_text(cage_key(claw)), host, remote)
+    return _command(
+        cagehost.render_key_create(claw, uid=CLAW_UID),
+        cagehost.render_key_delete(claw),
+        cage_key_file_text(cage_key(claw)),
+        host,
+        remote,
+    )
 
 
 def proxy_config_command(claw: str = CLAW, org: str = ORG, host: str = HOST, remote: bool = False) -> Props:
-    return _command(cagehost.render_proxy_config_create(claw), cagehost.render_proxy_config_delete(claw),
-                    proxy_config(claw, org), host, remote)
+    return _command(
+        cagehost.render_proxy_config_create(claw),
+        cagehost.render_proxy_config_delete(claw),
+        proxy_config(claw, org),
+        host,
+        remote,
+    )
 
 
 def volume_command(claw: str = CLAW, host: str = HOST, remote: bool = False) -> Props:
     kek = cagehost.derive_volume_kek(SEALING_KEY, claw)
-    return _command(cagehost.render_volume_create(claw, size=VOLUME_SIZE, uid=CLAW_UID),
-                    cagehost.render_volume_delete(claw), cagehost.volume_kek_stdin(kek), host, remote)
+    return _command(
+        cagehost.render_volume_create(claw, size=VOLUME_SIZE, uid=CLAW_UID),
+        cagehost.render_volume_delete(claw),
+        cagehost.volume_kek_stdin(kek),
+        host,
+        remote,
+    )
 
 
-def cage(claw: str = CLAW, org: str = ORG, host: str = HOST, *, volume: bool = True,
-         remote: bool = True) -> list[StackEntry]:
+def cage(
+    claw: str = CLAW, org: str = ORG, host: str = HOST, *, volume: bool = True, remote: bool = True
+) -> list[StackEntry]:
     """One compliant cage in the order cage.py creates it; the host's provider and egress network are apart.
 
     remote: the host is a Hetzner host reached over SSH (pair with host_resources(host)); False: the local
@@ -281,8 +362,10 @@ def cage(claw: str = CLAW, org: str = ORG, host: str = HOST, *, volume: bool = T
 def host_resources(host: str = HOST, local: bool = False) -> list[StackEntry]:
     """What a ClawHost adds that the cages use: its Docker provider and its egress network."""
     provider = docker_provider_urn(host)
-    return [(DOCKER_PROVIDER_TYPE, f"{host}-docker", docker_provider(host, local), ""),
-            (NETWORK, f"{host}-egress", egress_network(host), provider)]
+    return [
+        (DOCKER_PROVIDER_TYPE, f"{host}-docker", docker_provider(host, local), ""),
+        (NETWORK, f"{host}-egress", egress_network(host), provider),
+    ]
 
 
 def hcloud_server() -> Props:

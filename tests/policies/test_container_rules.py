@@ -57,14 +57,23 @@ def test_every_container_policy_is_mandatory_kebab_case_and_says_what_to_do() ->
 VIOLATIONS: list[tuple[str, Callable[[Props], None], str]] = [
     ("container-not-privileged", set_("privileged", True), "`privileged` is true"),
     ("container-drops-all-capabilities", set_("capabilities", {"drops": ["NET_RAW"]}), 'not ["ALL"]'),
-    ("container-drops-all-capabilities", set_("capabilities", {"drops": ["ALL"], "adds": ["SYS_ADMIN"]}),
-     "grants ['SYS_ADMIN']"),
+    (
+        "container-drops-all-capabilities",
+        set_("capabilities", {"drops": ["ALL"], "adds": ["SYS_ADMIN"]}),
+        "grants ['SYS_ADMIN']",
+    ),
     ("container-no-new-privileges", set_("securityOpts", []), 'lacks "no-new-privileges:true"'),
     ("container-no-new-privileges", set_("securityOpts", ["no-new-privileges:false"]), "lacks"),
-    ("container-seccomp-confined", set_("securityOpts", ["no-new-privileges:true", "seccomp=unconfined"]),
-     'has "seccomp=unconfined"'),
-    ("container-apparmor-confined", set_("securityOpts", ["no-new-privileges:true", "apparmor:unconfined"]),
-     'has "apparmor:unconfined"'),
+    (
+        "container-seccomp-confined",
+        set_("securityOpts", ["no-new-privileges:true", "seccomp=unconfined"]),
+        'has "seccomp=unconfined"',
+    ),
+    (
+        "container-apparmor-confined",
+        set_("securityOpts", ["no-new-privileges:true", "apparmor:unconfined"]),
+        'has "apparmor:unconfined"',
+    ),
     ("container-read-only-rootfs", set_("readOnly", False), "`readOnly` is not true"),
     ("container-read-only-rootfs", drop("readOnly"), "`readOnly` is not true"),
     ("container-non-root-user", set_("user", "claw"), "set a numeric uid:gid"),
@@ -89,52 +98,97 @@ VIOLATIONS: list[tuple[str, Callable[[Props], None], str]] = [
     ("container-no-devices", set_("deviceCgroupRules", ["c 10:* rwm"]), "opens host device classes"),
     ("container-no-devices", set_("gpus", "all"), "GPUs are not allowed"),
     ("container-no-devices", set_("deviceRequests", [{"driver": "nvidia", "count": -1}]), "`deviceRequests`"),
-    ("container-mounts-confined", add_mount({"type": "bind", "source": "/etc", "target": "/host-etc"}),
-     "outside the cage's own"),
-    ("container-mounts-confined",
-     add_mount({"type": "bind", "source": "/run/clawstaff/cages/other-claw/key", "target": "/k", "readOnly": True}),
-     "outside the cage's own"),
-    ("container-mounts-confined",
-     add_mount({"type": "bind", "source": "/srv/clawstaff/volumes/acme-support/../other/data", "target": "/x"}),
-     "outside the cage's own"),
+    (
+        "container-mounts-confined",
+        add_mount({"type": "bind", "source": "/etc", "target": "/host-etc"}),
+        "outside the cage's own",
+    ),
+    (
+        "container-mounts-confined",
+        add_mount({"type": "bind", "source": "/run/clawstaff/cages/other-claw/key", "target": "/k", "readOnly": True}),
+        "outside the cage's own",
+    ),
+    (
+        "container-mounts-confined",
+        add_mount({"type": "bind", "source": "/srv/clawstaff/volumes/acme-support/../other/data", "target": "/x"}),
+        "outside the cage's own",
+    ),
     ("container-mounts-confined", lambda p: p["mounts"][0].update(readOnly=False), "must be mounted read-only"),
     ("container-mounts-confined", lambda p: p["mounts"][0].pop("readOnly"), "must be mounted read-only"),
-    ("container-mounts-confined", lambda p: p["mounts"][0].update(target="/etc/clawcage"),
-     "key directory is mounted at /run/clawcage"),
-    ("container-mounts-confined",
-     lambda p: p["mounts"][0].update(source="/run/clawstaff/cages/acme-support/key", target="/run/clawcage/key"),
-     "itself, not a path inside it"),
-    ("container-mounts-confined",
-     add_mount({"type": "bind", "source": "/etc/clawstaff/proxies/acme-support", "target": "/etc/clawcage",
-                "readOnly": True}),
-     "only the proxy container mounts the cage's proxy configuration, not its claw container"),
-    ("container-mounts-confined",
-     add_mount({"type": "bind", "source": "/etc/clawstaff/proxies/other-claw", "target": "/etc/clawcage",
-                "readOnly": True}),
-     "outside the cage's own"),
+    (
+        "container-mounts-confined",
+        lambda p: p["mounts"][0].update(target="/etc/clawcage"),
+        "key directory is mounted at /run/clawcage",
+    ),
+    (
+        "container-mounts-confined",
+        lambda p: p["mounts"][0].update(source="/run/clawstaff/cages/acme-support/key", target="/run/clawcage/key"),
+        "itself, not a path inside it",
+    ),
+    (
+        "container-mounts-confined",
+        add_mount(
+            {
+                "type": "bind",
+                "source": "/etc/clawstaff/proxies/acme-support",
+                "target": "/etc/clawcage",
+                "readOnly": True,
+            }
+        ),
+        "only the proxy container mounts the cage's proxy configuration, not its claw container",
+    ),
+    (
+        "container-mounts-confined",
+        add_mount(
+            {"type": "bind", "source": "/etc/clawstaff/proxies/other-claw", "target": "/etc/clawcage", "readOnly": True}
+        ),
+        "outside the cage's own",
+    ),
     ("container-mounts-confined", lambda p: p["mounts"][1].update(target="/home"), "volume is mounted at /data"),
-    ("container-mounts-confined", add_mount({"type": "volume", "source": "shared", "target": "/shared"}),
-     "named volume"),
-    ("container-mounts-confined", set_("volumes", [{"fromContainer": "clawcage-other", "containerPath": "/x"}]),
-     "another container's volumes"),
-    ("container-mounts-confined", set_("volumes", [{"hostPath": "/home", "containerPath": "/home"}]),
-     "outside the cage's own"),
-    ("container-no-docker-socket",
-     add_mount({"type": "bind", "source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}),
-     "container engine's socket"),
-    ("container-no-docker-socket", set_("volumes", [{"hostPath": "/run", "containerPath": "/hostrun"}]),
-     "container engine's socket"),
+    (
+        "container-mounts-confined",
+        add_mount({"type": "volume", "source": "shared", "target": "/shared"}),
+        "named volume",
+    ),
+    (
+        "container-mounts-confined",
+        set_("volumes", [{"fromContainer": "clawcage-other", "containerPath": "/x"}]),
+        "another container's volumes",
+    ),
+    (
+        "container-mounts-confined",
+        set_("volumes", [{"hostPath": "/home", "containerPath": "/home"}]),
+        "outside the cage's own",
+    ),
+    (
+        "container-no-docker-socket",
+        add_mount({"type": "bind", "source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}),
+        "container engine's socket",
+    ),
+    (
+        "container-no-docker-socket",
+        set_("volumes", [{"hostPath": "/run", "containerPath": "/hostrun"}]),
+        "container engine's socket",
+    ),
     ("container-tmpfs-noexec-sized", set_("tmpfs", {"/tmp": "rw,size=64m"}), "lacks noexec, nosuid"),
     ("container-tmpfs-noexec-sized", set_("tmpfs", {"/tmp": "rw,noexec,nosuid"}), "has no size="),
-    ("container-tmpfs-noexec-sized",
-     add_mount({"type": "tmpfs", "target": "/scratch", "tmpfsOptions": {"sizeBytes": 1 << 20}}),
-     "cannot be made noexec"),
+    (
+        "container-tmpfs-noexec-sized",
+        add_mount({"type": "tmpfs", "target": "/scratch", "tmpfsOptions": {"sizeBytes": 1 << 20}}),
+        "cannot be made noexec",
+    ),
     ("container-image-pinned", set_("image", "ghcr.io/clawstaff/claw-runtime:latest"), "is not pinned by digest"),
-    ("container-image-pinned", set_("image", "docker.io/library/busybox@sha256:" + "0" * 64),
-     "does not come from an allowed registry"),
+    (
+        "container-image-pinned",
+        set_("image", "docker.io/library/busybox@sha256:" + "0" * 64),
+        "does not come from an allowed registry",
+    ),
     ("container-image-pinned", set_("image", "sha256:" + "1" * 64), "is the local image id"),
-    ("container-image-pinned", set_("image", "ghcr.io/clawstaff-evil/claw@sha256:" + "0" * 64),
-     "does not come from an allowed registry"),
+    (
+        "container-image-pinned",
+        set_("image", "ghcr.io/clawstaff-evil/claw@sha256:" + "0" * 64),
+        "does not come from an allowed registry",
+    ),
     ("container-image-pinned", drop("image"), "`image` is not set"),
     ("container-sysctls-safe", set_("sysctls", {"net.ipv4.ip_forward": "1"}), "['net.ipv4.ip_forward']"),
     ("container-restart-bounded", set_("restart", "always"), "restart forever"),
@@ -144,43 +198,78 @@ VIOLATIONS: list[tuple[str, Callable[[Props], None], str]] = [
     ("container-log-rotation", drop("logDriver"), "`logDriver` is not set"),
     ("container-log-rotation", set_("logDriver", "none"), "`logDriver` is 'none'"),
     ("container-log-rotation", set_("logOpts", {"max-size": "10m"}), "lacks ['max-file']"),
-    ("container-labels-claw-org",
-     lambda p: p.__setitem__("labels", [lb for lb in p["labels"] if lb["label"] != "clawstaff.org"]),
-     "label clawstaff.org is missing"),
+    (
+        "container-labels-claw-org",
+        lambda p: p.__setitem__("labels", [lb for lb in p["labels"] if lb["label"] != "clawstaff.org"]),
+        "label clawstaff.org is missing",
+    ),
     ("container-labels-claw-org", lambda p: p["labels"][3].update(value="sidecar"), "not one of ['claw', 'proxy']"),
-    ("container-env-no-plaintext-credentials", lambda p: p["envs"].append("ANTHROPIC_API_KEY=sk-ant-xyz"),
-     "env ANTHROPIC_API_KEY looks like a plaintext credential"),
-    ("container-env-no-plaintext-credentials", lambda p: p["envs"].append("DB_PASSWORD_FILE=/x"),
-     "env DB_PASSWORD_FILE"),
-    ("container-env-no-plaintext-credentials", set_("envs", ["CLAWCAGE_SEALED=not base64!"]),
-     "does not start with 'clawcage-v1:'"),
-    ("container-env-no-plaintext-credentials", set_("envs", ["CLAWCAGE_SEALED=" + SEALED_BODY]),
-     "does not start with 'clawcage-v1:'"),
-    ("container-env-no-plaintext-credentials", set_("envs", ["CLAWCAGE_SEALED=clawcage-v2:" + SEALED_BODY]),
-     "does not start with 'clawcage-v1:'"),
-    ("container-env-no-plaintext-credentials", set_("envs", ["CLAWCAGE_SEALED=clawcage-v1:" + URLSAFE_BODY]),
-     "is not standard, padded base64"),
-    ("container-env-no-plaintext-credentials",
-     set_("envs", ["CLAWCAGE_SEALED=clawcage-v1:" + SEALED_BODY.rstrip("=")]), "is not standard, padded base64"),
-    ("container-env-no-plaintext-credentials", set_("envs", ["CLAWCAGE_SEALED=clawcage-v1: " + SEALED_BODY]),
-     "is not standard, padded base64"),
-    ("container-env-no-plaintext-credentials",
-     set_("envs", ["CLAWCAGE_SEALED=clawcage-v1:" + base64.b64encode(bytes(16)).decode()]),
-     "decodes to 16 bytes, fewer than an AES-SIV tag (16 bytes) and data"),
+    (
+        "container-env-no-plaintext-credentials",
+        lambda p: p["envs"].append("ANTHROPIC_API_KEY=sk-ant-xyz"),
+        "env ANTHROPIC_API_KEY looks like a plaintext credential",
+    ),
+    (
+        "container-env-no-plaintext-credentials",
+        lambda p: p["envs"].append("DB_PASSWORD_FILE=/x"),
+        "env DB_PASSWORD_FILE",
+    ),
+    (
+        "container-env-no-plaintext-credentials",
+        set_("envs", ["CLAWCAGE_SEALED=not base64!"]),
+        "does not start with 'clawcage-v1:'",
+    ),
+    (
+        "container-env-no-plaintext-credentials",
+        set_("envs", ["CLAWCAGE_SEALED=" + SEALED_BODY]),
+        "does not start with 'clawcage-v1:'",
+    ),
+    (
+        "container-env-no-plaintext-credentials",
+        set_("envs", ["CLAWCAGE_SEALED=clawcage-v2:" + SEALED_BODY]),
+        "does not start with 'clawcage-v1:'",
+    ),
+    (
+        "container-env-no-plaintext-credentials",
+        set_("envs", ["CLAWCAGE_SEALED=clawcage-v1:" + URLSAFE_BODY]),
+        "is not standard, padded base64",
+    ),
+    (
+        "container-env-no-plaintext-credentials",
+        set_("envs", ["CLAWCAGE_SEALED=clawcage-v1:" + SEALED_BODY.rstrip("=")]),
+        "is not standard, padded base64",
+    ),
+    (
+        "container-env-no-plaintext-credentials",
+        set_("envs", ["CLAWCAGE_SEALED=clawcage-v1: " + SEALED_BODY]),
+        "is not standard, padded base64",
+    ),
+    (
+        "container-env-no-plaintext-credentials",
+        set_("envs", ["CLAWCAGE_SEALED=clawcage-v1:" + base64.b64encode(bytes(16)).decode()]),
+        "decodes to 16 bytes, fewer than an AES-SIV tag (16 bytes) and data",
+    ),
     ("container-env-no-plaintext-credentials", set_("envs", ["CLAWCAGE_SEALED=clawcage-v1:"]), "decodes to 0 bytes"),
     ("container-cgroup-parent-confined", set_("cgroupParent", "/docker"), "not a cgroup below /clawstaff/"),
     ("container-cgroup-parent-confined", set_("cgroupParent", "/clawstaff"), "not a cgroup below /clawstaff/"),
     ("container-cgroup-parent-confined", set_("cgroupParent", "/clawstaff/"), "not a cgroup below /clawstaff/"),
-    ("container-cgroup-parent-confined", set_("cgroupParent", "/clawstaff/../system.slice"),
-     "not a cgroup below /clawstaff/"),
-    ("container-cgroup-parent-confined", set_("cgroupParent", "clawstaff/acme-support"),
-     "not a cgroup below /clawstaff/"),
+    (
+        "container-cgroup-parent-confined",
+        set_("cgroupParent", "/clawstaff/../system.slice"),
+        "not a cgroup below /clawstaff/",
+    ),
+    (
+        "container-cgroup-parent-confined",
+        set_("cgroupParent", "clawstaff/acme-support"),
+        "not a cgroup below /clawstaff/",
+    ),
     ("container-cgroup-parent-confined", set_("cgroupParent", "clawstaff.slice"), "not a cgroup below /clawstaff/"),
 ]
 
 
-@pytest.mark.parametrize(("name", "change", "expected"), VIOLATIONS,
-                         ids=[f"{v[0]}:{i}" for i, v in enumerate(VIOLATIONS)])
+@pytest.mark.parametrize(
+    ("name", "change", "expected"), VIOLATIONS, ids=[f"{v[0]}:{i}" for i, v in enumerate(VIOLATIONS)]
+)
 def test_a_breach_is_reported_with_what_is_wrong(name: str, change: Callable[[Props], None], expected: str) -> None:
     messages = check(name, with_(change))
     assert len(messages) >= 1
@@ -191,48 +280,66 @@ def test_every_container_policy_has_a_violating_case() -> None:
     assert {v[0] for v in VIOLATIONS} == set(POLICY_NAMES)
 
 
-@pytest.mark.parametrize(("name", "change", "config"), [
-    ("container-drops-all-capabilities", set_("capabilities", {"drops": ["ALL"], "adds": ["NET_BIND_SERVICE"]}),
-     {"allowedCapabilities": ["NET_BIND_SERVICE"]}),
-    ("container-memory-limited", lambda p: p.update(memory=32768, memorySwap=32768), {"maxMemoryMb": 65536}),
-    ("container-cpu-limited", set_("cpus", "16"), {"maxCpus": 16.0}),
-    ("container-no-devices", set_("gpus", "all"), {"allowGpus": True}),
-    ("container-image-pinned", set_("image", "sha256:" + "1" * 64), {"allowLocalImageIds": True}),
-    ("container-image-pinned", set_("image", "registry.example/claw@sha256:" + "2" * 64),
-     {"allowedRegistries": ["registry.example/"]}),
-    ("container-sysctls-safe", set_("sysctls", {"net.core.somaxconn": "1024"}),
-     {"safeSysctls": ["net.core.somaxconn"]}),
-    ("container-restart-bounded", set_("maxRetryCount", 50), {"maxRestarts": 100}),
-    ("container-log-rotation", set_("logDriver", "awslogs"), {"shippingLogDrivers": ["awslogs"]}),
-])
+@pytest.mark.parametrize(
+    ("name", "change", "config"),
+    [
+        (
+            "container-drops-all-capabilities",
+            set_("capabilities", {"drops": ["ALL"], "adds": ["NET_BIND_SERVICE"]}),
+            {"allowedCapabilities": ["NET_BIND_SERVICE"]},
+        ),
+        ("container-memory-limited", lambda p: p.update(memory=32768, memorySwap=32768), {"maxMemoryMb": 65536}),
+        ("container-cpu-limited", set_("cpus", "16"), {"maxCpus": 16.0}),
+        ("container-no-devices", set_("gpus", "all"), {"allowGpus": True}),
+        ("container-image-pinned", set_("image", "sha256:" + "1" * 64), {"allowLocalImageIds": True}),
+        (
+            "container-image-pinned",
+            set_("image", "registry.example/claw@sha256:" + "2" * 64),
+            {"allowedRegistries": ["registry.example/"]},
+        ),
+        (
+            "container-sysctls-safe",
+            set_("sysctls", {"net.core.somaxconn": "1024"}),
+            {"safeSysctls": ["net.core.somaxconn"]},
+        ),
+        ("container-restart-bounded", set_("maxRetryCount", 50), {"maxRestarts": 100}),
+        ("container-log-rotation", set_("logDriver", "awslogs"), {"shippingLogDrivers": ["awslogs"]}),
+    ],
+)
 def test_config_widens_a_limit(name: str, change: Callable[[Props], None], config: dict[str, Any]) -> None:
     props = with_(change)
     assert check(name, props) != []
     assert check(name, props, config) == []
 
 
-@pytest.mark.parametrize(("name", "change", "config"), [
-    ("container-memory-limited", lambda p: None, {"maxMemoryMb": 512}),
-    ("container-cpu-limited", lambda p: None, {"maxCpus": 0.5}),
-    ("container-restart-bounded", lambda p: None, {"maxRestarts": 2}),
-])
+@pytest.mark.parametrize(
+    ("name", "change", "config"),
+    [
+        ("container-memory-limited", lambda p: None, {"maxMemoryMb": 512}),
+        ("container-cpu-limited", lambda p: None, {"maxCpus": 0.5}),
+        ("container-restart-bounded", lambda p: None, {"maxRestarts": 2}),
+    ],
+)
 def test_config_tightens_a_limit(name: str, change: Callable[[Props], None], config: dict[str, Any]) -> None:
     assert check(name, with_(change), config) != []
 
 
-@pytest.mark.parametrize(("name", "props"), [
-    ("container-cpu-limited", with_(lambda p: (p.pop("cpus"), p.update(cpuQuota=50000, cpuPeriod=100000)))),
-    ("container-restart-bounded", with_(set_("restart", "no"))),
-    ("container-log-rotation", with_(set_("logDriver", "journald"))),
-    ("container-sysctls-safe", with_(set_("sysctls", {"net.ipv6.conf.all.disable_ipv6": "1"}))),
-    ("container-no-host-namespaces", with_(lambda p: p.update(ipcMode="private", networkMode="none"))),
-    ("container-no-docker-socket", with_(set_("volumes", [{"volumeName": "docker.sock.d"}]))),
-    ("container-cgroup-parent-confined", with_(drop("cgroupParent"))),
-    ("container-cgroup-parent-confined", with_(set_("cgroupParent", ""))),
-    ("container-mounts-confined", with_(lambda p: p["mounts"][0].update(target="/run/clawcage/"))),
-    ("container-mounts-confined", with_(lambda p: p["mounts"].pop())),  # a claw without a volume
-    ("container-env-no-plaintext-credentials", with_(set_("envs", ["CLAWCAGE_CLAW=acme-support"]))),
-])
+@pytest.mark.parametrize(
+    ("name", "props"),
+    [
+        ("container-cpu-limited", with_(lambda p: (p.pop("cpus"), p.update(cpuQuota=50000, cpuPeriod=100000)))),
+        ("container-restart-bounded", with_(set_("restart", "no"))),
+        ("container-log-rotation", with_(set_("logDriver", "journald"))),
+        ("container-sysctls-safe", with_(set_("sysctls", {"net.ipv6.conf.all.disable_ipv6": "1"}))),
+        ("container-no-host-namespaces", with_(lambda p: p.update(ipcMode="private", networkMode="none"))),
+        ("container-no-docker-socket", with_(set_("volumes", [{"volumeName": "docker.sock.d"}]))),
+        ("container-cgroup-parent-confined", with_(drop("cgroupParent"))),
+        ("container-cgroup-parent-confined", with_(set_("cgroupParent", ""))),
+        ("container-mounts-confined", with_(lambda p: p["mounts"][0].update(target="/run/clawcage/"))),
+        ("container-mounts-confined", with_(lambda p: p["mounts"].pop())),  # a claw without a volume
+        ("container-env-no-plaintext-credentials", with_(set_("envs", ["CLAWCAGE_CLAW=acme-support"]))),
+    ],
+)
 def test_other_compliant_forms(name: str, props: Props) -> None:
     assert check(name, props) == []
 
@@ -300,21 +407,27 @@ def test_a_proxy_may_not_mount_the_cage_volume() -> None:
 
 def test_a_proxy_may_not_mount_the_cage_key() -> None:
     props = fx.proxy_container()
-    props["mounts"].append({"type": "bind", "source": "/run/clawstaff/cages/acme-support", "target": "/run/clawcage",
-                            "readOnly": True})
+    props["mounts"].append(
+        {"type": "bind", "source": "/run/clawstaff/cages/acme-support", "target": "/run/clawcage", "readOnly": True}
+    )
     assert check("container-mounts-confined", props) == [
         "`mounts` /run/clawstaff/cages/acme-support -> /run/clawcage: only the claw container mounts the cage's "
-        "key directory, not its proxy container."]
+        "key directory, not its proxy container."
+    ]
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    (lambda m: m.update(readOnly=False), "the cage's proxy configuration must be mounted read-only"),
-    (lambda m: m.update(target="/etc/squid"), "the cage's proxy configuration is mounted at /etc/clawcage"),
-    (lambda m: m.update(source="/etc/clawstaff/proxies/acme-support/squid.conf"), "itself, not a path inside it"),
-    (lambda m: m.update(source="/etc/clawstaff/proxies"), "outside the cage's own"),
-])
-def test_the_proxy_mounts_its_own_configuration_read_only_at_etc_clawcage(change: Callable[[Props], None],
-                                                                           expected: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda m: m.update(readOnly=False), "the cage's proxy configuration must be mounted read-only"),
+        (lambda m: m.update(target="/etc/squid"), "the cage's proxy configuration is mounted at /etc/clawcage"),
+        (lambda m: m.update(source="/etc/clawstaff/proxies/acme-support/squid.conf"), "itself, not a path inside it"),
+        (lambda m: m.update(source="/etc/clawstaff/proxies"), "outside the cage's own"),
+    ],
+)
+def test_the_proxy_mounts_its_own_configuration_read_only_at_etc_clawcage(
+    change: Callable[[Props], None], expected: str
+) -> None:
     props = fx.proxy_container()
     change(props["mounts"][0])
     messages = check("container-mounts-confined", props)

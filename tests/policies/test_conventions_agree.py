@@ -15,9 +15,24 @@ from components import cagehost, conventions, hostscripts, sealing
 
 PACK = Path(__file__).resolve().parents[2] / "policies"
 
-SHARED = ["LABEL_CLAW", "LABEL_ORG", "LABEL_HOST", "LABEL_ROLE", "ROLE_CLAW", "ROLE_PROXY", "ROLE_CAGE_NETWORK",
-          "ROLE_EGRESS_NETWORK", "HOST_KEY_ROOT", "HOST_VOLUME_ROOT", "CAGE_KEY_MOUNT", "CAGE_VOLUME_MOUNT",
-          "SEALED_ENV", "HOST_PROXY_CONFIG_ROOT", "PROXY_CONFIG_MOUNT", "CGROUP_ROOT"]
+SHARED = [
+    "LABEL_CLAW",
+    "LABEL_ORG",
+    "LABEL_HOST",
+    "LABEL_ROLE",
+    "ROLE_CLAW",
+    "ROLE_PROXY",
+    "ROLE_CAGE_NETWORK",
+    "ROLE_EGRESS_NETWORK",
+    "HOST_KEY_ROOT",
+    "HOST_VOLUME_ROOT",
+    "CAGE_KEY_MOUNT",
+    "CAGE_VOLUME_MOUNT",
+    "SEALED_ENV",
+    "HOST_PROXY_CONFIG_ROOT",
+    "PROXY_CONFIG_MOUNT",
+    "CGROUP_ROOT",
+]
 
 
 def test_the_pack_and_the_components_agree_on_names_labels_and_paths() -> None:
@@ -50,8 +65,7 @@ def test_the_pack_reads_the_sealed_format_the_components_write() -> None:
 
 def test_the_pack_recognises_the_components_limits_scripts() -> None:
     claw = "acme-support"
-    create = cagehost.shell_command(cagehost.render_limits_create(claw, cpus=Decimal("1.25"), memory=1 << 30,
-                                                                  pids=320))
+    create = cagehost.shell_command(cagehost.render_limits_create(claw, cpus=Decimal("1.25"), memory=1 << 30, pids=320))
     delete = cagehost.shell_command(cagehost.render_limits_delete(claw))
     assert tuple(shlex.split(create)[:2]) == cage_conventions.LIMITS_SHELL
     assert stack_rules.limits_claws(create) == {claw} and stack_rules.limits_claws(delete) == {claw}
@@ -68,7 +82,10 @@ def test_the_pack_reads_the_facts_line_the_renderer_writes() -> None:
     create = cagehost.render_limits_create(claw, cpus=Decimal("1.25"), memory=1 << 30, pids=320)
     delete = cagehost.render_limits_delete(claw)
     assert cage_conventions.FACTS_PREFIX == hostscripts.FACTS_PREFIX
-    for script, name in ((create, cage_conventions.LIMITS_CREATE_SCRIPT), (delete, cage_conventions.LIMITS_DELETE_SCRIPT)):
+    for script, name in (
+        (create, cage_conventions.LIMITS_CREATE_SCRIPT),
+        (delete, cage_conventions.LIMITS_DELETE_SCRIPT),
+    ):
         facts, problem = stack_rules.script_facts(script)
         assert problem is None and facts == hostscripts.script_facts(script)
         assert facts["script"] == name and facts["claw"] == claw
@@ -84,6 +101,11 @@ def test_the_pack_reads_the_facts_line_the_renderer_writes() -> None:
 def test_the_pack_imports_nothing_from_the_program() -> None:
     for module in PACK.glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.split(".")[0] in ("components", "tools", "tests") for n in names), (module, names)

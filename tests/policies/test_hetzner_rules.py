@@ -26,16 +26,26 @@ def test_the_compliant_server_and_firewall_pass(name: str) -> None:
 
 
 def test_a_server_without_a_firewall_is_refused() -> None:
-    assert "`firewallIds` is empty" in check("hcloud-server-firewall-attached", SERVER,
-                                             {**fx.hcloud_server(), "firewallIds": []})[0]
-    assert "`firewallIds` is empty" in check("hcloud-server-firewall-attached", SERVER,
-                                             {k: v for k, v in fx.hcloud_server().items() if k != "firewallIds"})[0]
+    assert (
+        "`firewallIds` is empty"
+        in check("hcloud-server-firewall-attached", SERVER, {**fx.hcloud_server(), "firewallIds": []})[0]
+    )
+    assert (
+        "`firewallIds` is empty"
+        in check(
+            "hcloud-server-firewall-attached",
+            SERVER,
+            {k: v for k, v in fx.hcloud_server().items() if k != "firewallIds"},
+        )[0]
+    )
 
 
 def test_firewall_ids_not_yet_known_still_show_a_firewall_is_attached() -> None:
     # The id of a firewall created in the same update is unknown during preview; the list is not.
-    assert check("hcloud-server-firewall-attached", SERVER,
-                 {**fx.hcloud_server(), "firewallIds": [UNKNOWN_NUMBER_VALUE]}) == []
+    assert (
+        check("hcloud-server-firewall-attached", SERVER, {**fx.hcloud_server(), "firewallIds": [UNKNOWN_NUMBER_VALUE]})
+        == []
+    )
 
 
 def test_an_unknown_firewall_list_fails_closed() -> None:
@@ -44,12 +54,15 @@ def test_an_unknown_firewall_list_fails_closed() -> None:
     assert len(messages) == 1 and "cannot verify `firewallIds`" in messages[0]
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ({"image": "ubuntu-24.04"}, "`image` 'ubuntu-24.04' is not one of the allowed images"),
-    ({"location": "ash"}, "location 'ash' is not one of the allowed locations"),
-    ({"location": None, "datacenter": "ash-dc1"}, "location 'ash'"),
-    ({"location": None}, "location None"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"image": "ubuntu-24.04"}, "`image` 'ubuntu-24.04' is not one of the allowed images"),
+        ({"location": "ash"}, "location 'ash' is not one of the allowed locations"),
+        ({"location": None, "datacenter": "ash-dc1"}, "location 'ash'"),
+        ({"location": None}, "location None"),
+    ],
+)
 def test_image_and_location_must_be_allowed(change: dict[str, Any], expected: str) -> None:
     messages = check("hcloud-server-allowed-image-location", SERVER, {**fx.hcloud_server(), **change})
     assert any(expected in m for m in messages), messages
@@ -57,18 +70,30 @@ def test_image_and_location_must_be_allowed(change: dict[str, Any], expected: st
 
 def test_image_and_location_config() -> None:
     props = {**fx.hcloud_server(), "image": "debian-13", "location": None, "datacenter": "hil-dc1"}
-    assert check("hcloud-server-allowed-image-location", SERVER, props,
-                 {"allowedImages": ["debian-13"], "allowedLocations": ["hil"]}) == []
+    assert (
+        check(
+            "hcloud-server-allowed-image-location",
+            SERVER,
+            props,
+            {"allowedImages": ["debian-13"], "allowedLocations": ["hil"]},
+        )
+        == []
+    )
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ({"sshKeys": []}, "`sshKeys` is empty"),
-    ({"rescue": "linux64"}, "`rescue` is set"),
-    ({"userData": "#cloud-config\nssh_pwauth: true\n"}, "enables password login ('ssh_pwauth: true')"),
-    ({"userData": "#cloud-config\nchpasswd:\n  list: root:hunter2\n"}, "enables password login ('chpasswd:')"),
-    ({"userData": "#!/bin/sh\necho 'PasswordAuthentication yes' >> /etc/ssh/sshd_config\n"},
-     "'PasswordAuthentication yes'"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"sshKeys": []}, "`sshKeys` is empty"),
+        ({"rescue": "linux64"}, "`rescue` is set"),
+        ({"userData": "#cloud-config\nssh_pwauth: true\n"}, "enables password login ('ssh_pwauth: true')"),
+        ({"userData": "#cloud-config\nchpasswd:\n  list: root:hunter2\n"}, "enables password login ('chpasswd:')"),
+        (
+            {"userData": "#!/bin/sh\necho 'PasswordAuthentication yes' >> /etc/ssh/sshd_config\n"},
+            "'PasswordAuthentication yes'",
+        ),
+    ],
+)
 def test_ssh_keys_only(change: dict[str, Any], expected: str) -> None:
     messages = check("hcloud-server-ssh-keys-only", SERVER, {**fx.hcloud_server(), **change})
     assert any(expected in m for m in messages), messages
@@ -85,13 +110,16 @@ def _with_rule(rule: dict[str, Any]) -> dict[str, Any]:
     return props
 
 
-@pytest.mark.parametrize("rule", [
-    {"direction": "in", "protocol": "tcp", "port": "22", "sourceIps": ["0.0.0.0/0"]},
-    {"direction": "in", "protocol": "tcp", "port": "any", "sourceIps": ["::/0"]},
-    {"direction": "in", "protocol": "udp", "port": "53", "sourceIps": ["0.0.0.0/1", "128.0.0.0/1"]},
-    {"direction": "in", "protocol": "icmp", "sourceIps": ["0.0.0.0/0"]},
-    {"direction": "in", "protocol": "tcp", "port": "22", "sourceIps": ["not-a-cidr"]},
-])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"direction": "in", "protocol": "tcp", "port": "22", "sourceIps": ["0.0.0.0/0"]},
+        {"direction": "in", "protocol": "tcp", "port": "any", "sourceIps": ["::/0"]},
+        {"direction": "in", "protocol": "udp", "port": "53", "sourceIps": ["0.0.0.0/1", "128.0.0.0/1"]},
+        {"direction": "in", "protocol": "icmp", "sourceIps": ["0.0.0.0/0"]},
+        {"direction": "in", "protocol": "tcp", "port": "22", "sourceIps": ["not-a-cidr"]},
+    ],
+)
 def test_world_open_ingress_is_refused(rule: dict[str, Any]) -> None:
     messages = check("hcloud-firewall-no-open-ingress", FIREWALL, _with_rule(rule))
     assert len(messages) == 1 and "`rules[2]` admits" in messages[0] and "does not list" in messages[0]

@@ -26,7 +26,8 @@ def test_a_cage_network_that_is_not_internal_is_refused() -> None:
     props = fx.cage_network()
     props["internal"] = False
     assert check("cage-network-internal", props) == [
-        "the cage network is not `internal`: the claw could route out without its egress proxy."]
+        "the cage network is not `internal`: the claw could route out without its egress proxy."
+    ]
 
 
 def test_a_shared_network_with_icc_on_is_refused() -> None:
@@ -38,7 +39,7 @@ def test_a_shared_network_with_icc_on_is_refused() -> None:
 
 def test_an_unlabelled_network_counts_as_shared() -> None:
     messages = check("shared-network-icc-off", {"name": "scratch", "driver": "bridge"})
-    assert len(messages) == 1 and "role None" in messages[0] and "None, not \"false\"" in messages[0]
+    assert len(messages) == 1 and "role None" in messages[0] and 'None, not "false"' in messages[0]
 
 
 def test_icc_stays_on_inside_a_cage_network() -> None:
@@ -53,12 +54,15 @@ def test_ipv6_is_refused_unless_configured() -> None:
     assert check("network-no-ipv6", props, {"allowIpv6": True}) == []
 
 
-@pytest.mark.parametrize(("name", "props", "key"), [
-    ("cage-network-internal", {**fx.cage_network(), "internal": UNKNOWN_STRING_VALUE}, "internal"),
-    ("cage-network-internal", {**fx.cage_network(), "labels": UNKNOWN_STRING_VALUE}, "labels"),
-    ("shared-network-icc-off", {**fx.egress_network(), "options": UNKNOWN_STRING_VALUE}, "options"),
-    ("network-no-ipv6", {**fx.egress_network(), "ipv6": UNKNOWN_STRING_VALUE}, "ipv6"),
-])
+@pytest.mark.parametrize(
+    ("name", "props", "key"),
+    [
+        ("cage-network-internal", {**fx.cage_network(), "internal": UNKNOWN_STRING_VALUE}, "internal"),
+        ("cage-network-internal", {**fx.cage_network(), "labels": UNKNOWN_STRING_VALUE}, "labels"),
+        ("shared-network-icc-off", {**fx.egress_network(), "options": UNKNOWN_STRING_VALUE}, "options"),
+        ("network-no-ipv6", {**fx.egress_network(), "ipv6": UNKNOWN_STRING_VALUE}, "ipv6"),
+    ],
+)
 def test_an_input_unknown_during_preview_fails_closed(name: str, props: dict[str, Any], key: str) -> None:
     messages = check(name, props)
     assert len(messages) == 1 and f"cannot verify `{key}`" in messages[0]

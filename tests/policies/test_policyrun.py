@@ -30,27 +30,52 @@ HCLOUD_PROVIDER = f"urn:pulumi:{fx.STACK}::{fx.PROJECT}::pulumi:providers:hcloud
 
 def resources(entries: list[fx.StackEntry] | None = None, secret_stdin: bool = True) -> list[PolicyResource]:
     """The compliant fleet: a Hetzner host with firewall, its Docker provider, egress network and two cages."""
-    entries = entries if entries is not None else (
-        fx.cage("acme-support", "acme") + fx.cage("globex-ops", "globex", volume=False) + fx.host_resources())
+    entries = (
+        entries
+        if entries is not None
+        else (fx.cage("acme-support", "acme") + fx.cage("globex-ops", "globex", volume=False) + fx.host_resources())
+    )
     built = [
-        PolicyResource(fx.urn(SERVER, fx.HOST, "clawstaff:fleet:ClawHost"), SERVER, fx.HOST, fx.hcloud_server(),
-                       provider_urn=HCLOUD_PROVIDER),
-        PolicyResource(fx.urn(FIREWALL, f"{fx.HOST}-firewall", "clawstaff:fleet:ClawHost"), FIREWALL,
-                       f"{fx.HOST}-firewall", fx.hcloud_firewall(), provider_urn=HCLOUD_PROVIDER),
+        PolicyResource(
+            fx.urn(SERVER, fx.HOST, "clawstaff:fleet:ClawHost"),
+            SERVER,
+            fx.HOST,
+            fx.hcloud_server(),
+            provider_urn=HCLOUD_PROVIDER,
+        ),
+        PolicyResource(
+            fx.urn(FIREWALL, f"{fx.HOST}-firewall", "clawstaff:fleet:ClawHost"),
+            FIREWALL,
+            f"{fx.HOST}-firewall",
+            fx.hcloud_firewall(),
+            provider_urn=HCLOUD_PROVIDER,
+        ),
     ]
     for type_, name, props, provider in entries:
         props = dict(props)
         for key in ("stdin", "connection"):
             if secret_stdin and key in props:
                 props[key] = Secret(props[key])  # the per-cage key and the SSH connection are Pulumi secrets
-        built.append(PolicyResource(fx.urn(type_, name), type_, name, props, provider_urn=provider,
-                                    parent=f"urn:pulumi:{fx.STACK}::{fx.PROJECT}::clawstaff:fleet:ClawCage::x"))
+        built.append(
+            PolicyResource(
+                fx.urn(type_, name),
+                type_,
+                name,
+                props,
+                provider_urn=provider,
+                parent=f"urn:pulumi:{fx.STACK}::{fx.PROJECT}::clawstaff:fleet:ClawCage::x",
+            )
+        )
     return built
 
 
 def replace(items: list[PolicyResource], name: str, **props: object) -> list[PolicyResource]:
-    return [PolicyResource(r.urn, r.type, r.name, {**r.properties, **props}, r.parent, r.provider_urn)
-            if r.name == name else r for r in items]
+    return [
+        PolicyResource(r.urn, r.type, r.name, {**r.properties, **props}, r.parent, r.provider_urn)
+        if r.name == name
+        else r
+        for r in items
+    ]
 
 
 def test_the_compliant_fleet_passes_through_the_real_entry_point() -> None:
@@ -71,14 +96,28 @@ def test_violations_carry_policy_level_urn_and_message() -> None:
 
 
 def test_an_unsafe_cage_is_refused_on_every_count() -> None:
-    items = replace(resources(), "acme-support-claw", privileged=True, readOnly=False, user="root",
-                    capabilities={"drops": []}, ports=[{"internal": 22, "external": 2222}],
-                    networkMode="host", mounts=[{"type": "bind", "source": "/var/run/docker.sock",
-                                                 "target": "/var/run/docker.sock"}])
+    items = replace(
+        resources(),
+        "acme-support-claw",
+        privileged=True,
+        readOnly=False,
+        user="root",
+        capabilities={"drops": []},
+        ports=[{"internal": 22, "external": 2222}],
+        networkMode="host",
+        mounts=[{"type": "bind", "source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}],
+    )
     policies = {v.policy for v in run_policy_pack(items, pack_dir=PACK)}
-    assert {"container-not-privileged", "container-read-only-rootfs", "container-non-root-user",
-            "container-drops-all-capabilities", "container-no-published-ports", "container-no-host-namespaces",
-            "container-no-docker-socket", "container-mounts-confined"} <= policies
+    assert {
+        "container-not-privileged",
+        "container-read-only-rootfs",
+        "container-non-root-user",
+        "container-drops-all-capabilities",
+        "container-no-published-ports",
+        "container-no-host-namespaces",
+        "container-no-docker-socket",
+        "container-mounts-confined",
+    } <= policies
 
 
 def test_secrets_arrive_as_secrets_and_are_still_compared() -> None:
@@ -89,25 +128,37 @@ def test_secrets_arrive_as_secrets_and_are_still_compared() -> None:
     items = replace(items, "globex-ops-claw", envs=[*claw.properties["envs"], f"CLAWCAGE_DEBUG={key.value}"])
     violations = run_policy_pack(items, pack_dir=PACK)
     assert [(v.policy, v.urn) for v in violations] == [
-        ("secrets-reach-containers-sealed", fx.urn(fx.CONTAINER, "globex-ops-claw"))]
+        ("secrets-reach-containers-sealed", fx.urn(fx.CONTAINER, "globex-ops-claw"))
+    ]
     assert key.value not in violations[0].message
 
 
 def test_an_input_unknown_during_preview_is_a_mandatory_violation() -> None:
     items = replace(resources(), "acme-support-claw", readOnly=UNKNOWN)
-    assert run_policy_pack(items, pack_dir=PACK) == [Violation(
-        policy="container-read-only-rootfs", level="mandatory", urn=fx.urn(fx.CONTAINER, "acme-support-claw"),
-        message=("Set `readOnly: true`; give writable scratch space as a noexec, sized `tmpfs`.\n"
-                 "cannot verify `readOnly`: its value is unknown during preview (computed from another resource's "
-                 "output), so this rule fails closed. Make the input a value known at preview time (a literal or "
-                 "stack config), not the output of another resource."))]
+    assert run_policy_pack(items, pack_dir=PACK) == [
+        Violation(
+            policy="container-read-only-rootfs",
+            level="mandatory",
+            urn=fx.urn(fx.CONTAINER, "acme-support-claw"),
+            message=(
+                "Set `readOnly: true`; give writable scratch space as a noexec, sized `tmpfs`.\n"
+                "cannot verify `readOnly`: its value is unknown during preview (computed from another resource's "
+                "output), so this rule fails closed. Make the input a value known at preview time (a literal or "
+                "stack config), not the output of another resource."
+            ),
+        )
+    ]
 
 
 def test_config_sets_limits_and_levels_as_pulumi_policy_config_does() -> None:
-    violations = run_policy_pack(resources(), pack_dir=PACK, config={
-        "container-memory-limited": {"maxMemoryMb": 512},
-        "cage-limits-enforced": {"enforcementLevel": "advisory", "maxPids": 100},
-    })
+    violations = run_policy_pack(
+        resources(),
+        pack_dir=PACK,
+        config={
+            "container-memory-limited": {"maxMemoryMb": 512},
+            "cage-limits-enforced": {"enforcementLevel": "advisory", "maxPids": 100},
+        },
+    )
     assert {(v.policy, v.level, v.urn) for v in violations} == {
         ("container-memory-limited", "mandatory", fx.urn(fx.CONTAINER, "acme-support-claw")),
         ("container-memory-limited", "mandatory", fx.urn(fx.CONTAINER, "globex-ops-claw")),
@@ -121,12 +172,15 @@ def test_a_disabled_policy_is_not_run() -> None:
     assert run_policy_pack(items, pack_dir=PACK, config={"container-not-privileged": "disabled"}) == []
 
 
-@pytest.mark.parametrize(("config", "expected"), [
-    ({"no-such-policy": "advisory"}, "names 'no-such-policy', which is not a policy of clawcage-isolation"),
-    ({"container-memory-limited": {"maxMemory": 1}}, "container-memory-limited has no such setting"),
-    ({"container-memory-limited": {"maxMemoryMb": "lots"}}, "'lots' is not of type integer"),
-    ({"container-not-privileged": "sometimes"}, "'sometimes' is not an enforcement level"),
-])
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"no-such-policy": "advisory"}, "names 'no-such-policy', which is not a policy of clawcage-isolation"),
+        ({"container-memory-limited": {"maxMemory": 1}}, "container-memory-limited has no such setting"),
+        ({"container-memory-limited": {"maxMemoryMb": "lots"}}, "'lots' is not of type integer"),
+        ({"container-not-privileged": "sometimes"}, "'sometimes' is not an enforcement level"),
+    ],
+)
 def test_bad_config_is_refused(config: dict[str, object], expected: str) -> None:
     with pytest.raises(PolicyConfigError, match=expected):
         run_policy_pack(resources(), pack_dir=PACK, config=config)

@@ -37,8 +37,9 @@ def verdicts(evaluation: mockrun.Evaluation) -> list[tuple[str, str]]:
 
 def changed(evaluation: mockrun.Evaluation, name: str, **inputs: Any) -> mockrun.Evaluation:
     """The evaluation with some inputs of one resource replaced."""
-    resources = [dataclasses.replace(r, inputs={**r.inputs, **inputs}) if r.name == name else r
-                 for r in evaluation.resources]
+    resources = [
+        dataclasses.replace(r, inputs={**r.inputs, **inputs}) if r.name == name else r for r in evaluation.resources
+    ]
     assert resources != evaluation.resources, name
     return dataclasses.replace(evaluation, resources=resources)
 
@@ -49,9 +50,11 @@ def inputs_of(evaluation: mockrun.Evaluation, name: str) -> dict[str, Any]:
 
 # --- the real graphs pass -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stack", ["prod", "local"])
-def test_the_real_stack_passes_every_policy(stack: str, prod_eval: mockrun.Evaluation,
-                                            local_eval: mockrun.Evaluation) -> None:
+def test_the_real_stack_passes_every_policy(
+    stack: str, prod_eval: mockrun.Evaluation, local_eval: mockrun.Evaluation
+) -> None:
     evaluation = prod_eval if stack == "prod" else local_eval
     violations: list[Violation] = check_policies(evaluation, pack_config(stack))
     assert violations == [], "\n".join(f"{v.policy} {v.urn}: {v.message}" for v in violations)
@@ -67,6 +70,7 @@ def test_the_real_graphs_have_what_the_limits_rule_judges(prod_eval: mockrun.Eva
 
 # --- a breach planted in a real graph is caught -------------------------------------------------------
 
+
 def test_a_limits_command_moved_to_another_host_is_caught(prod_eval: mockrun.Evaluation) -> None:
     host_of = {claw: info["host"] for claw, info in prod_eval.outputs["claws"].items()}
     claw, other = next((a, b) for a in sorted(host_of) for b in sorted(host_of) if host_of[a] != host_of[b])
@@ -78,8 +82,10 @@ def test_a_container_in_another_cages_cgroup_is_caught(prod_eval: mockrun.Evalua
     bad = changed(prod_eval, "acme-support-proxy", cgroupParent="/clawstaff/globex-triage")
     assert sorted(verdicts(bad)) == [("cage-limits-enforced", "acme-support-proxy")]
     worse = changed(prod_eval, "acme-support-proxy", cgroupParent="/system.slice")
-    assert sorted(verdicts(worse)) == [("cage-limits-enforced", "acme-support-proxy"),
-                                       ("container-cgroup-parent-confined", "acme-support-proxy")]
+    assert sorted(verdicts(worse)) == [
+        ("cage-limits-enforced", "acme-support-proxy"),
+        ("container-cgroup-parent-confined", "acme-support-proxy"),
+    ]
 
 
 def test_real_limits_above_the_configured_ceiling_are_caught(prod_eval: mockrun.Evaluation) -> None:
@@ -91,20 +97,40 @@ def test_real_limits_above_the_configured_ceiling_are_caught(prod_eval: mockrun.
 def test_a_tampered_seal_and_a_proxy_mounting_the_key_are_caught(local_eval: mockrun.Evaluation) -> None:
     envs = inputs_of(local_eval, "acme-support-claw")["envs"]
     sealed = next(e for e in envs if e.startswith("CLAWCAGE_SEALED="))
-    bad = changed(local_eval, "acme-support-claw",
-                  envs=[e.replace("clawcage-v1:", "clawcage-v0:") if e == sealed else e for e in envs])
+    bad = changed(
+        local_eval,
+        "acme-support-claw",
+        envs=[e.replace("clawcage-v1:", "clawcage-v0:") if e == sealed else e for e in envs],
+    )
     mounts = inputs_of(local_eval, "acme-support-proxy")["mounts"]
-    bad = changed(bad, "acme-support-proxy", mounts=mounts + [
-        {"type": "bind", "source": "/run/clawstaff/cages/acme-support", "target": "/run/clawcage", "readOnly": True}])
-    assert sorted(verdicts(bad)) == [("container-env-no-plaintext-credentials", "acme-support-claw"),
-                                     ("container-mounts-confined", "acme-support-proxy")]
+    bad = changed(
+        bad,
+        "acme-support-proxy",
+        mounts=mounts
+        + [
+            {"type": "bind", "source": "/run/clawstaff/cages/acme-support", "target": "/run/clawcage", "readOnly": True}
+        ],
+    )
+    assert sorted(verdicts(bad)) == [
+        ("container-env-no-plaintext-credentials", "acme-support-claw"),
+        ("container-mounts-confined", "acme-support-proxy"),
+    ]
 
 
 # --- the fixture is a real cage -----------------------------------------------------------------------
 
 # Inputs that depend on the claw's configuration or on secrets, not on the cage's shape.
-VARIES = {"user", "image", "memory", "memorySwap", "cpus", "tmpfs./tmp", "stdin", "connection.host",
-          "connection.hostKey"}
+VARIES = {
+    "user",
+    "image",
+    "memory",
+    "memorySwap",
+    "cpus",
+    "tmpfs./tmp",
+    "stdin",
+    "connection.host",
+    "connection.hostKey",
+}
 SCRIPTS = {"create", "delete"}
 CLAW_PROGRAM = "command"  # the claw's own program (config), absent when the image's CMD runs
 
@@ -116,8 +142,11 @@ def normalized(props: dict[str, Any]) -> Any:
         if isinstance(value, dict):
             if value.get("label") == "clawstaff.config-sha256":
                 return {**value, "value": "<sha256 of the proxy config>"}
-            return {k: walk(v, f"{path}.{k}" if path else k) for k, v in value.items()
-                    if not (path == "" and k == CLAW_PROGRAM)}
+            return {
+                k: walk(v, f"{path}.{k}" if path else k)
+                for k, v in value.items()
+                if not (path == "" and k == CLAW_PROGRAM)
+            }
         if isinstance(value, list):
             return [walk(v, path) for v in value]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -127,35 +156,55 @@ def normalized(props: dict[str, Any]) -> Any:
                 return re.sub(r"[0-9]+", "<n>", value)  # sizes, uids, limits
             return value
         return float(value)
+
     return walk(props, "")
 
 
 def real_cage(evaluation: mockrun.Evaluation, claw: str) -> dict[str, tuple[str, Any]]:
-    return {r.name: (r.type, normalized(unwrap_secrets(dict(r.inputs)))) for r in evaluation.resources
-            if r.custom and r.parent.endswith(f"{CAGE_TYPE}::{claw}")}
+    return {
+        r.name: (r.type, normalized(unwrap_secrets(dict(r.inputs))))
+        for r in evaluation.resources
+        if r.custom and r.parent.endswith(f"{CAGE_TYPE}::{claw}")
+    }
 
 
-@pytest.mark.parametrize(("stack", "claw"), [("prod", "acme-support"), ("prod", "acme-finance-reports"),
-                                             ("prod", "umbrella-research"), ("local", "acme-reports"),
-                                             ("local", "globex-triage")])
-def test_the_fixture_cage_is_shaped_like_a_real_one(stack: str, claw: str, prod_eval: mockrun.Evaluation,
-                                                    local_eval: mockrun.Evaluation) -> None:
+@pytest.mark.parametrize(
+    ("stack", "claw"),
+    [
+        ("prod", "acme-support"),
+        ("prod", "acme-finance-reports"),
+        ("prod", "umbrella-research"),
+        ("local", "acme-reports"),
+        ("local", "globex-triage"),
+    ],
+)
+def test_the_fixture_cage_is_shaped_like_a_real_one(
+    stack: str, claw: str, prod_eval: mockrun.Evaluation, local_eval: mockrun.Evaluation
+) -> None:
     evaluation = prod_eval if stack == "prod" else local_eval
     info = evaluation.outputs["claws"][claw]
     remote = evaluation.outputs["hosts"][info["host"]]["kind"] != "local"
-    fixture = {name: (type_, normalized(props)) for type_, name, props, _ in
-               fx.cage(claw, info["org"], info["host"], volume=bool(info["volume"]), remote=remote)}
+    fixture = {
+        name: (type_, normalized(props))
+        for type_, name, props, _ in fx.cage(
+            claw, info["org"], info["host"], volume=bool(info["volume"]), remote=remote
+        )
+    }
     real = real_cage(evaluation, claw)
     assert sorted((n, t) for n, (t, _) in fixture.items()) == sorted((n, t) for n, (t, _) in real.items())
     for name, (_, props) in real.items():
         assert fixture[name][1] == props, name
 
 
-def test_the_fixture_host_is_shaped_like_a_real_one(prod_eval: mockrun.Evaluation,
-                                                    local_eval: mockrun.Evaluation) -> None:
+def test_the_fixture_host_is_shaped_like_a_real_one(
+    prod_eval: mockrun.Evaluation, local_eval: mockrun.Evaluation
+) -> None:
     for evaluation, host, local in ((prod_eval, "fsn1-cage-01", False), (local_eval, "laptop", True)):
-        real = {r.name: (r.type, unwrap_secrets(dict(r.inputs))) for r in evaluation.resources
-                if r.name in (f"{host}-docker", f"{host}-egress")}
+        real = {
+            r.name: (r.type, unwrap_secrets(dict(r.inputs)))
+            for r in evaluation.resources
+            if r.name in (f"{host}-docker", f"{host}-egress")
+        }
         for type_, name, props, _ in fx.host_resources(host, local):
             real_type, real_props = real[name]
             assert type_ == real_type

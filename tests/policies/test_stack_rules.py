@@ -27,8 +27,11 @@ def two_cages() -> list[StackEntry]:
 
 def two_local_cages() -> list[StackEntry]:
     """The same on the local host: local commands, the local Docker engine."""
-    return (fx.cage("acme-support", "acme", remote=False) + fx.cage("acme-sales", "acme", volume=False, remote=False)
-            + fx.host_resources(local=True))
+    return (
+        fx.cage("acme-support", "acme", remote=False)
+        + fx.cage("acme-sales", "acme", volume=False, remote=False)
+        + fx.host_resources(local=True)
+    )
 
 
 def check(name: str, entries: list[StackEntry], config: dict[str, Any] | None = None) -> list[tuple[str, str | None]]:
@@ -64,6 +67,7 @@ def test_every_stack_policy_is_mandatory_and_kebab_case() -> None:
 
 # --- cage-network-shared-only-with-own-proxy ---------------------------------------------------------
 
+
 def test_a_neighbours_proxy_on_the_claw_network_is_refused() -> None:
     entries = two_cages()
     props_of(entries, "acme-sales-proxy")["networksAdvanced"].append({"name": "cage-acme-support"})
@@ -84,7 +88,8 @@ def test_a_claw_whose_proxy_is_elsewhere_is_refused() -> None:
     entries = two_cages()
     props_of(entries, "acme-support-proxy")["networksAdvanced"] = [{"name": "egress-fsn1-cage-01"}]
     assert "is not joined by claw acme-support's proxy" in messages(
-        check("cage-network-shared-only-with-own-proxy", entries))
+        check("cage-network-shared-only-with-own-proxy", entries)
+    )
 
 
 def test_a_claw_left_on_dockers_default_bridge_is_refused() -> None:
@@ -99,22 +104,29 @@ def test_a_claw_left_on_dockers_default_bridge_is_refused() -> None:
 
 # --- network names ------------------------------------------------------------------------------------
 
+
 def test_two_networks_with_one_name_are_refused_by_every_network_rule() -> None:
     # Two hosts that both call their egress network "egress": the pack could no longer tell them apart.
     entries = two_cages() + fx.host_resources(OTHER_HOST)
     props_of(entries, "fsn1-cage-01-egress")["name"] = "egress"
     props_of(entries, f"{OTHER_HOST}-egress")["name"] = "egress"
-    for name in ("cage-network-shared-only-with-own-proxy", "cage-has-one-proxy-and-one-network",
-                 "cage-resources-not-shared", "cage-on-one-host"):
+    for name in (
+        "cage-network-shared-only-with-own-proxy",
+        "cage-has-one-proxy-and-one-network",
+        "cage-resources-not-shared",
+        "cage-on-one-host",
+    ):
         assert "2 networks are named 'egress'" in messages(check(name, entries)), name
 
 
 # --- cage-has-one-proxy-and-one-network ---------------------------------------------------------------
 
+
 def test_a_cage_without_a_proxy_is_refused() -> None:
     found = check("cage-has-one-proxy-and-one-network", without(two_cages(), "acme-support-proxy"))
-    assert found == [("claw acme-support has 0 proxies: a cage has exactly one of each.",
-                      fx.urn(fx.CONTAINER, "acme-support-claw"))]
+    assert found == [
+        ("claw acme-support has 0 proxies: a cage has exactly one of each.", fx.urn(fx.CONTAINER, "acme-support-claw"))
+    ]
 
 
 def test_a_cage_with_two_networks_is_refused() -> None:
@@ -142,10 +154,12 @@ def test_a_cage_network_without_containers_is_refused() -> None:
 
 # --- cage-resources-not-shared ------------------------------------------------------------------------
 
+
 def test_a_volume_mounted_by_two_cages_is_refused() -> None:
     entries = two_cages()
     props_of(entries, "acme-sales-claw")["mounts"].append(
-        {"type": "bind", "source": "/srv/clawstaff/volumes/acme-support", "target": "/data"})
+        {"type": "bind", "source": "/srv/clawstaff/volumes/acme-support", "target": "/data"}
+    )
     found = check("cage-resources-not-shared", entries)
     assert len(found) == 1
     assert "overlaps '/srv/clawstaff/volumes/acme-support' of cage acme-sales" in found[0][0]
@@ -155,7 +169,8 @@ def test_a_key_path_used_by_two_cages_is_refused() -> None:
     entries = two_cages()
     props_of(entries, "acme-sales-claw")["mounts"][0]["source"] = "/run/clawstaff/cages/acme-support"
     assert "no volume, mount source or key path is used by two cages" in messages(
-        check("cage-resources-not-shared", entries))
+        check("cage-resources-not-shared", entries)
+    )
 
 
 def test_a_proxy_configuration_used_by_two_cages_is_refused() -> None:
@@ -168,17 +183,18 @@ def test_a_network_used_by_two_cages_is_refused() -> None:
     entries = two_cages()
     props_of(entries, "acme-sales-proxy")["networksAdvanced"].append({"name": "cage-acme-support"})
     assert "network 'cage-acme-support' is used by the cages ['acme-sales', 'acme-support']" in messages(
-        check("cage-resources-not-shared", entries))
+        check("cage-resources-not-shared", entries)
+    )
 
 
 def test_the_hosts_egress_network_is_the_one_shared_network() -> None:
     entries = two_cages()
     props_of(entries, "fsn1-cage-01-egress")["labels"] = []  # no longer recognisable as the egress network
-    assert "network 'egress-fsn1-cage-01' is used by the cages" in messages(
-        check("cage-resources-not-shared", entries))
+    assert "network 'egress-fsn1-cage-01' is used by the cages" in messages(check("cage-resources-not-shared", entries))
 
 
 # --- cage-on-one-host ---------------------------------------------------------------------------------
+
 
 def test_a_proxy_on_another_hosts_provider_is_refused() -> None:
     other = fx.docker_provider_urn(OTHER_HOST)
@@ -197,6 +213,7 @@ def test_resources_labelled_for_two_hosts_are_refused() -> None:
 
 # --- secrets-reach-containers-sealed ------------------------------------------------------------------
 
+
 def test_a_plaintext_secret_in_container_env_is_refused() -> None:
     entries = two_cages()
     key = props_of(entries, "acme-support-key")["stdin"].strip()
@@ -210,26 +227,35 @@ def test_a_plaintext_secret_in_container_env_is_refused() -> None:
 
 def test_a_command_credential_env_value_in_a_container_is_refused() -> None:
     entries = two_cages()
-    entries.append((fx.COMMAND, "slack", {"create": "true", "environment": {"SLACK_BOT_TOKEN": "xoxb-123456789"}},
-                    fx.COMMAND_PROVIDER))
+    entries.append(
+        (
+            fx.COMMAND,
+            "slack",
+            {"create": "true", "environment": {"SLACK_BOT_TOKEN": "xoxb-123456789"}},
+            fx.COMMAND_PROVIDER,
+        )
+    )
     props_of(entries, "acme-sales-claw")["envs"].append("SLACK=xoxb-123456789")
     assert "env SLACK holds the plaintext of a secret (env SLACK_BOT_TOKEN" in messages(
-        check("secrets-reach-containers-sealed", entries))
+        check("secrets-reach-containers-sealed", entries)
+    )
 
 
 def test_two_cages_with_the_same_sealed_blob_share_a_key() -> None:
     entries = two_cages()
     props_of(entries, "acme-sales-claw")["envs"][0] = props_of(entries, "acme-support-claw")["envs"][0]
     assert "the cages ['acme-sales', 'acme-support'] carry the same CLAWCAGE_SEALED" in messages(
-        check("secrets-reach-containers-sealed", entries))
+        check("secrets-reach-containers-sealed", entries)
+    )
 
 
 # --- cage-limits-enforced -----------------------------------------------------------------------------
 
+
 def limits_script(claw: str = "acme-support") -> str:
     """The script inside the fixture's limits `create` (what render_limits_create returns)."""
     create = fx.limits_command(claw)["create"]
-    return create[len("/bin/bash -c "):].strip("'").replace("'\"'\"'", "'")
+    return create[len("/bin/bash -c ") :].strip("'").replace("'\"'\"'", "'")
 
 
 def edited(old: str, new: str, claw: str = "acme-support") -> str:
@@ -254,18 +280,29 @@ def test_limits_script_helper_round_trips() -> None:
 
 def test_a_cage_without_a_limits_command_is_refused() -> None:
     found = check(LIMITS, without(two_cages(), "acme-sales-limits"))
-    assert found == [("no command creates cage acme-sales's parent cgroup /clawstaff/acme-sales with its limits: a "
-                      "fork bomb or a leak in the cage would reach the host's pids and memory.",
-                      fx.urn(fx.CONTAINER, "acme-sales-claw"))]
+    assert found == [
+        (
+            "no command creates cage acme-sales's parent cgroup /clawstaff/acme-sales with its limits: a "
+            "fork bomb or a leak in the cage would reach the host's pids and memory.",
+            fx.urn(fx.CONTAINER, "acme-sales-claw"),
+        )
+    ]
 
 
-@pytest.mark.parametrize(("container", "value", "expected"), [
-    ("acme-support-proxy", "/clawstaff/acme-sales", "`cgroupParent` is '/clawstaff/acme-sales', not "
-     "'/clawstaff/acme-support': the proxy container of cage acme-support would run outside"),
-    ("acme-support-claw", None, "`cgroupParent` is None, not '/clawstaff/acme-support'"),
-    ("acme-support-claw", "/docker", "`cgroupParent` is '/docker'"),
-    ("acme-support-claw", "/clawstaff/acme-support/../acme-sales", "is '/clawstaff/acme-support/../acme-sales'"),
-])
+@pytest.mark.parametrize(
+    ("container", "value", "expected"),
+    [
+        (
+            "acme-support-proxy",
+            "/clawstaff/acme-sales",
+            "`cgroupParent` is '/clawstaff/acme-sales', not "
+            "'/clawstaff/acme-support': the proxy container of cage acme-support would run outside",
+        ),
+        ("acme-support-claw", None, "`cgroupParent` is None, not '/clawstaff/acme-support'"),
+        ("acme-support-claw", "/docker", "`cgroupParent` is '/docker'"),
+        ("acme-support-claw", "/clawstaff/acme-support/../acme-sales", "is '/clawstaff/acme-support/../acme-sales'"),
+    ],
+)
 def test_a_container_outside_its_cages_cgroup_is_refused(container: str, value: str | None, expected: str) -> None:
     entries = two_cages()
     props_of(entries, container)["cgroupParent"] = value
@@ -273,32 +310,46 @@ def test_a_container_outside_its_cages_cgroup_is_refused(container: str, value: 
     assert len(found) == 1 and expected in found[0][0] and found[0][1] == fx.urn(fx.CONTAINER, container)
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    (lambda p: p.update(create=with_var("PIDS", "0")), "sets PIDS=0, not a positive integer"),
-    (lambda p: p.update(create=with_var("PIDS", "max")), "sets PIDS=max, not a positive integer"),
-    (lambda p: p.update(create=with_var("PIDS", "$((1<<30))")), "not a positive integer"),
-    (lambda p: p.update(create=with_var("MEMORY", "-1")), "sets MEMORY=-1, not a positive integer"),
-    (lambda p: p.update(create=with_var("MEMORY", "")), "sets MEMORY=, not a positive integer"),
-    (lambda p: p.update(create=with_var("CPU_QUOTA", "0")), "sets CPU_QUOTA=0, not a positive integer"),
-    (lambda p: p.update(create=with_var("CPU_PERIOD", "1e5")), "sets CPU_PERIOD=1e5, not a positive integer"),
-    (lambda p: p.update(create=edited(PIDS_LINE, "")), "assigns PIDS 0 times"),
-    (lambda p: p.update(create=edited("\nfi\n", "\nfi\nPIDS=999999\n")), "assigns PIDS 2 times"),
-    (lambda p: p.update(create=edited("\nfi\n", "\nfi\nexport PIDS=999999\n")), "assigns PIDS 2 times"),
-    (lambda p: p.update(create=edited('put "$d/pids.max" "$PIDS"', 'put "$d/pids.max" max')),
-     "never writes $PIDS to pids.max"),
-    (lambda p: p.update(create=edited("CG=clawstaff/acme-support", "CG=clawstaff/../system.slice")),
-     "sets CG=clawstaff/../system.slice, not clawstaff/acme-support"),
-    (lambda p: p.update(create=limits_script()), "its `create` is not `/bin/bash -c '<script>'`"),
-    (lambda p: p.update(create="/bin/sh -c " + p["create"][len("/bin/bash -c "):]), "is not `/bin/bash -c"),
-    (lambda p: p.update(delete=None), "its `delete` is not `/bin/bash -c '<script>'` removing the cgroup"),
-    (lambda p: p.update(delete=fx.key_command()["delete"]),
-     "its `delete` script does not carry the line '# clawstaff limits of cage acme-support:'"),
-    (lambda p: p.update(delete=cagehost.shell_command(cagehost.render_limits_delete("acme-support")
-                                                      .replace("rmdir", "ls"))),
-     "its `delete` script does not remove the cgroup (rmdir)"),
-    (lambda p: p.update(update=edited(PIDS_LINE, "PIDS=99999\n")),
-     "its `update` script sets PIDS=99999, above the ceiling of 4096"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda p: p.update(create=with_var("PIDS", "0")), "sets PIDS=0, not a positive integer"),
+        (lambda p: p.update(create=with_var("PIDS", "max")), "sets PIDS=max, not a positive integer"),
+        (lambda p: p.update(create=with_var("PIDS", "$((1<<30))")), "not a positive integer"),
+        (lambda p: p.update(create=with_var("MEMORY", "-1")), "sets MEMORY=-1, not a positive integer"),
+        (lambda p: p.update(create=with_var("MEMORY", "")), "sets MEMORY=, not a positive integer"),
+        (lambda p: p.update(create=with_var("CPU_QUOTA", "0")), "sets CPU_QUOTA=0, not a positive integer"),
+        (lambda p: p.update(create=with_var("CPU_PERIOD", "1e5")), "sets CPU_PERIOD=1e5, not a positive integer"),
+        (lambda p: p.update(create=edited(PIDS_LINE, "")), "assigns PIDS 0 times"),
+        (lambda p: p.update(create=edited("\nfi\n", "\nfi\nPIDS=999999\n")), "assigns PIDS 2 times"),
+        (lambda p: p.update(create=edited("\nfi\n", "\nfi\nexport PIDS=999999\n")), "assigns PIDS 2 times"),
+        (
+            lambda p: p.update(create=edited('put "$d/pids.max" "$PIDS"', 'put "$d/pids.max" max')),
+            "never writes $PIDS to pids.max",
+        ),
+        (
+            lambda p: p.update(create=edited("CG=clawstaff/acme-support", "CG=clawstaff/../system.slice")),
+            "sets CG=clawstaff/../system.slice, not clawstaff/acme-support",
+        ),
+        (lambda p: p.update(create=limits_script()), "its `create` is not `/bin/bash -c '<script>'`"),
+        (lambda p: p.update(create="/bin/sh -c " + p["create"][len("/bin/bash -c ") :]), "is not `/bin/bash -c"),
+        (lambda p: p.update(delete=None), "its `delete` is not `/bin/bash -c '<script>'` removing the cgroup"),
+        (
+            lambda p: p.update(delete=fx.key_command()["delete"]),
+            "its `delete` script does not carry the line '# clawstaff limits of cage acme-support:'",
+        ),
+        (
+            lambda p: p.update(
+                delete=cagehost.shell_command(cagehost.render_limits_delete("acme-support").replace("rmdir", "ls"))
+            ),
+            "its `delete` script does not remove the cgroup (rmdir)",
+        ),
+        (
+            lambda p: p.update(update=edited(PIDS_LINE, "PIDS=99999\n")),
+            "its `update` script sets PIDS=99999, above the ceiling of 4096",
+        ),
+    ],
+)
 def test_a_wrong_limits_command_is_refused(change: Callable[[dict[str, Any]], None], expected: str) -> None:
     entries = two_cages()
     change(props_of(entries, "acme-support-limits"))
@@ -311,7 +362,7 @@ def facts_replaced(text: str, /, **changes: Any) -> str:
     """The script `text` with its facts line rewritten: keys set to new values (None removes a key)."""
     prefix = "# clawcage-facts: "
     (line,) = [line for line in text.splitlines() if line.startswith(prefix)]
-    facts = json.loads(line[len(prefix):])
+    facts = json.loads(line[len(prefix) :])
     for key, value in changes.items():
         if value is None:
             facts.pop(key, None)
@@ -320,35 +371,63 @@ def facts_replaced(text: str, /, **changes: Any) -> str:
     return text.replace(line, prefix + json.dumps(facts, sort_keys=True))
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    # The facts line is where the pack reads what a script sets: without it, or unreadable, it is refused.
-    (lambda p: p.update(create=edited(fx_facts_line(), "")), "carries 0 facts lines"),
-    (lambda p: p.update(create=edited(fx_facts_line(), fx_facts_line() + "\n" + fx_facts_line())),
-     "carries 2 facts lines"),
-    (lambda p: p.update(create=edited(fx_facts_line(), "# clawcage-facts: {not json")), "facts line that is not JSON"),
-    (lambda p: p.update(create=edited(fx_facts_line(), "# clawcage-facts: [1, 2]")), "not a JSON object"),
-    (lambda p: p.update(delete=cagehost.shell_command(facts_replaced(cagehost.render_limits_delete("acme-support"),
-                                                                     claw=None, script=None))),
-     "its `delete` script's facts line declares None of cage None, not 'limits-delete' of cage acme-support"),
-    # Facts and script disagree: the header sets one thing, the facts say another.
-    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), pids=64))),
-     f"sets PIDS={fx.CLAW_PIDS + 64}, but its facts line gives pids=64: a script and its facts must agree"),
-    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), memory=None))),
-     "but its facts line gives memory=None"),
-    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), cpu_quota="125000"))),
-     "but its facts line gives cpu_quota='125000'"),
-    (lambda p: p.update(create=with_var("MEMORY", "4194304")), "sets MEMORY=4194304, but its facts line gives"),
-    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), claw="acme-sales"))),
-     "facts line declares 'limits-create' of cage 'acme-sales', not 'limits-create' of cage acme-support"),
-    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), script="limits-delete"))),
-     "facts line declares 'limits-delete' of cage 'acme-support', not 'limits-create'"),
-    (lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), cgroup="clawstaff"))),
-     "its `create` script's facts line gives the cgroup 'clawstaff', not clawstaff/acme-support"),
-    (lambda p: p.update(update=cagehost.shell_command(facts_replaced(limits_script(), pids=99999))),
-     "its `update` script sets PIDS=320, but its facts line gives pids=99999"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # The facts line is where the pack reads what a script sets: without it, or unreadable, it is refused.
+        (lambda p: p.update(create=edited(fx_facts_line(), "")), "carries 0 facts lines"),
+        (
+            lambda p: p.update(create=edited(fx_facts_line(), fx_facts_line() + "\n" + fx_facts_line())),
+            "carries 2 facts lines",
+        ),
+        (
+            lambda p: p.update(create=edited(fx_facts_line(), "# clawcage-facts: {not json")),
+            "facts line that is not JSON",
+        ),
+        (lambda p: p.update(create=edited(fx_facts_line(), "# clawcage-facts: [1, 2]")), "not a JSON object"),
+        (
+            lambda p: p.update(
+                delete=cagehost.shell_command(
+                    facts_replaced(cagehost.render_limits_delete("acme-support"), claw=None, script=None)
+                )
+            ),
+            "its `delete` script's facts line declares None of cage None, not 'limits-delete' of cage acme-support",
+        ),
+        # Facts and script disagree: the header sets one thing, the facts say another.
+        (
+            lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), pids=64))),
+            f"sets PIDS={fx.CLAW_PIDS + 64}, but its facts line gives pids=64: a script and its facts must agree",
+        ),
+        (
+            lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), memory=None))),
+            "but its facts line gives memory=None",
+        ),
+        (
+            lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), cpu_quota="125000"))),
+            "but its facts line gives cpu_quota='125000'",
+        ),
+        (lambda p: p.update(create=with_var("MEMORY", "4194304")), "sets MEMORY=4194304, but its facts line gives"),
+        (
+            lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), claw="acme-sales"))),
+            "facts line declares 'limits-create' of cage 'acme-sales', not 'limits-create' of cage acme-support",
+        ),
+        (
+            lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), script="limits-delete"))),
+            "facts line declares 'limits-delete' of cage 'acme-support', not 'limits-create'",
+        ),
+        (
+            lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), cgroup="clawstaff"))),
+            "its `create` script's facts line gives the cgroup 'clawstaff', not clawstaff/acme-support",
+        ),
+        (
+            lambda p: p.update(update=cagehost.shell_command(facts_replaced(limits_script(), pids=99999))),
+            "its `update` script sets PIDS=320, but its facts line gives pids=99999",
+        ),
+    ],
+)
 def test_a_limits_script_whose_facts_are_missing_or_disagree_is_refused(
-        change: Callable[[dict[str, Any]], None], expected: str) -> None:
+    change: Callable[[dict[str, Any]], None], expected: str
+) -> None:
     entries = two_cages()
     change(props_of(entries, "acme-support-limits"))
     found = check(LIMITS, entries)
@@ -363,8 +442,15 @@ def fx_facts_line(claw: str = "acme-support") -> str:
 
 def test_the_limits_are_read_from_the_facts_line() -> None:
     facts = stack_rules.script_facts(limits_script())[0]
-    assert facts == {"script": "limits-create", "claw": "acme-support", "cgroup": "clawstaff/acme-support",
-                     "pids": fx.CLAW_PIDS + 64, "memory": props_memory(), "cpu_quota": 125_000, "cpu_period": 100_000}
+    assert facts == {
+        "script": "limits-create",
+        "claw": "acme-support",
+        "cgroup": "clawstaff/acme-support",
+        "pids": fx.CLAW_PIDS + 64,
+        "memory": props_memory(),
+        "cpu_quota": 125_000,
+        "cpu_period": 100_000,
+    }
     assert stack_rules.limits_claws(fx.limits_command()["create"]) == {"acme-support"}
 
 
@@ -380,23 +466,38 @@ def test_the_pids_ceiling_is_configurable() -> None:
 
 def test_a_second_limits_command_for_one_cage_is_refused() -> None:
     entries = two_cages()
-    entries.append((fx.REMOTE_COMMAND, "acme-support-more-pids", fx.limits_command("acme-support", remote=True),
-                    fx.COMMAND_PROVIDER))
+    entries.append(
+        (
+            fx.REMOTE_COMMAND,
+            "acme-support-more-pids",
+            fx.limits_command("acme-support", remote=True),
+            fx.COMMAND_PROVIDER,
+        )
+    )
     assert "cage acme-support has 2 limits commands" in messages(check(LIMITS, entries))
 
 
 def test_a_command_that_rewrites_a_cages_cgroup_counts_as_a_limits_command() -> None:
     entries = two_cages()
     # No marker line, but it assigns the cage's cgroup: it is judged as (a second) limits command.
-    entries.append((fx.REMOTE_COMMAND, "sneaky", {"create": cagehost.shell_command(
-        "CG=clawstaff/acme-support\necho max > /sys/fs/cgroup/$CG/pids.max\n"), "connection": fx.connection()},
-        fx.COMMAND_PROVIDER))
+    entries.append(
+        (
+            fx.REMOTE_COMMAND,
+            "sneaky",
+            {
+                "create": cagehost.shell_command("CG=clawstaff/acme-support\necho max > /sys/fs/cgroup/$CG/pids.max\n"),
+                "connection": fx.connection(),
+            },
+            fx.COMMAND_PROVIDER,
+        )
+    )
     text = messages(check(LIMITS, entries))
     assert "cage acme-support has 2 limits commands" in text
     assert "does not carry the line '# clawstaff limits of cage acme-support:'" in text
 
 
 # The host of the limits command is the host of the containers.
+
 
 def test_a_limits_command_on_another_host_is_refused() -> None:
     entries = two_cages() + fx.host_resources(OTHER_HOST)
@@ -428,11 +529,19 @@ def test_a_local_limits_command_for_containers_on_a_remote_engine_is_refused() -
 
 def test_a_remote_limits_command_for_containers_on_the_local_engine_is_refused() -> None:
     entries = two_local_cages()
-    entries = [(fx.REMOTE_COMMAND if n == "acme-support-limits" else t, n,
-                {**p, "connection": fx.connection()} if n == "acme-support-limits" else p, prov)
-               for t, n, p, prov in entries]
-    assert "runs on a remote host, but the Docker provider fsn1-cage-01-docker of cage acme-support's containers " \
-           "runs them on the local engine unix:///var/run/docker.sock" in messages(check(LIMITS, entries))
+    entries = [
+        (
+            fx.REMOTE_COMMAND if n == "acme-support-limits" else t,
+            n,
+            {**p, "connection": fx.connection()} if n == "acme-support-limits" else p,
+            prov,
+        )
+        for t, n, p, prov in entries
+    ]
+    assert (
+        "runs on a remote host, but the Docker provider fsn1-cage-01-docker of cage acme-support's containers "
+        "runs them on the local engine unix:///var/run/docker.sock" in messages(check(LIMITS, entries))
+    )
 
 
 def test_the_provider_is_read_from_the_engines_provider_record_too() -> None:
@@ -444,15 +553,23 @@ def test_the_provider_is_read_from_the_engines_provider_record_too() -> None:
 
 # --- unknown inputs during preview --------------------------------------------------------------------
 
+
 def test_unknown_container_networks_fail_closed_in_every_graph_rule() -> None:
     entries = two_cages()
     props_of(entries, "acme-support-claw")["networksAdvanced"] = [{"name": UNKNOWN_STRING_VALUE}]
-    for name in ("cage-network-shared-only-with-own-proxy", "cage-has-one-proxy-and-one-network",
-                 "cage-resources-not-shared", "cage-on-one-host", LIMITS):
+    for name in (
+        "cage-network-shared-only-with-own-proxy",
+        "cage-has-one-proxy-and-one-network",
+        "cage-resources-not-shared",
+        "cage-on-one-host",
+        LIMITS,
+    ):
         found = check(name, entries)
         assert found, name
-        assert any("cannot verify `networksAdvanced`" in m and urn == fx.urn(fx.CONTAINER, "acme-support-claw")
-                   for m, urn in found), (name, found)
+        assert any(
+            "cannot verify `networksAdvanced`" in m and urn == fx.urn(fx.CONTAINER, "acme-support-claw")
+            for m, urn in found
+        ), (name, found)
 
 
 def test_an_unknown_cgroup_parent_fails_closed() -> None:
@@ -467,8 +584,10 @@ def test_an_unknown_limits_script_fails_closed_rather_than_matching_nothing() ->
     entries = two_cages()
     props_of(entries, "acme-support-limits")["create"] = UNKNOWN_STRING_VALUE
     found = check(LIMITS, entries)
-    assert [urn for _, urn in found] == [fx.urn(fx.REMOTE_COMMAND, "acme-support-limits"),
-                                         fx.urn(fx.CONTAINER, "acme-support-claw")]
+    assert [urn for _, urn in found] == [
+        fx.urn(fx.REMOTE_COMMAND, "acme-support-limits"),
+        fx.urn(fx.CONTAINER, "acme-support-claw"),
+    ]
     assert all("cannot verify `create`" in m for m, _ in found)
     assert "no command known during preview creates cage acme-support's limits" in found[1][0]
 
@@ -488,10 +607,12 @@ def test_a_host_that_cannot_be_seen_on_either_side_fails_closed() -> None:
     props_of(entries, "fsn1-cage-01-docker").update(host=UNKNOWN_STRING_VALUE, sshOpts=UNKNOWN_STRING_VALUE)
     found = [m for m, _ in check(LIMITS, entries) if "acme-support" in m]
     assert len(found) == 1
-    assert found[0].startswith("cannot verify that the limits command of cage acme-support runs on the host of its "
-                               "containers: neither the address (command `connection.host` unknown, provider `host` "
-                               "unknown) nor the host key (command `connection.hostKey` known, provider `sshOpts` "
-                               "unknown)")
+    assert found[0].startswith(
+        "cannot verify that the limits command of cage acme-support runs on the host of its "
+        "containers: neither the address (command `connection.host` unknown, provider `host` "
+        "unknown) nor the host key (command `connection.hostKey` known, provider `sshOpts` "
+        "unknown)"
+    )
 
 
 def test_a_pinned_host_key_identifies_the_host_when_the_address_is_unknown() -> None:

@@ -22,8 +22,7 @@ MiB = 1024 * 1024
 CLAW = "acme-support"
 
 RENDERERS: dict[str, Callable[[str], str]] = {
-    "limits_create": lambda claw: cagehost.render_limits_create(claw, cpus=Decimal("1.5"), memory=512 * MiB,
-                                                                pids=256),
+    "limits_create": lambda claw: cagehost.render_limits_create(claw, cpus=Decimal("1.5"), memory=512 * MiB, pids=256),
     "limits_delete": cagehost.render_limits_delete,
     "key_create": lambda claw: cagehost.render_key_create(claw, uid=65532),
     "key_delete": cagehost.render_key_delete,
@@ -46,13 +45,32 @@ def test_shell_command_runs_the_script_under_bash_from_any_shell() -> None:
     script = cagehost.render_key_delete(CLAW)
     command = cagehost.shell_command(script)
     assert command.startswith("/bin/bash -c '")
-    out = subprocess.run(["/bin/sh", "-c", cagehost.shell_command('echo "$BASH_VERSION" "$(cat)"')],
-                         input="from-stdin", capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["/bin/sh", "-c", cagehost.shell_command('echo "$BASH_VERSION" "$(cat)"')],
+        input="from-stdin",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.split()[1] == "from-stdin" and out.stdout.split()[0][0].isdigit()
 
 
-BAD_NAMES = ["", "Acme", "acme_support", "-acme", "acme-", "a" * 64, "acme support", "acme;rm -rf /",
-             "../etc", "acme/x", "acme$(id)", "acme\n", None, 7]
+BAD_NAMES = [
+    "",
+    "Acme",
+    "acme_support",
+    "-acme",
+    "acme-",
+    "a" * 64,
+    "acme support",
+    "acme;rm -rf /",
+    "../etc",
+    "acme/x",
+    "acme$(id)",
+    "acme\n",
+    None,
+    7,
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -93,7 +111,7 @@ def test_secret_variables_only_reach_builtins_never_a_command_line(render: Calla
     for var in SECRET_VARS:
         assert f"export {var}" not in script and f"{var}=$(cat" not in script
         for match in re.finditer(rf"\$\{{?{var}\b", script):
-            line = script[script.rfind("\n", 0, match.start()) + 1:script.find("\n", match.end())]
+            line = script[script.rfind("\n", 0, match.start()) + 1 : script.find("\n", match.end())]
             assert re.search(rf"printf '%s(\\n)?' \"\${var}\" *(\||>|\))", line), line
 
 
@@ -132,7 +150,7 @@ def test_key_file_format_matches_sealing() -> None:
     assert cagehost.CAGE_KEY_BYTES == sealing.CAGE_KEY_BYTES
     script = cagehost.render_key_create(CLAW, uid=65532)
     assert f"read_secret cage_key {sealing.CAGE_KEY_BYTES}" in script
-    assert "printf '%s\\n' \"$cage_key\" > \"$tmp\"" in script  # = sealing.cage_key_file_text
+    assert 'printf \'%s\\n\' "$cage_key" > "$tmp"' in script  # = sealing.cage_key_file_text
 
 
 # --- idempotency and safety guards -------------------------------------------------------------------
@@ -157,12 +175,12 @@ def test_limits_delete_refuses_busy_cgroups_and_leaves_the_shared_parent() -> No
 
 def test_key_create_never_lets_the_key_hit_disk_or_wider_modes() -> None:
     script = RENDERERS["key_create"](CLAW)
-    assert "mountpoint -q \"$TMPFS\" ||" not in script  # the guard is an if, checked below
-    assert "if ! mountpoint -q \"$TMPFS\"; then" in script
+    assert 'mountpoint -q "$TMPFS" ||' not in script  # the guard is an if, checked below
+    assert 'if ! mountpoint -q "$TMPFS"; then' in script
     assert "mount -t tmpfs -o mode=0711,size=4m,nosuid,nodev,noexec" in script
     assert "is not a tmpfs: refusing" in script
     assert "set -o noclobber" in script and "umask 0377" in script
-    assert "mv -f -T -- \"$tmp\" \"$KEY\"" in script  # atomic rename into place
+    assert 'mv -f -T -- "$tmp" "$KEY"' in script  # atomic rename into place
     assert "dockremap" in script and "userns-remap is not configured" in script
 
 
@@ -179,20 +197,25 @@ def test_volume_create_guards_each_step() -> None:
 
 def test_volume_delete_shreds_the_key_before_the_data() -> None:
     script = RENDERERS["volume_delete"](CLAW)
-    order = [script.index(step) for step in
-             ("fscrypt remove_key", 'umount "$MNT"', "losetup -d", "shred", 'rm -rf -- "$VDIR"')]
+    order = [
+        script.index(step)
+        for step in ("fscrypt remove_key", 'umount "$MNT"', "losetup -d", "shred", 'rm -rf -- "$VDIR"')
+    ]
     assert order == sorted(order)
     assert "another mount namespace" in script
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"cpus": Decimal("0.001"), "memory": 64 * MiB, "pids": 10}, "cpus must be at least 0.01"),
-    ({"cpus": 1.5, "memory": 64 * MiB, "pids": 10}, "cpus must be a Decimal"),
-    ({"cpus": Decimal("NaN"), "memory": 64 * MiB, "pids": 10}, "cpus must be a Decimal"),
-    ({"cpus": Decimal(1), "memory": 1024, "pids": 10}, "memory must be an integer"),
-    ({"cpus": Decimal(1), "memory": 64 * MiB, "pids": 1}, "pids must be an integer of at least 2"),
-    ({"cpus": Decimal(1), "memory": 64 * MiB, "pids": True}, "pids must be an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cpus": Decimal("0.001"), "memory": 64 * MiB, "pids": 10}, "cpus must be at least 0.01"),
+        ({"cpus": 1.5, "memory": 64 * MiB, "pids": 10}, "cpus must be a Decimal"),
+        ({"cpus": Decimal("NaN"), "memory": 64 * MiB, "pids": 10}, "cpus must be a Decimal"),
+        ({"cpus": Decimal(1), "memory": 1024, "pids": 10}, "memory must be an integer"),
+        ({"cpus": Decimal(1), "memory": 64 * MiB, "pids": 1}, "pids must be an integer of at least 2"),
+        ({"cpus": Decimal(1), "memory": 64 * MiB, "pids": True}, "pids must be an integer"),
+    ],
+)
 def test_bad_limits_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         cagehost.render_limits_create(CLAW, **kwargs)
@@ -223,13 +246,19 @@ def test_volume_size_has_a_floor() -> None:
 def test_fscrypt_helper_computes_the_kernels_key_identifier() -> None:
     """The vector was read from this project's kernel (FS_IOC_ADD_ENCRYPTION_KEY) for bytes 0..63."""
     key = base64.b64encode(bytes(range(64))).decode()
-    out = subprocess.run(["python3", "-c", hostscripts.fscrypt_helper(), "identifier"], input=key,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["python3", "-c", hostscripts.fscrypt_helper(), "identifier"],
+        input=key,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "8699c2c53707405da5aba5ae4d8583c0"
 
 
 @pytest.mark.parametrize("stdin, message", [("!!", "not base64"), (base64.b64encode(b"x" * 32).decode(), "64 bytes")])
 def test_fscrypt_helper_refuses_bad_keys_without_echoing_them(stdin: str, message: str) -> None:
-    out = subprocess.run(["python3", "-c", hostscripts.fscrypt_helper(), "identifier"], input=stdin,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["python3", "-c", hostscripts.fscrypt_helper(), "identifier"], input=stdin, capture_output=True, text=True
+    )
     assert out.returncode == 1 and message in out.stderr and stdin not in out.stderr

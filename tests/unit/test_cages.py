@@ -45,7 +45,9 @@ def test_every_claw_has_exactly_its_cage(stack):
     _, evaluation, config = stack
     for claw in config.claws:
         children = _cage(evaluation, claw.name)
-        expected = {"network", "proxy", "claw", "limits", "key", "proxy-config"} | ({"volume"} if claw.volume else set())
+        expected = {"network", "proxy", "claw", "limits", "key", "proxy-config"} | (
+            {"volume"} if claw.volume else set()
+        )
         assert set(children) == expected, claw.name
 
 
@@ -130,13 +132,21 @@ def test_key_reaches_the_host_only_as_secret_stdin_and_the_claw_alone_mounts_it(
         key_text = rpc.unwrap_rpc_secret(key["stdin"]).strip()
         assert key_text not in key["create"] and key_text not in key["delete"]
         mounts = cage["claw"].inputs["mounts"]
-        assert {"type": "bind", "source": host_key_dir(claw.name), "target": CAGE_KEY_MOUNT.rsplit("/", 1)[0],
-                "readOnly": True} in mounts
+        assert {
+            "type": "bind",
+            "source": host_key_dir(claw.name),
+            "target": CAGE_KEY_MOUNT.rsplit("/", 1)[0],
+            "readOnly": True,
+        } in mounts
         assert all(m["source"] != host_key_dir(claw.name) for m in cage["proxy"].inputs["mounts"])
         if claw.volume:
             assert rpc.is_rpc_secret(cage["volume"].inputs["stdin"])
-            assert {"type": "bind", "source": cagehost.volume_mount_path(claw.name), "target": "/data",
-                    "readOnly": False} in mounts
+            assert {
+                "type": "bind",
+                "source": cagehost.volume_mount_path(claw.name),
+                "target": "/data",
+                "readOnly": False,
+            } in mounts
 
 
 def test_every_host_command_has_an_idempotent_delete_and_runs_before_the_containers(stack):

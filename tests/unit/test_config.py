@@ -87,7 +87,15 @@ def prod_raw() -> dict[str, Any]:
                 "secrets": ["OPENAI_API_KEY"],
                 "host": "hel1-metal-01",
             },
-            {"name": "initech-oncall", "org": "initech", "image": IMAGE, "cpus": "1.5", "memory": "2GiB", "pids": 256, "tmpfs": "128MiB"},
+            {
+                "name": "initech-oncall",
+                "org": "initech",
+                "image": IMAGE,
+                "cpus": "1.5",
+                "memory": "2GiB",
+                "pids": 256,
+                "tmpfs": "128MiB",
+            },
         ],
         "clawstaff:sealingKey": SEALING_KEY,
         "clawstaff:clawSecrets": {
@@ -103,8 +111,16 @@ def local_raw() -> dict[str, Any]:
         "clawstaff:proxyImage": PROXY_IMAGE,
         "clawstaff:hosts": [{"name": "laptop", "kind": "local"}],
         "clawstaff:claws": [
-            {"name": "acme-support", "org": "acme", "image": "clawstaff/claw-runtime@sha256:" + "0" * 64,
-             "cpus": 0.5, "memory": "256MiB", "pids": 128, "tmpfs": "64MiB", "secrets": ["ANTHROPIC_API_KEY"]},
+            {
+                "name": "acme-support",
+                "org": "acme",
+                "image": "clawstaff/claw-runtime@sha256:" + "0" * 64,
+                "cpus": 0.5,
+                "memory": "256MiB",
+                "pids": 128,
+                "tmpfs": "64MiB",
+                "secrets": ["ANTHROPIC_API_KEY"],
+            },
         ],  # fmt: skip
         "clawstaff:sealingKey": SEALING_KEY,
         "clawstaff:clawSecrets": {"acme-support": {"ANTHROPIC_API_KEY": "sk-ant-TOPSECRET-1"}},
@@ -169,163 +185,744 @@ def assert_names(error: ConfigError, key: str, value: str | None, reason: str, a
 MISTAKES: dict[str, tuple[list[tuple[str, Any]], str, str | None, str, str]] = {
     # unknown keys
     "unknown top-level key": ([("clawstaff:hostz", [])], "clawstaff:hostz", "[]", "an unknown key", "clawstaff:hosts"),
-    "unknown claw key": ([("claws[0].memroy", "1GiB")], "clawstaff:claws[0].memroy", '"1GiB"', "an unknown key", "memory"),
+    "unknown claw key": (
+        [("claws[0].memroy", "1GiB")],
+        "clawstaff:claws[0].memroy",
+        '"1GiB"',
+        "an unknown key",
+        "memory",
+    ),
     "unknown admin key": ([("admin.sshKeys", [])], "clawstaff:admin.sshKeys", "[]", "an unknown key", "sshPublicKeys"),
     # missing keys
-    "missing claw memory": ([("claws[2].memory", DELETE)], "clawstaff:claws[2].memory", None, "missing", "at least 16MiB"),
+    "missing claw memory": (
+        [("claws[2].memory", DELETE)],
+        "clawstaff:claws[2].memory",
+        None,
+        "missing",
+        "at least 16MiB",
+    ),
     "missing proxy image": ([("proxyImage", DELETE)], "clawstaff:proxyImage", None, "missing", "a local image's ID"),
-    "proxy image by tag": ([("proxyImage", "clawstaff/egress-proxy:latest")], "clawstaff:proxyImage", '"clawstaff/egress-proxy:latest"', "not pinned by digest", "@sha256:"),
-    "missing control plane": ([("controlPlane", DELETE)], "clawstaff:controlPlane", None, "missing", "control.clawstaff.example:443"),
-    "missing sealing key": ([("sealingKey", DELETE)], "clawstaff:sealingKey", None, "missing", "pulumi config set --secret"),
+    "proxy image by tag": (
+        [("proxyImage", "clawstaff/egress-proxy:latest")],
+        "clawstaff:proxyImage",
+        '"clawstaff/egress-proxy:latest"',
+        "not pinned by digest",
+        "@sha256:",
+    ),
+    "missing control plane": (
+        [("controlPlane", DELETE)],
+        "clawstaff:controlPlane",
+        None,
+        "missing",
+        "control.clawstaff.example:443",
+    ),
+    "missing sealing key": (
+        [("sealingKey", DELETE)],
+        "clawstaff:sealingKey",
+        None,
+        "missing",
+        "pulumi config set --secret",
+    ),
     "missing claws": ([("claws", DELETE)], "clawstaff:claws", None, "missing", "a non-empty list of claws"),
-    "missing host kind": ([("hosts[0].kind", DELETE)], "clawstaff:hosts[0].kind", None, "missing", "cloud, dedicated or local"),
-    "missing server type": ([("hosts[0].serverType", DELETE)], "clawstaff:hosts[0].serverType", None, "missing", "ccx33"),
+    "missing host kind": (
+        [("hosts[0].kind", DELETE)],
+        "clawstaff:hosts[0].kind",
+        None,
+        "missing",
+        "cloud, dedicated or local",
+    ),
+    "missing server type": (
+        [("hosts[0].serverType", DELETE)],
+        "clawstaff:hosts[0].serverType",
+        None,
+        "missing",
+        "ccx33",
+    ),
     "missing claw image": ([("claws[1].image", DELETE)], "clawstaff:claws[1].image", None, "missing", "@sha256:"),
     # wrong types
     "name not a string": ([("claws[0].name", 123)], "clawstaff:claws[0].name", "123", "not a string", "DNS label"),
     "claws not a list": ([("claws", {"name": "x"})], "clawstaff:claws", '{"name": "x"}', "not a list", "list of claws"),
-    "egress not a list": ([("claws[0].egress", "slack.com:443")], "clawstaff:claws[0].egress", '"slack.com:443"', "not a list", "host:port"),
-    "host not a mapping": ([("hosts[0]", "fsn1-cage-01")], "clawstaff:hosts[0]", '"fsn1-cage-01"', "not a mapping", "name and kind"),
-    "admin not a mapping": ([("admin", "203.0.113.0/24")], "clawstaff:admin", '"203.0.113.0/24"', "not a mapping", "sshAllowedCidrs"),
-    "pids as text": ([("claws[0].pids", "256")], "clawstaff:claws[0].pids", '"256"', "not a whole number", "16 to 65536"),
-    "cpus not a number": ([("claws[0].cpus", "two")], "clawstaff:claws[0].cpus", '"two"', "not a number", "at most 2 decimals"),
-    "empty command": ([("claws[0].command", [])], "clawstaff:claws[0].command", "[]", "an empty list", "non-empty list of strings"),
-    "command word not a string": ([("claws[0].command", ["/usr/bin/python3", 3])], "clawstaff:claws[0].command[1]", "3", "not a string", "without NUL"),
-    "secret value not a string": ([("clawSecrets.acme-support.SLACK_BOT_TOKEN", 12345)], "clawstaff:clawSecrets.acme-support.SLACK_BOT_TOKEN", "[secret]", "not a string", "pulumi config set --secret"),
+    "egress not a list": (
+        [("claws[0].egress", "slack.com:443")],
+        "clawstaff:claws[0].egress",
+        '"slack.com:443"',
+        "not a list",
+        "host:port",
+    ),
+    "host not a mapping": (
+        [("hosts[0]", "fsn1-cage-01")],
+        "clawstaff:hosts[0]",
+        '"fsn1-cage-01"',
+        "not a mapping",
+        "name and kind",
+    ),
+    "admin not a mapping": (
+        [("admin", "203.0.113.0/24")],
+        "clawstaff:admin",
+        '"203.0.113.0/24"',
+        "not a mapping",
+        "sshAllowedCidrs",
+    ),
+    "pids as text": (
+        [("claws[0].pids", "256")],
+        "clawstaff:claws[0].pids",
+        '"256"',
+        "not a whole number",
+        "16 to 65536",
+    ),
+    "cpus not a number": (
+        [("claws[0].cpus", "two")],
+        "clawstaff:claws[0].cpus",
+        '"two"',
+        "not a number",
+        "at most 2 decimals",
+    ),
+    "empty command": (
+        [("claws[0].command", [])],
+        "clawstaff:claws[0].command",
+        "[]",
+        "an empty list",
+        "non-empty list of strings",
+    ),
+    "command word not a string": (
+        [("claws[0].command", ["/usr/bin/python3", 3])],
+        "clawstaff:claws[0].command[1]",
+        "3",
+        "not a string",
+        "without NUL",
+    ),
+    "secret value not a string": (
+        [("clawSecrets.acme-support.SLACK_BOT_TOKEN", 12345)],
+        "clawstaff:clawSecrets.acme-support.SLACK_BOT_TOKEN",
+        "[secret]",
+        "not a string",
+        "pulumi config set --secret",
+    ),
     # bad units
-    "size with junk": ([("claws[2].memory", "1 GB x")], "clawstaff:claws[2].memory", '"1 GB x"', "not a size", "512MiB"),
-    "docker-style unit": ([("claws[0].tmpfs", "256m")], "clawstaff:claws[0].tmpfs", '"256m"', 'unknown unit "m"', "64MiB"),
-    "host memory not a size": ([("hosts[1].memory", "lots")], "clawstaff:hosts[1].memory", '"lots"', "not a size", "512MiB, 2GiB or 10GB"),
-    "cpus too precise": ([("claws[0].cpus", 0.125)], "clawstaff:claws[0].cpus", "0.125", "more than two decimals", "at most 2 decimals"),
+    "size with junk": (
+        [("claws[2].memory", "1 GB x")],
+        "clawstaff:claws[2].memory",
+        '"1 GB x"',
+        "not a size",
+        "512MiB",
+    ),
+    "docker-style unit": (
+        [("claws[0].tmpfs", "256m")],
+        "clawstaff:claws[0].tmpfs",
+        '"256m"',
+        'unknown unit "m"',
+        "64MiB",
+    ),
+    "host memory not a size": (
+        [("hosts[1].memory", "lots")],
+        "clawstaff:hosts[1].memory",
+        '"lots"',
+        "not a size",
+        "512MiB, 2GiB or 10GB",
+    ),
+    "cpus too precise": (
+        [("claws[0].cpus", 0.125)],
+        "clawstaff:claws[0].cpus",
+        "0.125",
+        "more than two decimals",
+        "at most 2 decimals",
+    ),
     # zero, negative, too small or too large limits
     "zero cpus": ([("claws[0].cpus", 0)], "clawstaff:claws[0].cpus", "0", "greater than zero", "greater than 0"),
-    "negative memory": ([("claws[0].memory", -1)], "clawstaff:claws[0].memory", "-1", "greater than zero", "at least 16MiB"),
-    "memory below 16MiB": ([("claws[0].memory", "8MiB")], "clawstaff:claws[0].memory", '"8MiB"', "less than 16MiB", "at least 16MiB"),
-    "tmpfs below 1MiB": ([("claws[0].tmpfs", "512KiB")], "clawstaff:claws[0].tmpfs", '"512KiB"', "less than 1MiB", "at least 1MiB"),
+    "negative memory": (
+        [("claws[0].memory", -1)],
+        "clawstaff:claws[0].memory",
+        "-1",
+        "greater than zero",
+        "at least 16MiB",
+    ),
+    "memory below 16MiB": (
+        [("claws[0].memory", "8MiB")],
+        "clawstaff:claws[0].memory",
+        '"8MiB"',
+        "less than 16MiB",
+        "at least 16MiB",
+    ),
+    "tmpfs below 1MiB": (
+        [("claws[0].tmpfs", "512KiB")],
+        "clawstaff:claws[0].tmpfs",
+        '"512KiB"',
+        "less than 1MiB",
+        "at least 1MiB",
+    ),
     "zero pids": ([("claws[0].pids", 0)], "clawstaff:claws[0].pids", "0", "not from 16 to 65536", "from 16 to 65536"),
-    "too many pids": ([("claws[0].pids", 100000)], "clawstaff:claws[0].pids", "100000", "not from 16 to 65536", "from 16 to 65536"),
-    "volume below 64MiB": ([("claws[1].volume", "32MiB")], "clawstaff:claws[1].volume", '"32MiB"', "less than 64MiB", "at least 64MiB"),
+    "too many pids": (
+        [("claws[0].pids", 100000)],
+        "clawstaff:claws[0].pids",
+        "100000",
+        "not from 16 to 65536",
+        "from 16 to 65536",
+    ),
+    "volume below 64MiB": (
+        [("claws[1].volume", "32MiB")],
+        "clawstaff:claws[1].volume",
+        '"32MiB"',
+        "less than 64MiB",
+        "at least 64MiB",
+    ),
     "zero host disk": ([("hosts[1].disk", 0)], "clawstaff:hosts[1].disk", "0", "greater than zero", "a size"),
-    "tmpfs above memory": ([("claws[0].tmpfs", "2GiB")], "clawstaff:claws[0].tmpfs", '"2GiB"', "more than the claw's memory (1GiB)", "at most 1GiB"),
+    "tmpfs above memory": (
+        [("claws[0].tmpfs", "2GiB")],
+        "clawstaff:claws[0].tmpfs",
+        '"2GiB"',
+        "more than the claw's memory (1GiB)",
+        "at most 1GiB",
+    ),
     # duplicates
-    "duplicate claw name": ([("claws[2].name", "acme-support")], "clawstaff:claws[2].name", '"acme-support"', "a duplicate: claws[0]", "unique among the claws"),
-    "duplicate host name": ([("hosts[1].name", "fsn1-cage-01")], "clawstaff:hosts[1].name", '"fsn1-cage-01"', "a duplicate: hosts[0]", "unique among the hosts"),
-    "duplicate egress": ([("claws[0].egress[2]", "Slack.com:443")], "clawstaff:claws[0].egress[2]", '"Slack.com:443"', "listed twice (also egress[1])", "host:port"),
-    "duplicate secret name": ([("claws[0].secrets[2]", "ANTHROPIC_API_KEY")], "clawstaff:claws[0].secrets[2]", '"ANTHROPIC_API_KEY"', "listed twice (also secrets[0])", "unique in the list"),
+    "duplicate claw name": (
+        [("claws[2].name", "acme-support")],
+        "clawstaff:claws[2].name",
+        '"acme-support"',
+        "a duplicate: claws[0]",
+        "unique among the claws",
+    ),
+    "duplicate host name": (
+        [("hosts[1].name", "fsn1-cage-01")],
+        "clawstaff:hosts[1].name",
+        '"fsn1-cage-01"',
+        "a duplicate: hosts[0]",
+        "unique among the hosts",
+    ),
+    "duplicate egress": (
+        [("claws[0].egress[2]", "Slack.com:443")],
+        "clawstaff:claws[0].egress[2]",
+        '"Slack.com:443"',
+        "listed twice (also egress[1])",
+        "host:port",
+    ),
+    "duplicate secret name": (
+        [("claws[0].secrets[2]", "ANTHROPIC_API_KEY")],
+        "clawstaff:claws[0].secrets[2]",
+        '"ANTHROPIC_API_KEY"',
+        "listed twice (also secrets[0])",
+        "unique in the list",
+    ),
     "duplicate dedicated address": (
-        [("hosts[2]", {"name": "hel1-metal-02", "kind": "dedicated", "address": "198.51.100.7", "cpus": 8, "memory": "64GiB", "disk": "500GB", "hostKey": HOST_KEY})],
-        "clawstaff:hosts[2].address", '"198.51.100.7"', "a duplicate: hosts[1]", "public IPv4 or IPv6",
+        [
+            (
+                "hosts[2]",
+                {
+                    "name": "hel1-metal-02",
+                    "kind": "dedicated",
+                    "address": "198.51.100.7",
+                    "cpus": 8,
+                    "memory": "64GiB",
+                    "disk": "500GB",
+                    "hostKey": HOST_KEY,
+                },
+            )
+        ],
+        "clawstaff:hosts[2].address",
+        '"198.51.100.7"',
+        "a duplicate: hosts[1]",
+        "public IPv4 or IPv6",
     ),  # fmt: skip
     # names that are not DNS labels
-    "upper-case claw name": ([("claws[0].name", "Acme-Support")], "clawstaff:claws[0].name", '"Acme-Support"', "upper-case", "lower-case letters"),
-    "underscore in claw name": ([("claws[0].name", "acme_support")], "clawstaff:claws[0].name", '"acme_support"', "not a DNS label", "DNS label"),
-    "host name starting with a hyphen": ([("hosts[0].name", "-fsn1")], "clawstaff:hosts[0].name", '"-fsn1"', "not a DNS label", "hyphen"),
-    "org longer than 63": ([("claws[0].org", "a" * 64)], "clawstaff:claws[0].org", json.dumps("a" * 64), "longer than 63 characters", "1-63"),
+    "upper-case claw name": (
+        [("claws[0].name", "Acme-Support")],
+        "clawstaff:claws[0].name",
+        '"Acme-Support"',
+        "upper-case",
+        "lower-case letters",
+    ),
+    "underscore in claw name": (
+        [("claws[0].name", "acme_support")],
+        "clawstaff:claws[0].name",
+        '"acme_support"',
+        "not a DNS label",
+        "DNS label",
+    ),
+    "host name starting with a hyphen": (
+        [("hosts[0].name", "-fsn1")],
+        "clawstaff:hosts[0].name",
+        '"-fsn1"',
+        "not a DNS label",
+        "hyphen",
+    ),
+    "org longer than 63": (
+        [("claws[0].org", "a" * 64)],
+        "clawstaff:claws[0].org",
+        json.dumps("a" * 64),
+        "longer than 63 characters",
+        "1-63",
+    ),
     # images
-    "image by tag": ([("claws[0].image", "ghcr.io/clawstaff/claw-runtime:latest")], "clawstaff:claws[0].image", '"ghcr.io/clawstaff/claw-runtime:latest"', "not pinned by digest", "@sha256:<64 lower-case hex"),
-    "image digest upper-case": ([("claws[0].image", "ghcr.io/x/y@sha256:" + "AB" * 32)], "clawstaff:claws[0].image", json.dumps("ghcr.io/x/y@sha256:" + "AB" * 32), "not 64 lower-case hex", "name[:tag]@sha256:"),
-    "image digest short": ([("claws[0].image", "ghcr.io/x/y@sha256:abc")], "clawstaff:claws[0].image", '"ghcr.io/x/y@sha256:abc"', "not 64 lower-case hex", "name[:tag]@sha256:"),
-    "image sha512": ([("claws[0].image", "ghcr.io/x/y@sha512:" + "a" * 128)], "clawstaff:claws[0].image", json.dumps("ghcr.io/x/y@sha512:" + "a" * 128), "not a sha256 digest", "@sha256:"),
-    "image bad name": ([("claws[0].image", "Ghcr.io/X Y@sha256:" + "a" * 64)], "clawstaff:claws[0].image", json.dumps("Ghcr.io/X Y@sha256:" + "a" * 64), "not a valid image name", "name[:tag]"),
+    "image by tag": (
+        [("claws[0].image", "ghcr.io/clawstaff/claw-runtime:latest")],
+        "clawstaff:claws[0].image",
+        '"ghcr.io/clawstaff/claw-runtime:latest"',
+        "not pinned by digest",
+        "@sha256:<64 lower-case hex",
+    ),
+    "image digest upper-case": (
+        [("claws[0].image", "ghcr.io/x/y@sha256:" + "AB" * 32)],
+        "clawstaff:claws[0].image",
+        json.dumps("ghcr.io/x/y@sha256:" + "AB" * 32),
+        "not 64 lower-case hex",
+        "name[:tag]@sha256:",
+    ),
+    "image digest short": (
+        [("claws[0].image", "ghcr.io/x/y@sha256:abc")],
+        "clawstaff:claws[0].image",
+        '"ghcr.io/x/y@sha256:abc"',
+        "not 64 lower-case hex",
+        "name[:tag]@sha256:",
+    ),
+    "image sha512": (
+        [("claws[0].image", "ghcr.io/x/y@sha512:" + "a" * 128)],
+        "clawstaff:claws[0].image",
+        json.dumps("ghcr.io/x/y@sha512:" + "a" * 128),
+        "not a sha256 digest",
+        "@sha256:",
+    ),
+    "image bad name": (
+        [("claws[0].image", "Ghcr.io/X Y@sha256:" + "a" * 64)],
+        "clawstaff:claws[0].image",
+        json.dumps("Ghcr.io/X Y@sha256:" + "a" * 64),
+        "not a valid image name",
+        "name[:tag]",
+    ),
     # egress entries that are not host:port
-    "egress URL": ([("claws[0].egress[0]", "https://api.anthropic.com")], "clawstaff:claws[0].egress[0]", '"https://api.anthropic.com"', "a URL", "no scheme"),
-    "egress path": ([("claws[0].egress[0]", "api.anthropic.com:443/v1")], "clawstaff:claws[0].egress[0]", '"api.anthropic.com:443/v1"', "has a path", "host:port"),
-    "egress private IP": ([("claws[0].egress[0]", "10.0.0.5:443")], "clawstaff:claws[0].egress[0]", '"10.0.0.5:443"', "a private IP address", "public DNS name"),
-    "egress metadata IP": ([("claws[0].egress[0]", "169.254.169.254:80")], "clawstaff:claws[0].egress[0]", '"169.254.169.254:80"', "a private IP address", "IP address"),
-    "egress public IP": ([("claws[0].egress[0]", "1.1.1.1:443")], "clawstaff:claws[0].egress[0]", '"1.1.1.1:443"', "an IP address", "public DNS name"),
-    "egress IPv6": ([("claws[0].egress[0]", "[2606:4700::1111]:443")], "clawstaff:claws[0].egress[0]", '"[2606:4700::1111]:443"', "an IPv6 address", "host:port"),
-    "egress wildcard": ([("claws[0].egress[0]", "*.slack.com:443")], "clawstaff:claws[0].egress[0]", '"*.slack.com:443"', "a wildcard", "no scheme, path, wildcard"),
-    "egress without port": ([("claws[0].egress[0]", "api.anthropic.com")], "clawstaff:claws[0].egress[0]", '"api.anthropic.com"', "no port", "port 1-65535"),
-    "egress port zero": ([("claws[0].egress[0]", "api.anthropic.com:0")], "clawstaff:claws[0].egress[0]", '"api.anthropic.com:0"', "port is not a number from 1 to 65535", "1-65535"),
-    "egress port too high": ([("claws[0].egress[0]", "api.anthropic.com:70000")], "clawstaff:claws[0].egress[0]", '"api.anthropic.com:70000"', "from 1 to 65535", "1-65535"),
-    "egress named port": ([("claws[0].egress[0]", "api.anthropic.com:https")], "clawstaff:claws[0].egress[0]", '"api.anthropic.com:https"', "not a number", "1-65535"),
-    "egress trailing dot": ([("claws[0].egress[0]", "api.anthropic.com.:443")], "clawstaff:claws[0].egress[0]", '"api.anthropic.com.:443"', "ends with a dot", "trailing dot"),
-    "egress localhost": ([("claws[0].egress[0]", "localhost:8080")], "clawstaff:claws[0].egress[0]", '"localhost:8080"', "a local or internal name", "localhost"),
-    "egress .internal": ([("claws[0].egress[0]", "metadata.google.internal:80")], "clawstaff:claws[0].egress[0]", '"metadata.google.internal:80"', "a local or internal name", ".internal"),
-    "egress .local": ([("claws[0].egress[0]", "printer.local:631")], "clawstaff:claws[0].egress[0]", '"printer.local:631"', "a local or internal name", ".local"),
-    "egress single label": ([("claws[0].egress[0]", "metadata:80")], "clawstaff:claws[0].egress[0]", '"metadata:80"', "not a fully qualified name", "public DNS name"),
-    "egress short IP form": ([("claws[0].egress[0]", "127.1:80")], "clawstaff:claws[0].egress[0]", '"127.1:80"', "looks like an IP address", "public DNS name"),
-    "egress underscore": ([("claws[0].egress[0]", "my_api.example.com:443")], "clawstaff:claws[0].egress[0]", '"my_api.example.com:443"', "not a DNS name", "public DNS name"),
-    "control plane URL": ([("controlPlane", "https://control.clawstaff.example")], "clawstaff:controlPlane", '"https://control.clawstaff.example"', "a URL", "control.clawstaff.example:443"),
-    "control plane IP": ([("controlPlane", "192.168.1.10:443")], "clawstaff:controlPlane", '"192.168.1.10:443"', "a private IP address", "public DNS name"),
+    "egress URL": (
+        [("claws[0].egress[0]", "https://api.anthropic.com")],
+        "clawstaff:claws[0].egress[0]",
+        '"https://api.anthropic.com"',
+        "a URL",
+        "no scheme",
+    ),
+    "egress path": (
+        [("claws[0].egress[0]", "api.anthropic.com:443/v1")],
+        "clawstaff:claws[0].egress[0]",
+        '"api.anthropic.com:443/v1"',
+        "has a path",
+        "host:port",
+    ),
+    "egress private IP": (
+        [("claws[0].egress[0]", "10.0.0.5:443")],
+        "clawstaff:claws[0].egress[0]",
+        '"10.0.0.5:443"',
+        "a private IP address",
+        "public DNS name",
+    ),
+    "egress metadata IP": (
+        [("claws[0].egress[0]", "169.254.169.254:80")],
+        "clawstaff:claws[0].egress[0]",
+        '"169.254.169.254:80"',
+        "a private IP address",
+        "IP address",
+    ),
+    "egress public IP": (
+        [("claws[0].egress[0]", "1.1.1.1:443")],
+        "clawstaff:claws[0].egress[0]",
+        '"1.1.1.1:443"',
+        "an IP address",
+        "public DNS name",
+    ),
+    "egress IPv6": (
+        [("claws[0].egress[0]", "[2606:4700::1111]:443")],
+        "clawstaff:claws[0].egress[0]",
+        '"[2606:4700::1111]:443"',
+        "an IPv6 address",
+        "host:port",
+    ),
+    "egress wildcard": (
+        [("claws[0].egress[0]", "*.slack.com:443")],
+        "clawstaff:claws[0].egress[0]",
+        '"*.slack.com:443"',
+        "a wildcard",
+        "no scheme, path, wildcard",
+    ),
+    "egress without port": (
+        [("claws[0].egress[0]", "api.anthropic.com")],
+        "clawstaff:claws[0].egress[0]",
+        '"api.anthropic.com"',
+        "no port",
+        "port 1-65535",
+    ),
+    "egress port zero": (
+        [("claws[0].egress[0]", "api.anthropic.com:0")],
+        "clawstaff:claws[0].egress[0]",
+        '"api.anthropic.com:0"',
+        "port is not a number from 1 to 65535",
+        "1-65535",
+    ),
+    "egress port too high": (
+        [("claws[0].egress[0]", "api.anthropic.com:70000")],
+        "clawstaff:claws[0].egress[0]",
+        '"api.anthropic.com:70000"',
+        "from 1 to 65535",
+        "1-65535",
+    ),
+    "egress named port": (
+        [("claws[0].egress[0]", "api.anthropic.com:https")],
+        "clawstaff:claws[0].egress[0]",
+        '"api.anthropic.com:https"',
+        "not a number",
+        "1-65535",
+    ),
+    "egress trailing dot": (
+        [("claws[0].egress[0]", "api.anthropic.com.:443")],
+        "clawstaff:claws[0].egress[0]",
+        '"api.anthropic.com.:443"',
+        "ends with a dot",
+        "trailing dot",
+    ),
+    "egress localhost": (
+        [("claws[0].egress[0]", "localhost:8080")],
+        "clawstaff:claws[0].egress[0]",
+        '"localhost:8080"',
+        "a local or internal name",
+        "localhost",
+    ),
+    "egress .internal": (
+        [("claws[0].egress[0]", "metadata.google.internal:80")],
+        "clawstaff:claws[0].egress[0]",
+        '"metadata.google.internal:80"',
+        "a local or internal name",
+        ".internal",
+    ),
+    "egress .local": (
+        [("claws[0].egress[0]", "printer.local:631")],
+        "clawstaff:claws[0].egress[0]",
+        '"printer.local:631"',
+        "a local or internal name",
+        ".local",
+    ),
+    "egress single label": (
+        [("claws[0].egress[0]", "metadata:80")],
+        "clawstaff:claws[0].egress[0]",
+        '"metadata:80"',
+        "not a fully qualified name",
+        "public DNS name",
+    ),
+    "egress short IP form": (
+        [("claws[0].egress[0]", "127.1:80")],
+        "clawstaff:claws[0].egress[0]",
+        '"127.1:80"',
+        "looks like an IP address",
+        "public DNS name",
+    ),
+    "egress underscore": (
+        [("claws[0].egress[0]", "my_api.example.com:443")],
+        "clawstaff:claws[0].egress[0]",
+        '"my_api.example.com:443"',
+        "not a DNS name",
+        "public DNS name",
+    ),
+    "control plane URL": (
+        [("controlPlane", "https://control.clawstaff.example")],
+        "clawstaff:controlPlane",
+        '"https://control.clawstaff.example"',
+        "a URL",
+        "control.clawstaff.example:443",
+    ),
+    "control plane IP": (
+        [("controlPlane", "192.168.1.10:443")],
+        "clawstaff:controlPlane",
+        '"192.168.1.10:443"',
+        "a private IP address",
+        "public DNS name",
+    ),
     # secret names and values
-    "secret name lower-case": ([("claws[0].secrets[0]", "anthropic-key")], "clawstaff:claws[0].secrets[0]", '"anthropic-key"', "not an environment variable name", "[A-Z_][A-Z0-9_]*"),
-    "secret name starting with a digit": ([("claws[0].secrets[0]", "1TOKEN")], "clawstaff:claws[0].secrets[0]", '"1TOKEN"', "not an environment variable name", "[A-Z_][A-Z0-9_]*"),
-    "secret name reserved": ([("claws[0].secrets[0]", "LD_PRELOAD")], "clawstaff:claws[0].secrets[0]", '"LD_PRELOAD"', "reserved by the cage runtime", "LD_PRELOAD"),
-    "secret name of the runtime": ([("claws[0].secrets[0]", "CLAWCAGE_SEALED")], "clawstaff:claws[0].secrets[0]", '"CLAWCAGE_SEALED"', "reserved by the cage runtime", "CLAWCAGE_"),
+    "secret name lower-case": (
+        [("claws[0].secrets[0]", "anthropic-key")],
+        "clawstaff:claws[0].secrets[0]",
+        '"anthropic-key"',
+        "not an environment variable name",
+        "[A-Z_][A-Z0-9_]*",
+    ),
+    "secret name starting with a digit": (
+        [("claws[0].secrets[0]", "1TOKEN")],
+        "clawstaff:claws[0].secrets[0]",
+        '"1TOKEN"',
+        "not an environment variable name",
+        "[A-Z_][A-Z0-9_]*",
+    ),
+    "secret name reserved": (
+        [("claws[0].secrets[0]", "LD_PRELOAD")],
+        "clawstaff:claws[0].secrets[0]",
+        '"LD_PRELOAD"',
+        "reserved by the cage runtime",
+        "LD_PRELOAD",
+    ),
+    "secret name of the runtime": (
+        [("claws[0].secrets[0]", "CLAWCAGE_SEALED")],
+        "clawstaff:claws[0].secrets[0]",
+        '"CLAWCAGE_SEALED"',
+        "reserved by the cage runtime",
+        "CLAWCAGE_",
+    ),
     "secret listed without a value": (
-        [("clawSecrets.acme-support.SLACK_BOT_TOKEN", DELETE)], "clawstaff:clawSecrets.acme-support.SLACK_BOT_TOKEN", None, "missing",
+        [("clawSecrets.acme-support.SLACK_BOT_TOKEN", DELETE)],
+        "clawstaff:clawSecrets.acme-support.SLACK_BOT_TOKEN",
+        None,
+        "missing",
         "pulumi config set --secret --path 'clawSecrets.acme-support.SLACK_BOT_TOKEN'",
     ),  # fmt: skip
     "secrets of a claw all missing": (
-        [("clawSecrets.globex-triage", DELETE)], "clawstaff:clawSecrets.globex-triage.OPENAI_API_KEY", None, "missing",
+        [("clawSecrets.globex-triage", DELETE)],
+        "clawstaff:clawSecrets.globex-triage.OPENAI_API_KEY",
+        None,
+        "missing",
         "clawSecrets.globex-triage.OPENAI_API_KEY",
     ),  # fmt: skip
-    "secret value empty": ([("clawSecrets.acme-support.SLACK_BOT_TOKEN", "")], "clawstaff:clawSecrets.acme-support.SLACK_BOT_TOKEN", "[secret]", "empty", "non-empty string"),
+    "secret value empty": (
+        [("clawSecrets.acme-support.SLACK_BOT_TOKEN", "")],
+        "clawstaff:clawSecrets.acme-support.SLACK_BOT_TOKEN",
+        "[secret]",
+        "empty",
+        "non-empty string",
+    ),
     "stale claw in clawSecrets": (
-        [("clawSecrets.ghost-claw", {"TOKEN": "TOPSECRET-stale"})], "clawstaff:clawSecrets.ghost-claw", "[secret]",
-        "a stale credential: no claw has this name", "pulumi config rm --path 'clawSecrets.ghost-claw'",
+        [("clawSecrets.ghost-claw", {"TOKEN": "TOPSECRET-stale"})],
+        "clawstaff:clawSecrets.ghost-claw",
+        "[secret]",
+        "a stale credential: no claw has this name",
+        "pulumi config rm --path 'clawSecrets.ghost-claw'",
     ),  # fmt: skip
     "stale secret name": (
-        [("clawSecrets.acme-support.OLD_TOKEN", "TOPSECRET-old")], "clawstaff:clawSecrets.acme-support.OLD_TOKEN", "[secret]",
-        'claw "acme-support" does not list OLD_TOKEN', "ANTHROPIC_API_KEY, SLACK_BOT_TOKEN",
+        [("clawSecrets.acme-support.OLD_TOKEN", "TOPSECRET-old")],
+        "clawstaff:clawSecrets.acme-support.OLD_TOKEN",
+        "[secret]",
+        'claw "acme-support" does not list OLD_TOKEN',
+        "ANTHROPIC_API_KEY, SLACK_BOT_TOKEN",
     ),  # fmt: skip
-    "sealing key too short": ([("sealingKey", "TOPSECRET")], "clawstaff:sealingKey", "[secret]", "shorter than 32 characters", "openssl rand"),
+    "sealing key too short": (
+        [("sealingKey", "TOPSECRET")],
+        "clawstaff:sealingKey",
+        "[secret]",
+        "shorter than 32 characters",
+        "openssl rand",
+    ),
     # pins and capacity
-    "pin to unknown host": ([("claws[1].host", "nbg1-cage-09")], "clawstaff:claws[1].host", '"nbg1-cage-09"', "not a host of this stack", "fsn1-cage-01, hel1-metal-01"),
+    "pin to unknown host": (
+        [("claws[1].host", "nbg1-cage-09")],
+        "clawstaff:claws[1].host",
+        '"nbg1-cage-09"',
+        "not a host of this stack",
+        "fsn1-cage-01, hel1-metal-01",
+    ),
     "claw memory above every host": (
-        [("claws[0].memory", "256GiB"), ("claws[0].tmpfs", "1GiB")], "clawstaff:claws[0].memory", '"256GiB"',
-        'claw "acme-support" needs memory 256GiB but the largest host, hel1-metal-01, has 128GiB', "at most 128GiB",
+        [("claws[0].memory", "256GiB"), ("claws[0].tmpfs", "1GiB")],
+        "clawstaff:claws[0].memory",
+        '"256GiB"',
+        'claw "acme-support" needs memory 256GiB but the largest host, hel1-metal-01, has 128GiB',
+        "at most 128GiB",
     ),  # fmt: skip
     "claw cpus above its pinned host": (
-        [("claws[1].host", "fsn1-cage-01"), ("claws[1].cpus", 12)], "clawstaff:claws[1].cpus", "12",
-        'claw "globex-triage" needs cpus 12 but its pinned host, fsn1-cage-01, has 8', "at most 8",
+        [("claws[1].host", "fsn1-cage-01"), ("claws[1].cpus", 12)],
+        "clawstaff:claws[1].cpus",
+        "12",
+        'claw "globex-triage" needs cpus 12 but its pinned host, fsn1-cage-01, has 8',
+        "at most 8",
     ),  # fmt: skip
     "claw volume above every disk": (
-        [("claws[1].volume", "1TB")], "clawstaff:claws[1].volume", '"1TB"',
-        'claw "globex-triage" needs disk 1TB but its pinned host, hel1-metal-01, has 900GB', "at most 900GB",
+        [("claws[1].volume", "1TB")],
+        "clawstaff:claws[1].volume",
+        '"1TB"',
+        'claw "globex-triage" needs disk 1TB but its pinned host, hel1-metal-01, has 900GB',
+        "at most 900GB",
     ),  # fmt: skip
     "claw fits no single host": (
-        [("hosts[1].disk", "200GB"), ("claws[0].cpus", 10), ("claws[0].volume", "220GB")], "clawstaff:claws[0]",
+        [("hosts[1].disk", "200GB"), ("claws[0].cpus", 10), ("claws[0].volume", "220GB")],
+        "clawstaff:claws[0]",
         "cpus 10, memory 1GiB, volume 220GB",
         'claw "acme-support" fits no single host (fsn1-cage-01 lacks cpus (has 8); hel1-metal-01 lacks disk (has 200GB))',
         "one host can hold at once",
     ),  # fmt: skip
     # host kinds with the wrong fields
-    "unknown host kind": ([("hosts[0].kind", "hetzner")], "clawstaff:hosts[0].kind", '"hetzner"', "not a host kind", "cloud, dedicated or local"),
-    "cloud host with an address": ([("hosts[0].address", "198.51.100.9")], "clawstaff:hosts[0].address", '"198.51.100.9"', "not a key of a cloud host", "serverType, location"),
-    "cloud host with capacity": ([("hosts[0].cpus", 8)], "clawstaff:hosts[0].cpus", "8", "not a key of a cloud host", "name, kind, serverType"),
-    "dedicated host without capacity": ([("hosts[1].cpus", DELETE)], "clawstaff:hosts[1].cpus", None, "missing", "number of CPUs"),
-    "dedicated host without memory": ([("hosts[1].memory", DELETE)], "clawstaff:hosts[1].memory", None, "missing", "a size"),
-    "dedicated host without host key": ([("hosts[1].hostKey", DELETE)], "clawstaff:hosts[1].hostKey", None, "missing", "ssh-keyscan"),
-    "dedicated host with a server type": ([("hosts[1].serverType", "ccx33")], "clawstaff:hosts[1].serverType", '"ccx33"', "not a key of a dedicated host", "address, hostKey"),
-    "dedicated private address": ([("hosts[1].address", "10.0.0.7")], "clawstaff:hosts[1].address", '"10.0.0.7"', "not a public address", "not private, loopback, link-local"),
-    "dedicated loopback address": ([("hosts[1].address", "127.0.0.1")], "clawstaff:hosts[1].address", '"127.0.0.1"', "not a public address", "public IPv4"),
-    "dedicated link-local address": ([("hosts[1].address", "fe80::1")], "clawstaff:hosts[1].address", '"fe80::1"', "not a public address", "public IPv4"),
-    "dedicated CGNAT address": ([("hosts[1].address", "100.64.0.1")], "clawstaff:hosts[1].address", '"100.64.0.1"', "not a public address", "shared"),
-    "dedicated host name as address": ([("hosts[1].address", "metal.example.com")], "clawstaff:hosts[1].address", '"metal.example.com"', "not an IP address", "public IPv4"),
-    "dedicated host key garbage": ([("hosts[1].hostKey", "ssh-ed25519 nonsense")], "clawstaff:hosts[1].hostKey", '"ssh-ed25519 nonsense"', "not an OpenSSH public key", "ssh-keyscan"),
-    "unknown server type": ([("hosts[0].serverType", "cx21")], "clawstaff:hosts[0].serverType", '"cx21"', "not a known Hetzner Cloud server type", "cx22"),
-    "unknown location": ([("hosts[0].location", "fra1")], "clawstaff:hosts[0].location", '"fra1"', "not a Hetzner location", "fsn1, nbg1, hel1, ash, hil, sin"),
+    "unknown host kind": (
+        [("hosts[0].kind", "hetzner")],
+        "clawstaff:hosts[0].kind",
+        '"hetzner"',
+        "not a host kind",
+        "cloud, dedicated or local",
+    ),
+    "cloud host with an address": (
+        [("hosts[0].address", "198.51.100.9")],
+        "clawstaff:hosts[0].address",
+        '"198.51.100.9"',
+        "not a key of a cloud host",
+        "serverType, location",
+    ),
+    "cloud host with capacity": (
+        [("hosts[0].cpus", 8)],
+        "clawstaff:hosts[0].cpus",
+        "8",
+        "not a key of a cloud host",
+        "name, kind, serverType",
+    ),
+    "dedicated host without capacity": (
+        [("hosts[1].cpus", DELETE)],
+        "clawstaff:hosts[1].cpus",
+        None,
+        "missing",
+        "number of CPUs",
+    ),
+    "dedicated host without memory": (
+        [("hosts[1].memory", DELETE)],
+        "clawstaff:hosts[1].memory",
+        None,
+        "missing",
+        "a size",
+    ),
+    "dedicated host without host key": (
+        [("hosts[1].hostKey", DELETE)],
+        "clawstaff:hosts[1].hostKey",
+        None,
+        "missing",
+        "ssh-keyscan",
+    ),
+    "dedicated host with a server type": (
+        [("hosts[1].serverType", "ccx33")],
+        "clawstaff:hosts[1].serverType",
+        '"ccx33"',
+        "not a key of a dedicated host",
+        "address, hostKey",
+    ),
+    "dedicated private address": (
+        [("hosts[1].address", "10.0.0.7")],
+        "clawstaff:hosts[1].address",
+        '"10.0.0.7"',
+        "not a public address",
+        "not private, loopback, link-local",
+    ),
+    "dedicated loopback address": (
+        [("hosts[1].address", "127.0.0.1")],
+        "clawstaff:hosts[1].address",
+        '"127.0.0.1"',
+        "not a public address",
+        "public IPv4",
+    ),
+    "dedicated link-local address": (
+        [("hosts[1].address", "fe80::1")],
+        "clawstaff:hosts[1].address",
+        '"fe80::1"',
+        "not a public address",
+        "public IPv4",
+    ),
+    "dedicated CGNAT address": (
+        [("hosts[1].address", "100.64.0.1")],
+        "clawstaff:hosts[1].address",
+        '"100.64.0.1"',
+        "not a public address",
+        "shared",
+    ),
+    "dedicated host name as address": (
+        [("hosts[1].address", "metal.example.com")],
+        "clawstaff:hosts[1].address",
+        '"metal.example.com"',
+        "not an IP address",
+        "public IPv4",
+    ),
+    "dedicated host key garbage": (
+        [("hosts[1].hostKey", "ssh-ed25519 nonsense")],
+        "clawstaff:hosts[1].hostKey",
+        '"ssh-ed25519 nonsense"',
+        "not an OpenSSH public key",
+        "ssh-keyscan",
+    ),
+    "unknown server type": (
+        [("hosts[0].serverType", "cx21")],
+        "clawstaff:hosts[0].serverType",
+        '"cx21"',
+        "not a known Hetzner Cloud server type",
+        "cx22",
+    ),
+    "unknown location": (
+        [("hosts[0].location", "fra1")],
+        "clawstaff:hosts[0].location",
+        '"fra1"',
+        "not a Hetzner location",
+        "fsn1, nbg1, hel1, ash, hil, sin",
+    ),
     "server type not offered there": (
-        [("hosts[0].serverType", "cax11"), ("hosts[0].location", "ash")], "clawstaff:hosts[0].location", '"ash"',
-        "Hetzner does not offer cax11 there", "for cax11: fsn1, nbg1, hel1",
+        [("hosts[0].serverType", "cax11"), ("hosts[0].location", "ash")],
+        "clawstaff:hosts[0].location",
+        '"ash"',
+        "Hetzner does not offer cax11 there",
+        "for cax11: fsn1, nbg1, hel1",
     ),  # fmt: skip
-    "unsupported host image": ([("hosts[0].image", "ubuntu-24.04")], "clawstaff:hosts[0].image", '"ubuntu-24.04"', "not a supported host image", "debian-12"),
-    "local host beside cloud hosts": ([("hosts[2]", {"name": "laptop", "kind": "local"})], "clawstaff:hosts[2].kind", '"local"', "a local host in a stack with a cloud host (hosts[0])", "a local host alone"),
+    "unsupported host image": (
+        [("hosts[0].image", "ubuntu-24.04")],
+        "clawstaff:hosts[0].image",
+        '"ubuntu-24.04"',
+        "not a supported host image",
+        "debian-12",
+    ),
+    "local host beside cloud hosts": (
+        [("hosts[2]", {"name": "laptop", "kind": "local"})],
+        "clawstaff:hosts[2].kind",
+        '"local"',
+        "a local host in a stack with a cloud host (hosts[0])",
+        "a local host alone",
+    ),
     # empty lists
     "no hosts": ([("hosts", [])], "clawstaff:hosts", "[]", "an empty list", "a non-empty list of hosts"),
     "no claws": ([("claws", [])], "clawstaff:claws", "[]", "an empty list", "a non-empty list of claws"),
     # operators' access
     "no admin for cloud hosts": ([("admin", DELETE)], "clawstaff:admin", None, "missing", "for cloud hosts"),
-    "no operator keys": ([("admin.sshPublicKeys", [])], "clawstaff:admin.sshPublicKeys", "[]", "missing or empty", "at least one OpenSSH public key"),
-    "no SSH networks": ([("admin.sshAllowedCidrs", DELETE)], "clawstaff:admin.sshAllowedCidrs", None, "missing", "at least one network"),
-    "SSH from everywhere": ([("admin.sshAllowedCidrs[0]", "0.0.0.0/0")], "clawstaff:admin.sshAllowedCidrs[0]", '"0.0.0.0/0"', "opens SSH to the whole internet", "never 0.0.0.0/0 or ::/0"),
-    "SSH from everywhere, IPv6": ([("admin.sshAllowedCidrs[1]", "::/0")], "clawstaff:admin.sshAllowedCidrs[1]", '"::/0"', "opens SSH to the whole internet", "never 0.0.0.0/0 or ::/0"),
-    "CIDR with host bits": ([("admin.sshAllowedCidrs[0]", "203.0.113.5/24")], "clawstaff:admin.sshAllowedCidrs[0]", '"203.0.113.5/24"', "did you mean 203.0.113.0/24?", "IPv4 or IPv6 network"),
-    "not a CIDR": ([("admin.sshAllowedCidrs[0]", "office")], "clawstaff:admin.sshAllowedCidrs[0]", '"office"', "not a network in CIDR notation", "IPv4 or IPv6 network"),
-    "operator key garbage": ([("admin.sshPublicKeys[0]", "ssh-ed25519 AAAA")], "clawstaff:admin.sshPublicKeys[0]", '"ssh-ed25519 AAAA"', "not an OpenSSH public key", "ssh-ed25519 AAAAC3Nza"),
-    "operator key weak RSA": ([("admin.sshPublicKeys[0]", RSA_1024)], "clawstaff:admin.sshPublicKeys[0]", json.dumps(RSA_1024), "an RSA key of only 1024 bits", "at least 2048 bits"),
+    "no operator keys": (
+        [("admin.sshPublicKeys", [])],
+        "clawstaff:admin.sshPublicKeys",
+        "[]",
+        "missing or empty",
+        "at least one OpenSSH public key",
+    ),
+    "no SSH networks": (
+        [("admin.sshAllowedCidrs", DELETE)],
+        "clawstaff:admin.sshAllowedCidrs",
+        None,
+        "missing",
+        "at least one network",
+    ),
+    "SSH from everywhere": (
+        [("admin.sshAllowedCidrs[0]", "0.0.0.0/0")],
+        "clawstaff:admin.sshAllowedCidrs[0]",
+        '"0.0.0.0/0"',
+        "opens SSH to the whole internet",
+        "never 0.0.0.0/0 or ::/0",
+    ),
+    "SSH from everywhere, IPv6": (
+        [("admin.sshAllowedCidrs[1]", "::/0")],
+        "clawstaff:admin.sshAllowedCidrs[1]",
+        '"::/0"',
+        "opens SSH to the whole internet",
+        "never 0.0.0.0/0 or ::/0",
+    ),
+    "CIDR with host bits": (
+        [("admin.sshAllowedCidrs[0]", "203.0.113.5/24")],
+        "clawstaff:admin.sshAllowedCidrs[0]",
+        '"203.0.113.5/24"',
+        "did you mean 203.0.113.0/24?",
+        "IPv4 or IPv6 network",
+    ),
+    "not a CIDR": (
+        [("admin.sshAllowedCidrs[0]", "office")],
+        "clawstaff:admin.sshAllowedCidrs[0]",
+        '"office"',
+        "not a network in CIDR notation",
+        "IPv4 or IPv6 network",
+    ),
+    "operator key garbage": (
+        [("admin.sshPublicKeys[0]", "ssh-ed25519 AAAA")],
+        "clawstaff:admin.sshPublicKeys[0]",
+        '"ssh-ed25519 AAAA"',
+        "not an OpenSSH public key",
+        "ssh-ed25519 AAAAC3Nza",
+    ),
+    "operator key weak RSA": (
+        [("admin.sshPublicKeys[0]", RSA_1024)],
+        "clawstaff:admin.sshPublicKeys[0]",
+        json.dumps(RSA_1024),
+        "an RSA key of only 1024 bits",
+        "at least 2048 bits",
+    ),
 }
 
 
@@ -354,7 +951,9 @@ def test_a_pasted_private_key_is_named_but_never_echoed():
 @pytest.mark.parametrize("key", ["clawstaff:sealingKey", "clawstaff:clawSecrets"])
 def test_secrets_stored_in_plain_text_are_refused(key):
     error = config_error(prod_raw(), secret_keys=SECRET_KEYS - {key})
-    assert_names(error, key, "[secret]", "stored in plain text; it must be set with `pulumi config set --secret`", "--secret")
+    assert_names(
+        error, key, "[secret]", "stored in plain text; it must be set with `pulumi config set --secret`", "--secret"
+    )
     assert SEALING_KEY not in str(error)
 
 
@@ -367,7 +966,13 @@ def test_a_key_without_namespace_is_a_typo():
 
 def test_two_local_hosts_are_refused():
     error = config_error(edited(local_raw(), ("hosts[1]", {"name": "desk", "kind": "local"})), stack="local")
-    assert_names(error, "clawstaff:hosts[1].kind", '"local"', "a second local host (hosts[0] is local too)", "at most one local host")
+    assert_names(
+        error,
+        "clawstaff:hosts[1].kind",
+        '"local"',
+        "a second local host (hosts[0] is local too)",
+        "at most one local host",
+    )
     assert str(error).startswith("Pulumi.local.yaml: ")
 
 
@@ -400,13 +1005,25 @@ def test_a_prod_config_parses_into_typed_objects():
     assert (cloud.address, cloud.host_key) == (None, None)
 
     metal = config.host("hel1-metal-01")
-    assert (metal.kind, metal.address, metal.host_key, metal.server_type) == ("dedicated", "198.51.100.7", HOST_KEY, None)
+    assert (metal.kind, metal.address, metal.host_key, metal.server_type) == (
+        "dedicated",
+        "198.51.100.7",
+        HOST_KEY,
+        None,
+    )
     assert (metal.capacity.cpus, metal.capacity.memory, metal.capacity.disk) == (Decimal(16), 128 * GiB, 900 * 1000**3)
 
     support = config.claw("acme-support")
-    assert (support.org, support.image, support.cpus, support.memory, support.pids, support.tmpfs, support.volume, support.host) == (
-        "acme", IMAGE, Decimal(1), GiB, 256, 256 * MiB, None, None
-    )
+    assert (
+        support.org,
+        support.image,
+        support.cpus,
+        support.memory,
+        support.pids,
+        support.tmpfs,
+        support.volume,
+        support.host,
+    ) == ("acme", IMAGE, Decimal(1), GiB, 256, 256 * MiB, None, None)
     assert support.egress == (Endpoint("api.anthropic.com", 443), Endpoint("slack.com", 443))
     assert support.secrets == ("ANTHROPIC_API_KEY", "SLACK_BOT_TOKEN")
     triage = config.claw("globex-triage")
@@ -473,7 +1090,12 @@ def test_catalogue_holds_the_documented_types_and_locations():
                 "ccx13", "ccx23", "ccx33", "ccx43", "ccx53", "ccx63", "cax11", "cax21", "cax31", "cax41"}  # fmt: skip
     assert expected <= set(SERVER_TYPES)
     for server_type in SERVER_TYPES.values():
-        assert server_type.cpus > 0 and server_type.memory > 0 and server_type.disk > 0 and server_type.locations <= set(LOCATIONS)
+        assert (
+            server_type.cpus > 0
+            and server_type.memory > 0
+            and server_type.disk > 0
+            and server_type.locations <= set(LOCATIONS)
+        )
 
 
 def test_objects_given_as_json_text_are_decoded():
@@ -600,7 +1222,9 @@ def test_read_runtime_config_reads_the_engine_config_and_its_secret_keys(monkeyp
     monkeypatch.delenv("PULUMI_CONFIG_SECRET_KEYS", raising=False)
 
     def run() -> tuple[dict[str, Any], set[str], config_module.StackConfig]:
-        runtime_config.set_all_config(_as_runtime_values(prod_raw()), ["clawstaff:sealingKey", "clawstaff:clawSecrets", "hcloud:token"])
+        runtime_config.set_all_config(
+            _as_runtime_values(prod_raw()), ["clawstaff:sealingKey", "clawstaff:clawSecrets", "hcloud:token"]
+        )
         raw, secret_keys = read_runtime_config()
         monkeypatch.setattr(pulumi, "get_stack", lambda: "prod")
         return raw, secret_keys, config_module.load()
@@ -690,10 +1314,12 @@ def test_an_accepted_endpoint_is_a_public_dns_name(text):
 
 # --- built:<image>: the local stack's images, resolved from the last build's record -----------------
 
+
 def test_built_images_resolve_to_the_recorded_ids(tmp_path, monkeypatch):
     record = tmp_path / "images.json"
-    record.write_text(json.dumps({"claw-runtime": {"id": "sha256:" + "5c" * 32},
-                                  "egress-proxy": {"id": "sha256:" + "e7" * 32}}))
+    record.write_text(
+        json.dumps({"claw-runtime": {"id": "sha256:" + "5c" * 32}, "egress-proxy": {"id": "sha256:" + "e7" * 32}})
+    )
     monkeypatch.setenv("CLAWSTAFF_IMAGES_RECORD", str(record))
     raw = edited(local_raw(), ("proxyImage", "built:egress-proxy"), ("claws[0].image", "built:claw-runtime"))
     config = parse_stack_config(raw, stack="local", secret_keys=SECRET_KEYS)
@@ -705,8 +1331,13 @@ def test_built_image_without_a_recorded_build_says_run_make_images(tmp_path, mon
     monkeypatch.setenv("CLAWSTAFF_IMAGES_RECORD", str(tmp_path / "missing" / "images.json"))
     raw = edited(local_raw(), ("claws[0].image", "built:claw-runtime"))
     error = config_error(raw, stack="local")
-    assert_names(error, "clawstaff:claws[0].image", '"built:claw-runtime"', "does not exist: run `make images`",
-                 "built:claw-runtime / built:egress-proxy")
+    assert_names(
+        error,
+        "clawstaff:claws[0].image",
+        '"built:claw-runtime"',
+        "does not exist: run `make images`",
+        "built:claw-runtime / built:egress-proxy",
+    )
 
 
 def test_built_image_missing_from_the_record_or_unknown(tmp_path, monkeypatch):
@@ -714,11 +1345,13 @@ def test_built_image_missing_from_the_record_or_unknown(tmp_path, monkeypatch):
     record.write_text(json.dumps({"claw-runtime": {"id": "sha256:" + "5c" * 32}}))
     monkeypatch.setenv("CLAWSTAFF_IMAGES_RECORD", str(record))
     error = config_error(edited(local_raw(), ("proxyImage", "built:egress-proxy")), stack="local")
-    assert_names(error, "clawstaff:proxyImage", '"built:egress-proxy"', "records no build of egress-proxy",
-                 "built:claw-runtime")
+    assert_names(
+        error, "clawstaff:proxyImage", '"built:egress-proxy"', "records no build of egress-proxy", "built:claw-runtime"
+    )
     error = config_error(edited(local_raw(), ("proxyImage", "built:squid")), stack="local")
-    assert_names(error, "clawstaff:proxyImage", '"built:squid"', "names no image this repository builds",
-                 "built:egress-proxy")
+    assert_names(
+        error, "clawstaff:proxyImage", '"built:squid"', "names no image this repository builds", "built:egress-proxy"
+    )
     record.write_text("{not json")
     error = config_error(edited(local_raw(), ("proxyImage", "built:egress-proxy")), stack="local")
     assert "cannot be read" in str(error)
@@ -728,8 +1361,25 @@ def test_no_committed_stack_file_or_test_pins_a_local_image_id():
     """A local image ID goes stale with the next Debian update: stacks name `built:<image>` instead."""
     import subprocess
     from tests.conftest import ROOT
-    found = subprocess.run(["git", "grep", "-nE", r"(^|[^@0-9a-f])sha256:[0-9a-f]{64}", "--", "Pulumi.*.yaml",
-                            "tests/*.py", "tests/**/*.py"], cwd=ROOT, capture_output=True, text=True)
-    real = [line for line in found.stdout.splitlines()
-            if not re.search(r'sha256:" \+|sha256:([0-9a-f]{2})\1{31}|sha256:(c1a0){16}|sha256:(e9){32}', line)]
+
+    found = subprocess.run(
+        [
+            "git",
+            "grep",
+            "-nE",
+            r"(^|[^@0-9a-f])sha256:[0-9a-f]{64}",
+            "--",
+            "Pulumi.*.yaml",
+            "tests/*.py",
+            "tests/**/*.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    real = [
+        line
+        for line in found.stdout.splitlines()
+        if not re.search(r'sha256:" \+|sha256:([0-9a-f]{2})\1{31}|sha256:(c1a0){16}|sha256:(e9){32}', line)
+    ]
     assert found.returncode in (0, 1) and real == []

@@ -23,8 +23,11 @@ CONTROL = Endpoint("control.clawstaff.example", 443)
 
 
 def render(**overrides) -> str:
-    args = {"claw": "acme-support", "org": "acme",
-            "allowlist": egress_allowlist([("api.anthropic.com", 443), ("slack.com", 443)], CONTROL)}
+    args = {
+        "claw": "acme-support",
+        "org": "acme",
+        "allowlist": egress_allowlist([("api.anthropic.com", 443), ("slack.com", 443)], CONTROL),
+    }
     return render_proxy_config(**(args | overrides))
 
 
@@ -37,20 +40,54 @@ def acls(config: str) -> dict[str, str]:
 
 
 def test_allowlist_adds_control_plane_sorts_and_deduplicates():
-    entries = [Endpoint("slack.com", 443), ("API.Anthropic.com", 443), ("api.anthropic.com", 443),
-               Endpoint("api.anthropic.com", 8443)]
+    entries = [
+        Endpoint("slack.com", 443),
+        ("API.Anthropic.com", 443),
+        ("api.anthropic.com", 443),
+        Endpoint("api.anthropic.com", 8443),
+    ]
     assert egress_allowlist(entries, CONTROL) == (
-        ("api.anthropic.com", 443), ("api.anthropic.com", 8443),
-        ("control.clawstaff.example", 443), ("slack.com", 443))
+        ("api.anthropic.com", 443),
+        ("api.anthropic.com", 8443),
+        ("control.clawstaff.example", 443),
+        ("slack.com", 443),
+    )
     assert egress_allowlist([], ("control.clawstaff.example", 443)) == (("control.clawstaff.example", 443),)
 
 
 HOSTILE_HOSTS = [
-    "", "localhost", "10.0.0.1", "169.254.169.254", "2130706433", "0x7f000001", "[::1]", "::1",
-    "a.com:443", "a.com\nhttp_access allow all", "a.com http_access", "a.com\tb.com", " a.com", "a.com.",
-    ".a.com", "a..com", "*.a.com", "^a.com$", "a.com|b.com", "-a.com", "a-.com", "_srv.a.com", "a.com#",
-    "a.com;", "é.com", "a.com\x00", "-n", "all", "a." + "b" * 64 + ".com", ".".join(["abcdefgh"] * 32),
-    None, 443,
+    "",
+    "localhost",
+    "10.0.0.1",
+    "169.254.169.254",
+    "2130706433",
+    "0x7f000001",
+    "[::1]",
+    "::1",
+    "a.com:443",
+    "a.com\nhttp_access allow all",
+    "a.com http_access",
+    "a.com\tb.com",
+    " a.com",
+    "a.com.",
+    ".a.com",
+    "a..com",
+    "*.a.com",
+    "^a.com$",
+    "a.com|b.com",
+    "-a.com",
+    "a-.com",
+    "_srv.a.com",
+    "a.com#",
+    "a.com;",
+    "é.com",
+    "a.com\x00",
+    "-n",
+    "all",
+    "a." + "b" * 64 + ".com",
+    ".".join(["abcdefgh"] * 32),
+    None,
+    443,
 ]
 
 
@@ -68,12 +105,23 @@ def test_allowlist_refuses_bad_ports(port):
         egress_allowlist([("api.anthropic.com", port)], CONTROL)
 
 
-@pytest.mark.parametrize("field, value", [("claw", "Acme"), ("claw", "a b"), ("claw", "a\nb"), ("claw", ""),
-                                          ("org", "acme org"), ("org", "x" * 64), ("org", 'a"b'),
-                                          ("listen_port", 0), ("allowlist", ()),
-                                          ("bench_allow_cidrs", ["172.18.0.0/16 all"]),
-                                          ("bench_allow_cidrs", ["172.18.0.1/16"]),
-                                          ("client_cidrs", ["not-a-cidr"])])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("claw", "Acme"),
+        ("claw", "a b"),
+        ("claw", "a\nb"),
+        ("claw", ""),
+        ("org", "acme org"),
+        ("org", "x" * 64),
+        ("org", 'a"b'),
+        ("listen_port", 0),
+        ("allowlist", ()),
+        ("bench_allow_cidrs", ["172.18.0.0/16 all"]),
+        ("bench_allow_cidrs", ["172.18.0.1/16"]),
+        ("client_cidrs", ["not-a-cidr"]),
+    ],
+)
 def test_render_refuses_hostile_parameters(field, value):
     with pytest.raises(ValueError):
         render(**{field: value})
@@ -113,8 +161,19 @@ def test_private_destinations_are_refused_before_any_allow():
     block = rules.index("deny blocked_dst why_blocked_dst")
     assert block < min(i for i, r in enumerate(rules) if r.startswith("allow "))
     blocked = [ipaddress.ip_network(n) for n in acls(config)["blocked_dst"].split()[1:]]
-    for address in ["169.254.169.254", "10.1.2.3", "172.20.0.5", "192.168.1.1", "100.64.0.1", "127.0.0.1",
-                    "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1"]:
+    for address in [
+        "169.254.169.254",
+        "10.1.2.3",
+        "172.20.0.5",
+        "192.168.1.1",
+        "100.64.0.1",
+        "127.0.0.1",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:10.0.0.1",
+    ]:
         assert any(ipaddress.ip_address(address) in net for net in blocked), address
     assert "bench" not in config
 
@@ -150,7 +209,8 @@ LINE = re.compile(
     r"access_log stdio:/dev/stdout logformat=clawcage|logfile_rotate 0|"
     r"acl [A-Za-z0-9_]+ (method CONNECT|dstdom_regex -n .*|annotate_transaction reason=[a-z-]+|"
     r"dstdomain -n [a-z0-9. -]+|port \d+|dst [0-9a-f:./ ]+|src [0-9a-f:./ ]+)|"
-    r"http_access (allow|deny) [!A-Za-z0-9_ ]+|)\Z")
+    r"http_access (allow|deny) [!A-Za-z0-9_ ]+|)\Z"
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -45,7 +45,11 @@ def resolved(script: str) -> str:
     return script
 
 
-BOOTSTRAP_ARGS = {"host_name": "fsn1-cage-01", "ssh_authorized_keys": [OPERATOR_KEY], "ssh_allowed_cidrs": ["203.0.113.0/24"]}
+BOOTSTRAP_ARGS = {
+    "host_name": "fsn1-cage-01",
+    "ssh_authorized_keys": [OPERATOR_KEY],
+    "ssh_allowed_cidrs": ["203.0.113.0/24"],
+}
 
 
 # daemon.json ---------------------------------------------------------------------------------------
@@ -115,8 +119,10 @@ def test_rules_replace_only_their_own_table() -> None:
     tables = re.findall(r"^(?:delete )?table (\w+) (\w+)", rules, flags=re.M)
     assert set(tables) == {("inet", NFT_TABLE)}
     # create-if-missing, delete, define: one atomic transaction, re-runnable.
-    assert rules.index(f"table inet {NFT_TABLE}\n") < rules.index(f"delete table inet {NFT_TABLE}") < rules.index(
-        f"table inet {NFT_TABLE} {{"
+    assert (
+        rules.index(f"table inet {NFT_TABLE}\n")
+        < rules.index(f"delete table inet {NFT_TABLE}")
+        < rules.index(f"table inet {NFT_TABLE} {{")
     )
 
 
@@ -152,12 +158,14 @@ def test_unguarded_input_keeps_the_cage_rules() -> None:
     unguarded = render_nftables(ssh_allowed_cidrs=[], guard_host_input=False)
     assert "policy accept;" in unguarded.split("chain input")[1]
     assert "tcp dport 22" not in unguarded
-    assert guarded.split("chain input")[0].split("set admin_ssh_v4")[0] == unguarded.split("chain input")[0].split(
-        "set admin_ssh_v4"
-    )[0]
-    assert guarded.split("chain cage_destination")[1].split("chain input")[0] == unguarded.split(
-        "chain cage_destination"
-    )[1].split("chain input")[0]
+    assert (
+        guarded.split("chain input")[0].split("set admin_ssh_v4")[0]
+        == unguarded.split("chain input")[0].split("set admin_ssh_v4")[0]
+    )
+    assert (
+        guarded.split("chain cage_destination")[1].split("chain input")[0]
+        == unguarded.split("chain cage_destination")[1].split("chain input")[0]
+    )
 
 
 @given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(8, 32)), min_size=1, max_size=5))
@@ -276,5 +284,7 @@ def test_cloud_init_holds_the_host_key_and_runs_the_bootstrap() -> None:
 
 def test_cloud_init_is_deterministic_and_fits_hetzner_user_data() -> None:
     text = render_cloud_init(**BOOTSTRAP_ARGS, host_key=KEY)
-    assert text == render_cloud_init(**BOOTSTRAP_ARGS, host_key=derive_ssh_host_key("stack sealing secret", "fsn1-cage-01"))
+    assert text == render_cloud_init(
+        **BOOTSTRAP_ARGS, host_key=derive_ssh_host_key("stack sealing secret", "fsn1-cage-01")
+    )
     assert len(text.encode()) < 32 * 1024  # Hetzner Cloud's user-data limit

@@ -55,8 +55,16 @@ def test_different_host_or_secret_gives_different_key() -> None:
     base = derive_ssh_host_key(SECRET, "fsn1-cage-01")
     other_host = derive_ssh_host_key(SECRET, "hel1-metal-01")
     other_secret = derive_ssh_host_key(SECRET + "!", "fsn1-cage-01")
-    assert len({base.public_openssh.split()[1], other_host.public_openssh.split()[1],
-                other_secret.public_openssh.split()[1]}) == 3
+    assert (
+        len(
+            {
+                base.public_openssh.split()[1],
+                other_host.public_openssh.split()[1],
+                other_secret.public_openssh.split()[1],
+            }
+        )
+        == 3
+    )
     assert base.private_openssh != other_host.private_openssh
 
 

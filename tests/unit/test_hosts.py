@@ -64,7 +64,9 @@ def test_cloud_firewall_admits_only_ssh_from_admin_networks(prod_eval, prod_conf
 
 
 def test_cloud_server_is_spread_networked_and_booted_with_secret_user_data(prod_eval, prod_config):
-    group_ids = {int(mockrun.mock_id(r.type, r.name)) for r in prod_eval.by_type("hcloud:index/placementGroup:PlacementGroup")}
+    group_ids = {
+        int(mockrun.mock_id(r.type, r.name)) for r in prod_eval.by_type("hcloud:index/placementGroup:PlacementGroup")
+    }
     assert all(r.inputs["type"] == "spread" for r in prod_eval.by_type("hcloud:index/placementGroup:PlacementGroup"))
     private_ips = set()
     for host in (h for h in prod_config.hosts if h.kind == "cloud"):

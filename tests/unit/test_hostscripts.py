@@ -82,29 +82,46 @@ def test_no_shell_or_python_program_is_left_in_a_python_string() -> None:
         if module.parent == FOLDER and module.name == hostscripts.FSCRYPT_HELPER:
             continue
         tree = ast.parse(module.read_text())
-        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
-                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and "\n" in node.value
-                    and id(node) not in docstrings):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and "\n" in node.value
+                and id(node) not in docstrings
+            ):
                 text = node.value
-                assert not any(marker in text for marker in ("#!/bin/bash", "set -euo pipefail", "\nimport ",
-                                                              "fcntl.ioctl")), (module, text[:80])
+                assert not any(
+                    marker in text for marker in ("#!/bin/bash", "set -euo pipefail", "\nimport ", "fcntl.ioctl")
+                ), (module, text[:80])
 
 
 # --- the renderer's contract ------------------------------------------------------------------------------
 
 
 def test_a_rendered_script_is_the_header_then_the_files_verbatim() -> None:
-    text = hostscripts.render_script("key-delete.sh", title="key of cage a1", facts={"claw": "a1"}, CLAW="a1",
-                                     PIECE="key", DIR="/run/clawstaff/cages/a1 b")
+    text = hostscripts.render_script(
+        "key-delete.sh",
+        title="key of cage a1",
+        facts={"claw": "a1"},
+        CLAW="a1",
+        PIECE="key",
+        DIR="/run/clawstaff/cages/a1 b",
+    )
     lines = text.splitlines()
-    assert lines[:4] == ["#!/bin/bash",
-                         ("# clawstaff key of cage a1: rendered from components/hostscripts/key-delete.sh; safe to run "
-                          "again."),
-                         "set -euo pipefail",
-                         '# clawcage-facts: {"claw": "a1", "script": "key-delete"}']
+    assert lines[:4] == [
+        "#!/bin/bash",
+        ("# clawstaff key of cage a1: rendered from components/hostscripts/key-delete.sh; safe to run again."),
+        "set -euo pipefail",
+        '# clawcage-facts: {"claw": "a1", "script": "key-delete"}',
+    ]
     assert lines[4:7] == ["CLAW=a1", "PIECE=key", "DIR='/run/clawstaff/cages/a1 b'"]
     body = "".join((FOLDER / name).read_text() for name in (*hostscripts.LIBRARIES["key-delete.sh"], "key-delete.sh"))
     assert text == "\n".join(lines[:7]) + "\n" + body
@@ -113,14 +130,16 @@ def test_a_rendered_script_is_the_header_then_the_files_verbatim() -> None:
 
 
 def test_readonly_headers_and_values_that_need_quoting_round_trip() -> None:
-    value = "it's $HOME `id` \\ \"x\"\nsecond line\n"
-    text = hostscripts.render_script("bootstrap.sh", title="t", readonly=True, HOST_NAME="h", AUTHORIZED_KEYS=value,
-                                     DOCKER_VERSION=7)
+    value = 'it\'s $HOME `id` \\ "x"\nsecond line\n'
+    text = hostscripts.render_script(
+        "bootstrap.sh", title="t", readonly=True, HOST_NAME="h", AUTHORIZED_KEYS=value, DOCKER_VERSION=7
+    )
     assert "\nreadonly HOST_NAME=h\n" in text and "\nreadonly DOCKER_VERSION=7\n" in text
     assert hostscripts.header_variables(text) == {"HOST_NAME": "h", "AUTHORIZED_KEYS": value, "DOCKER_VERSION": "7"}
     header = text.split("# shellcheck shell=bash")[0]
-    out = subprocess.run(["bash", "-c", header + 'printf %s "$AUTHORIZED_KEYS"'], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        ["bash", "-c", header + 'printf %s "$AUTHORIZED_KEYS"'], capture_output=True, text=True, check=True
+    )
     assert out.stdout == value  # bash reads back exactly the value: nothing in it expanded
 
 
@@ -136,13 +155,16 @@ def test_header_values_are_strings_or_integers(value: object) -> None:
         hostscripts.render_script("key-delete.sh", title="t", DIR=value)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"name": "nope.sh", "title": "t"}, "not a host script"),
-    ({"name": "../hostconfig.py", "title": "t"}, "not a host script"),
-    ({"name": "key-delete.sh", "title": "two\nlines"}, "one printable line"),
-    ({"name": "key-delete.sh", "title": ""}, "one printable line"),
-    ({"name": "key-delete.sh", "title": "t", "facts": {"script": "other"}}, "may not set `script`"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "nope.sh", "title": "t"}, "not a host script"),
+        ({"name": "../hostconfig.py", "title": "t"}, "not a host script"),
+        ({"name": "key-delete.sh", "title": "two\nlines"}, "one printable line"),
+        ({"name": "key-delete.sh", "title": ""}, "one printable line"),
+        ({"name": "key-delete.sh", "title": "t", "facts": {"script": "other"}}, "may not set `script`"),
+    ],
+)
 def test_the_renderer_refuses_what_it_cannot_write_safely(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         hostscripts.render_script(**kwargs)
@@ -155,15 +177,23 @@ def test_a_script_without_one_facts_line_has_no_facts() -> None:
         hostscripts.script_facts(text.replace(facts_line + "\n", ""))
     with pytest.raises(ValueError, match="2 facts lines"):
         hostscripts.script_facts(text + facts_line + "\n")
-    assert json.loads(facts_line.removeprefix(hostscripts.FACTS_PREFIX)) == {"claw": "acme-support",
-                                                                             "script": "key-delete"}
+    assert json.loads(facts_line.removeprefix(hostscripts.FACTS_PREFIX)) == {
+        "claw": "acme-support",
+        "script": "key-delete",
+    }
 
 
 def test_the_cage_scripts_carry_their_facts() -> None:
     create = cagehost.render_limits_create("acme-support", cpus=Decimal("1.25"), memory=1 << 30, pids=320)
-    assert hostscripts.script_facts(create) == {"script": "limits-create", "claw": "acme-support",
-                                                "cgroup": "clawstaff/acme-support", "pids": 320, "memory": 1 << 30,
-                                                "cpu_quota": 125_000, "cpu_period": 100_000}
+    assert hostscripts.script_facts(create) == {
+        "script": "limits-create",
+        "claw": "acme-support",
+        "cgroup": "clawstaff/acme-support",
+        "pids": 320,
+        "memory": 1 << 30,
+        "cpu_quota": 125_000,
+        "cpu_period": 100_000,
+    }
     volume = cagehost.render_volume_create("acme-support", size=64 << 20, uid=65532)
     assert hostscripts.script_facts(volume) == {"script": "volume-create", "claw": "acme-support", "size": 64 << 20}
     assert hostscripts.header_variables(volume)["FSCRYPT_PY"] == hostscripts.fscrypt_helper()
@@ -197,8 +227,16 @@ def stack_scripts(evaluation: mockrun.Evaluation) -> dict[str, str]:
 def test_shellcheck_passes_on_every_script_the_stack_renders(stack: str, prod_eval, local_eval, tmp_path: Path) -> None:
     scripts = stack_scripts(prod_eval if stack == "prod" else local_eval)
     kinds = {name.rsplit("-", 1)[-1] for name in scripts}
-    assert {"limits.create", "limits.delete", "key.create", "key.delete", "config.create", "config.delete",
-            "volume.create", "volume.delete"} <= kinds, kinds
+    assert {
+        "limits.create",
+        "limits.delete",
+        "key.create",
+        "key.delete",
+        "config.create",
+        "config.delete",
+        "volume.create",
+        "volume.delete",
+    } <= kinds, kinds
     if stack == "prod":
         assert {"bootstrap.stdin", "key.create"} <= kinds and any(n.endswith("-host-key.create") for n in scripts)
     paths = []

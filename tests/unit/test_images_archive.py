@@ -28,8 +28,12 @@ Conf libc6 (2.41-12+deb13u5 Debian:13.8/stable [amd64])
 def test_simulation_lists_every_package_with_version_and_archive():
     found = archive.parse_simulation(SIMULATION)
     assert {n: p.version for n, p in found.items()} == {
-        "gcc-14-base": "14.2.0-19", "libc6": "2.41-12+deb13u5", "libssl3t64": "3.5.1-1+deb13u1",
-        "libzstd1": "1.5.7+dfsg-1+deb13u1", "tzdata": "2026a-0+deb13u1"}
+        "gcc-14-base": "14.2.0-19",
+        "libc6": "2.41-12+deb13u5",
+        "libssl3t64": "3.5.1-1+deb13u1",
+        "libzstd1": "1.5.7+dfsg-1+deb13u1",
+        "tzdata": "2026a-0+deb13u1",
+    }
     assert [n for n, p in found.items() if p.security] == ["libssl3t64", "libzstd1"]
 
 
@@ -46,17 +50,26 @@ def test_drift_lists_moved_new_and_gone_packages_and_marks_security():
 
 
 def test_release_fields_and_date():
-    text = ("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nSuite: stable-security\n"
-            "Codename: trixie-security\nDate: Mon, 30 Nov 2026 00:22:33 UTC\nSHA256:\n abc 12 main/x\n"
-            "-----BEGIN PGP SIGNATURE-----\nDate: forged\n")
+    text = (
+        "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nSuite: stable-security\n"
+        "Codename: trixie-security\nDate: Mon, 30 Nov 2026 00:22:33 UTC\nSHA256:\n abc 12 main/x\n"
+        "-----BEGIN PGP SIGNATURE-----\nDate: forged\n"
+    )
     fields = archive.parse_release(text)
     assert fields["Codename"] == "trixie-security" and fields["Date"] == "Mon, 30 Nov 2026 00:22:33 UTC"
     assert archive.release_epoch(fields["Date"]) == 1795998153
 
 
 def _ar(path: Path, mtime: int) -> Path:
-    member = b"debian-binary".ljust(16) + str(mtime).encode().ljust(12) + b"0".ljust(6) + b"0".ljust(6) \
-        + b"100644".ljust(8) + b"4".ljust(10) + b"`\n"
+    member = (
+        b"debian-binary".ljust(16)
+        + str(mtime).encode().ljust(12)
+        + b"0".ljust(6)
+        + b"0".ljust(6)
+        + b"100644".ljust(8)
+        + b"4".ljust(10)
+        + b"`\n"
+    )
     path.write_bytes(b"!<arch>\n" + member + b"2.0\n")
     return path
 

@@ -35,8 +35,15 @@ IMAGE = "ghcr.io/clawstaff/claw-runtime@sha256:" + "ab" * 32
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def claw(name: str, cpus: str = "0.5", memory: int = 512 * MiB, tmpfs: int = 64 * MiB, volume: int | None = None,
-         host: str | None = None, **other) -> Claw:
+def claw(
+    name: str,
+    cpus: str = "0.5",
+    memory: int = 512 * MiB,
+    tmpfs: int = 64 * MiB,
+    volume: int | None = None,
+    host: str | None = None,
+    **other,
+) -> Claw:
     return Claw(name=name, org=other.get("org", "acme"), image=other.get("image", IMAGE), cpus=Decimal(cpus),
                 memory=memory, pids=other.get("pids", 128), tmpfs=tmpfs, volume=volume,
                 egress=other.get("egress", (Endpoint("api.anthropic.com", 443),)),
@@ -141,7 +148,9 @@ def test_pool_hosts_exist_only_when_they_hold_a_cage_and_listed_hosts_always_exi
     result = try_place(hosts, pools, claws, policy)
     assume(result is not None)
     used = set(result.claws.values())
-    assert {h.name for h in result.hosts} == {h.name for h in hosts} | {h for h in used if h not in {x.name for x in hosts}}
+    assert {h.name for h in result.hosts} == {h.name for h in hosts} | {
+        h for h in used if h not in {x.name for x in hosts}
+    }
 
 
 @PROPERTY
@@ -167,7 +176,9 @@ def test_draining_a_host_moves_exactly_its_cages(fleet, data):
 
 def test_a_pin_to_a_draining_host_is_an_error_that_says_so():
     hosts = [host("ha", drain=True), host("hb")]
-    with pytest.raises(PlacementError, match=r"c1 \(pinned to ha, which is draining: unpin it or pin it to another host\)"):
+    with pytest.raises(
+        PlacementError, match=r"c1 \(pinned to ha, which is draining: unpin it or pin it to another host\)"
+    ):
         place(hosts, [claw("c1", host="ha")])
 
 
@@ -264,7 +275,11 @@ def changes(draw, hosts, pools, claws):
         changed = draw(st.sampled_from(claws))
         if kind == "remove":
             return hosts, pools, [c for c in claws if c is not changed], changed.name, None
-        grown = replace(changed, cpus=Decimal(draw(st.sampled_from(["0.25", "2"]))), memory=draw(st.sampled_from([128 * MiB, 4 * GiB])))
+        grown = replace(
+            changed,
+            cpus=Decimal(draw(st.sampled_from(["0.25", "2"]))),
+            memory=draw(st.sampled_from([128 * MiB, 4 * GiB])),
+        )
         return hosts, pools, [grown if c is changed else c for c in claws], changed.name, None
     target = draw(st.sampled_from(sorted(all_hosts(hosts, pools))))
     assume(not any(c.host == target for c in claws))
@@ -285,7 +300,9 @@ def test_a_locked_claw_never_moves_because_of_another_claw_or_host(fleet, data):
     lock = dict(before.claws)
     assert try_place_locked(hosts, pools, claws, policy, lock) == before  # locking changes nothing
     hosts2, pools2, claws2, changed, gone_host = data.draw(changes(hosts, pools, claws))
-    after = try_place_locked(hosts2, pools2, claws2, policy, {k: v for k, v in lock.items() if k in {c.name for c in claws2}})
+    after = try_place_locked(
+        hosts2, pools2, claws2, policy, {k: v for k, v in lock.items() if k in {c.name for c in claws2}}
+    )
     assume(after is not None)
     for name, old in before.claws.items():
         if name != changed and old != gone_host and name in after.claws:
@@ -353,8 +370,11 @@ def test_an_impossible_placement_names_each_claw_that_does_not_fit_and_by_how_mu
 
 def test_a_pinned_claw_that_does_not_fit_its_host_says_what_its_host_lacks():
     hosts = [host("ha", cpus=2, memory=4 * GiB), host("hb")]
-    with pytest.raises(PlacementError, match=r"c1 \(needs cpus 2.25, memory 2112MiB, disk 64MiB; its pinned host ha: "
-                                             r"cpus short by 0.75 \(needs 2.25, 1.5 free\)\)"):
+    with pytest.raises(
+        PlacementError,
+        match=r"c1 \(needs cpus 2.25, memory 2112MiB, disk 64MiB; its pinned host ha: "
+        r"cpus short by 0.75 \(needs 2.25, 1.5 free\)\)",
+    ):
         place(hosts, [claw("c1", cpus="2", memory=2 * GiB, host="ha")])
 
 

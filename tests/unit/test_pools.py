@@ -106,8 +106,11 @@ def test_a_pin_may_name_a_pool_host_up_to_the_pools_max_and_no_further():
     raw["clawstaff:claws"][0]["host"] = "cage-005"
     assert parse(raw, secret_keys).claws[0].host == "cage-005"
     raw["clawstaff:claws"][0]["host"] = "cage-006"
-    with pytest.raises(ConfigError, match=r'clawstaff:claws\[0\].host = "cage-006": not a host of this stack; '
-                                          r"allowed: one of fsn1-cage-01, cage-001 ... cage-005."):
+    with pytest.raises(
+        ConfigError,
+        match=r'clawstaff:claws\[0\].host = "cage-006": not a host of this stack; '
+        r"allowed: one of fsn1-cage-01, cage-001 ... cage-005.",
+    ):
         parse(raw, secret_keys)
 
 
@@ -121,7 +124,10 @@ def test_placement_settings_parse_with_memory_not_overcommitted_by_default():
     with pytest.raises(ConfigError, match=r"clawstaff:placement.overcommit.memory = 0.5: not from 1 to 16"):
         parse(raw, secret_keys)
     raw["clawstaff:placement"] = {"overcommit": {"pids": 2}}
-    with pytest.raises(ConfigError, match=r"clawstaff:placement.overcommit.pids = 2: an unknown key; allowed: the keys cpus, memory, disk"):
+    with pytest.raises(
+        ConfigError,
+        match=r"clawstaff:placement.overcommit.pids = 2: an unknown key; allowed: the keys cpus, memory, disk",
+    ):
         parse(raw, secret_keys)
 
 
@@ -129,7 +135,11 @@ def test_placement_settings_parse_with_memory_not_overcommitted_by_default():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(1, 998), st.integers(1, 998), st.lists(st.sampled_from(["fsn1", "nbg1", "hel1"]), min_size=1, max_size=3, unique=True))
+@given(
+    st.integers(1, 998),
+    st.integers(1, 998),
+    st.lists(st.sampled_from(["fsn1", "nbg1", "hel1"]), min_size=1, max_size=3, unique=True),
+)
 def test_growing_a_pool_never_renames_or_relocates_a_host(small, extra, locations):
     before = HostPool("cage", "ccx13", tuple(locations), max=small, image="debian-12").hosts()
     after = HostPool("cage", "ccx13", tuple(locations), max=min(small + extra, 999), image="debian-12").hosts()
@@ -203,11 +213,16 @@ def test_without_a_lock_a_claw_that_sorts_early_pushes_later_ones_along_a_full_p
 def test_a_stale_lock_entry_is_a_clear_error():
     raw, secret_keys = pool_raw()
     raw["clawstaff:placementLock"] = {"claw-000": "cage-001", "gone": "cage-002"}
-    with pytest.raises(ConfigError, match=r'clawstaff:placementLock.gone = "cage-002": a stale entry: no claw has this name'):
+    with pytest.raises(
+        ConfigError, match=r'clawstaff:placementLock.gone = "cage-002": a stale entry: no claw has this name'
+    ):
         parse(raw, secret_keys)
     raw["clawstaff:placementLock"] = {"claw-000": "Not A Host"}
-    with pytest.raises(ConfigError, match=r"clawstaff:placementLock.claw-000 = \"Not A Host\": has upper-case letters; "
-                                          r"allowed: the name of a host"):
+    with pytest.raises(
+        ConfigError,
+        match=r"clawstaff:placementLock.claw-000 = \"Not A Host\": has upper-case letters; "
+        r"allowed: the name of a host",
+    ):
         parse(raw, secret_keys)
 
 
@@ -217,7 +232,10 @@ def test_servers_of_a_pool_stand_in_their_locations_and_its_spread_groups():
     assert [servers[f"cage-00{i}"].inputs["location"] for i in range(1, 6)] == ["fsn1", "nbg1", "hel1", "fsn1", "nbg1"]
     groups = {r.name for r in evaluation.by_type("hcloud:index/placementGroup:PlacementGroup")}
     assert groups == {"fleet-spread-0", "fleet-spread-cage-0"}
-    assert "ip" not in servers["cage-001"].inputs["networks"][0] or servers["cage-001"].inputs["networks"][0]["ip"] in (None, "")
+    assert "ip" not in servers["cage-001"].inputs["networks"][0] or servers["cage-001"].inputs["networks"][0]["ip"] in (
+        None,
+        "",
+    )
 
 
 def test_a_listed_host_may_be_drained_or_given_a_cage_ceiling_and_says_so_when_mistyped():
@@ -226,7 +244,9 @@ def test_a_listed_host_may_be_drained_or_given_a_cage_ceiling_and_says_so_when_m
     (host,) = parse(raw, secret_keys).hosts
     assert (host.drain, host.max_cages) == (True, 20)
     raw["clawstaff:hosts"][0]["drain"] = "yes"
-    with pytest.raises(ConfigError, match=r'clawstaff:hosts\[0\].drain = "yes": not true or false; allowed: true \(move'):
+    with pytest.raises(
+        ConfigError, match=r'clawstaff:hosts\[0\].drain = "yes": not true or false; allowed: true \(move'
+    ):
         parse(raw, secret_keys)
 
 

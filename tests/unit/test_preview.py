@@ -67,8 +67,14 @@ def test_unsafe_program_is_refused_and_every_unsafe_thing_is_named(tmp_path):
     [
         (lambda text: text.replace("memory: 256MiB", "memory: 256 MiBs", 1), "clawstaff:claws[0].memory"),
         (lambda text: text.replace("cpus: 0.25", "cpus: -1", 1), "clawstaff:claws[0].cpus"),
-        (lambda text: text.replace("egress: [api.anthropic.com:443, slack.com:443]",
-                                   "egress: [https://api.anthropic.com, slack.com:443]", 1), "clawstaff:claws[0].egress[0]"),
+        (
+            lambda text: text.replace(
+                "egress: [api.anthropic.com:443, slack.com:443]",
+                "egress: [https://api.anthropic.com, slack.com:443]",
+                1,
+            ),
+            "clawstaff:claws[0].egress[0]",
+        ),
         (lambda text: text.replace("config:\n", "config:\n  clawstaff:colour: blue\n", 1), "clawstaff:colour"),
     ],
 )

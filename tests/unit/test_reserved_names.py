@@ -51,8 +51,13 @@ def test_the_config_check_refuses_each_reserved_name(tmp_path, name):
 def test_the_preview_exits_2_with_one_paragraph_for_each_reserved_name(tmp_path, name):
     stack_file = tmp_path / "Pulumi.local.yaml"
     stack_file.write_text(with_secret(name))
-    result = subprocess.run([sys.executable, "-m", "tools.preview", "--stack", "local", "--stack-file", str(stack_file)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.preview", "--stack", "local", "--stack-file", str(stack_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "clawstaff:claws[0].secrets[2]" in result.stderr and "reserved by the cage runtime" in result.stderr

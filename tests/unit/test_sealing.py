@@ -16,8 +16,17 @@ from hypothesis import strategies as st
 
 from components import conventions
 from components.sealing import (
-    AD_LABEL, CAGE_KEY_BYTES, FORMAT_PREFIX, HKDF_INFO_PREFIX, HKDF_SALT, SealError,
-    cage_key_file_text, canonical_plaintext, derive_cage_key, open_credentials, seal_credentials,
+    AD_LABEL,
+    CAGE_KEY_BYTES,
+    FORMAT_PREFIX,
+    HKDF_INFO_PREFIX,
+    HKDF_SALT,
+    SealError,
+    cage_key_file_text,
+    canonical_plaintext,
+    derive_cage_key,
+    open_credentials,
+    seal_credentials,
 )
 
 CAGE_INIT = Path(__file__).resolve().parents[2] / "images" / "claw-runtime" / "cage-init"
@@ -57,7 +66,8 @@ def test_format_is_pinned_by_a_known_answer():
     key = derive_cage_key("correct horse battery staple", "acme-support")
     assert key.hex().startswith("e1be37e06798cb66a48df574ae483ced")
     assert seal_credentials(key, "acme-support", {"ANTHROPIC_API_KEY": "sk-test"}) == (
-        "clawcage-v1:trlQ3SglzW+AEb6sXnLvXNwhGiAUYjp+SlLSYFd1YbaJR1wxzbgoyNnH2n6FDXs=")
+        "clawcage-v1:trlQ3SglzW+AEb6sXnLvXNwhGiAUYjp+SlLSYFd1YbaJR1wxzbgoyNnH2n6FDXs="
+    )
 
 
 @pytest.mark.parametrize("sealing_key, claw", [("", "acme"), ("k", "")])
@@ -71,25 +81,42 @@ def test_sealing_is_deterministic_so_an_unchanged_claw_has_no_diff():
     reordered = dict(reversed(list(SECRETS.items())))
     assert seal_credentials(key, "acme-support", SECRETS) == seal_credentials(key, "acme-support", reordered)
     assert seal_credentials(key, "acme-support", SECRETS) != seal_credentials(
-        key, "acme-support", {**SECRETS, "SLACK_BOT_TOKEN": "changed"})
+        key, "acme-support", {**SECRETS, "SLACK_BOT_TOKEN": "changed"}
+    )
 
 
 def test_sealed_text_is_ascii_with_prefix_and_holds_no_plaintext():
     sealed = seal_credentials(derive_cage_key("s", "acme-support"), "acme-support", SECRETS)
     assert sealed.startswith(FORMAT_PREFIX) and sealed.isascii()
-    blob = base64.b64decode(sealed[len(FORMAT_PREFIX):])
+    blob = base64.b64decode(sealed[len(FORMAT_PREFIX) :])
     for value in SECRETS.values():
         assert value.encode() not in blob and value not in sealed
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,20}", fullmatch=True),
-                       st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
-                               max_size=80), max_size=6))
+@given(
+    st.dictionaries(
+        st.from_regex(r"[A-Z_][A-Z0-9_]{0,20}", fullmatch=True),
+        st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=80),
+        max_size=6,
+    )
+)
 def test_round_trip_any_secret_map(env):
-    env = {k: v for k, v in env.items() if k not in {"PATH", "HOME", "CLAWCAGE_SEALED", "PYTHONPATH",
-                                                      "PYTHONHOME", "PYTHONSTARTUP", "LD_PRELOAD",
-                                                      "LD_LIBRARY_PATH"}}
+    env = {
+        k: v
+        for k, v in env.items()
+        if k
+        not in {
+            "PATH",
+            "HOME",
+            "CLAWCAGE_SEALED",
+            "PYTHONPATH",
+            "PYTHONHOME",
+            "PYTHONSTARTUP",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+        }
+    }
     key = derive_cage_key("s", "c1")
     assert open_credentials(key, "c1", seal_credentials(key, "c1", env)) == env
 
@@ -99,13 +126,25 @@ def test_canonical_plaintext_is_sorted_compact_utf8():
 
 
 def _tamper(sealed: str, index: int) -> str:
-    blob = bytearray(base64.b64decode(sealed[len(FORMAT_PREFIX):]))
+    blob = bytearray(base64.b64decode(sealed[len(FORMAT_PREFIX) :]))
     blob[index] ^= 0x01
     return FORMAT_PREFIX + base64.b64encode(bytes(blob)).decode()
 
 
-@pytest.mark.parametrize("case", ["wrong key", "other claw", "flipped tag", "flipped body", "truncated",
-                                  "no prefix", "not base64", "short key", "empty"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "wrong key",
+        "other claw",
+        "flipped tag",
+        "flipped body",
+        "truncated",
+        "no prefix",
+        "not base64",
+        "short key",
+        "empty",
+    ],
+)
 def test_open_fails_closed_and_says_nothing_secret(case):
     key = derive_cage_key("s", "acme-support")
     sealed = seal_credentials(key, "acme-support", SECRETS)
@@ -115,7 +154,7 @@ def test_open_fails_closed_and_says_nothing_secret(case):
         "flipped tag": (key, "acme-support", _tamper(sealed, 0)),
         "flipped body": (key, "acme-support", _tamper(sealed, 20)),
         "truncated": (key, "acme-support", sealed[:-8]),
-        "no prefix": (key, "acme-support", sealed[len(FORMAT_PREFIX):]),
+        "no prefix": (key, "acme-support", sealed[len(FORMAT_PREFIX) :]),
         "not base64": (key, "acme-support", FORMAT_PREFIX + "!!!!"),
         "short key": (key[:32], "acme-support", sealed),
         "empty": (key, "acme-support", ""),
@@ -130,15 +169,26 @@ def test_open_fails_closed_and_says_nothing_secret(case):
 def test_open_refuses_a_validly_sealed_reserved_name():
     # Only a holder of the key can produce this; cage-init must still not let it override PATH.
     from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
     key = derive_cage_key("s", "c1")
     blob = AESSIV(key).encrypt(b'{"PATH":"/evil"}', [AD_LABEL, b"c1"])
     with pytest.raises(SealError):
         open_credentials(key, "c1", FORMAT_PREFIX + base64.b64encode(blob).decode())
 
 
-@pytest.mark.parametrize("env", [{"lower": "x"}, {"1ABC": "x"}, {"A-B": "x"}, {"A=B": "x"},
-                                 {"PATH": "x"}, {"CLAWCAGE_SEALED": "x"}, {"A": "nul\x00byte"},
-                                 {"A": 42}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"lower": "x"},
+        {"1ABC": "x"},
+        {"A-B": "x"},
+        {"A=B": "x"},
+        {"PATH": "x"},
+        {"CLAWCAGE_SEALED": "x"},
+        {"A": "nul\x00byte"},
+        {"A": 42},
+    ],
+)
 def test_seal_refuses_what_an_environment_cannot_carry(env):
     with pytest.raises(ValueError) as err:
         seal_credentials(derive_cage_key("s", "c1"), "c1", env)
@@ -162,6 +212,7 @@ def test_cage_init_shares_the_format_constants():
     assert cage_init.FORMAT_PREFIX == FORMAT_PREFIX and cage_init.AD_LABEL == AD_LABEL
     assert cage_init.CAGE_KEY_BYTES == CAGE_KEY_BYTES
     from components import sealing
+
     assert cage_init.CLAW_ENV == sealing.CLAW_ENV and cage_init.RESERVED_NAMES == sealing.RESERVED_NAMES
 
 

@@ -25,8 +25,13 @@ def module_name(path) -> str:
 def imports_of(path, modules: set[str]) -> set[str]:
     """The components modules `path` imports at run time (not those under `if TYPE_CHECKING:`)."""
     tree = ast.parse(path.read_text())
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-               for child in node.body for n in ast.walk(child)}
+    skipped = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for child in node.body
+        for n in ast.walk(child)
+    }
     out = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -53,8 +58,14 @@ def test_the_model_and_placement_import_nothing_of_pulumi(module):
 
 def test_nothing_below_the_components_imports_the_validator():
     g = graph()
-    for module in ("components.model", "components.placement", "components.cage", "components.host",
-                   "components.outputs", "components.fleet"):
+    for module in (
+        "components.model",
+        "components.placement",
+        "components.cage",
+        "components.host",
+        "components.outputs",
+        "components.fleet",
+    ):
         assert not any(d == "components.config" or d.startswith("components.config.") for d in g[module]), module
 
 
@@ -78,6 +89,9 @@ def test_the_imports_of_components_have_no_cycle():
 
 
 def test_no_module_of_components_is_over_about_400_lines():
-    long = {str(p.relative_to(ROOT)): n for p in COMPONENTS.rglob("*.py")
-            if p.name not in LONG_FOR_NOW and (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in COMPONENTS.rglob("*.py")
+        if p.name not in LONG_FOR_NOW and (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert long == {}

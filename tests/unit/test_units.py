@@ -60,7 +60,14 @@ def test_parse_size_rejects_with_a_reason(value, reason):
 
 @pytest.mark.parametrize(
     ("value", "cpus"),
-    [(1, Decimal(1)), (0.5, Decimal("0.5")), ("1.5", Decimal("1.5")), ("2.00", Decimal(2)), (0.25, Decimal("0.25")), (16, Decimal(16))],
+    [
+        (1, Decimal(1)),
+        (0.5, Decimal("0.5")),
+        ("1.5", Decimal("1.5")),
+        ("2.00", Decimal(2)),
+        (0.25, Decimal("0.25")),
+        (16, Decimal(16)),
+    ],
 )
 def test_parse_cpus_accepts_decimals(value, cpus):
     assert parse_cpus(value) == cpus
@@ -93,7 +100,14 @@ def test_parse_cpus_rejects_with_a_reason(value, reason):
 
 @pytest.mark.parametrize(
     ("size", "text"),
-    [(GiB, "1GiB"), (512 * MiB, "512MiB"), (1536 * MiB, "1536MiB"), (900 * 1000**3, "900GB"), (10**12, "1TB"), (100, "100B")],
+    [
+        (GiB, "1GiB"),
+        (512 * MiB, "512MiB"),
+        (1536 * MiB, "1536MiB"),
+        (900 * 1000**3, "900GB"),
+        (10**12, "1TB"),
+        (100, "100B"),
+    ],
 )
 def test_format_size_is_exact_and_short(size, text):
     assert format_size(size) == text
