@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STACK ?= local
 JSON ?=
 
-.PHONY: venv preview test unit lint up engine isolation-report isolation-report-show bench
+.PHONY: venv preview test unit lint up engine vm vm-down isolation-report isolation-report-show bench
 
 venv: $(VENV)/.installed
 
@@ -40,6 +40,14 @@ include images/images.mk
 # This machine's Docker engine, configured with the daemon.json and host rules the program renders.
 engine: venv
 	$(PY) -m tools.engine start
+
+# The production host path on a Debian 13 VM (root; QEMU/TCG): build the image, boot it with the
+# user-data the program renders, first contact and bootstrap over SSH. `make vm-down` stops it.
+vm: venv
+	$(PY) -m tools.vm up
+
+vm-down: venv
+	$(PY) -m tools.vm down
 
 # The isolation suite on the real engine (needs root, `make engine`, `make images`): attacks the local
 # stack's cages and prints the scorecard (also build/isolation-report.json).

@@ -30,8 +30,14 @@ from components.conventions import (
     ROLE_EGRESS_NETWORK,
     egress_bridge_name,
 )
-from components.hostconfig import BOOTSTRAP_PATH, render_bootstrap_script, render_cloud_init, render_host_key_install
-from components.hostkeys import SshHostKey, derive_ssh_host_key
+from components.hostconfig import (
+    BOOTSTRAP_PATH,
+    DEFAULT_HOST_IMAGE,
+    render_bootstrap_script,
+    render_cloud_init,
+    render_host_key_install,
+)
+from components.hostkeys import SshHostKey, derive_first_contact_key, derive_ssh_host_key
 from components.model import Admin, Host
 
 LOCAL_DOCKER_SOCKET = "unix:///var/run/docker.sock"
@@ -113,6 +119,7 @@ class ClawHost(pulumi.ComponentResource):
                 host_name=host.name,
                 ssh_authorized_keys=list(args.admin.ssh_public_keys),
                 ssh_allowed_cidrs=list(args.admin.ssh_allowed_cidrs),
+                debian=host.image or DEFAULT_HOST_IMAGE,
             )
             if host.kind == "cloud":
                 first_contact = self._cloud_server(name, args, host_key)
@@ -170,11 +177,15 @@ class ClawHost(pulumi.ComponentResource):
             labels={"clawstaff-host": host.name},
             opts=child,
         )
+        # The user-data holds a first-contact key, never the host key: the metadata service serves
+        # user-data to anything on the server for its whole life (components.hostkeys).
+        first_contact_key = derive_first_contact_key(args.sealing_key, host.name)
         user_data = render_cloud_init(
             host_name=host.name,
             ssh_authorized_keys=list(admin.ssh_public_keys),
             ssh_allowed_cidrs=list(admin.ssh_allowed_cidrs),
-            host_key=host_key,
+            first_contact_key=first_contact_key,
+            debian=host.image or DEFAULT_HOST_IMAGE,
         )
         server = hcloud.Server(
             f"{name}-server",
@@ -187,7 +198,7 @@ class ClawHost(pulumi.ComponentResource):
             firewall_ids=[firewall.id.apply(int)],
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
             networks=[hcloud.ServerNetworkArgs(network_id=shared.network_id.apply(int), ip=args.private_ip)],
-            # Holds the host's private SSH key: a secret in state and in every diff.
+            # Holds the first-contact key (useless after the first contact; secret until then).
             user_data=pulumi.Output.secret(user_data),
             labels={"clawstaff-host": host.name, "clawstaff-role": "cage-host"},
             backups=False,
@@ -202,7 +213,19 @@ class ClawHost(pulumi.ComponentResource):
             ),
         )
         self.address = server.ipv4_address
-        return [server]
+        # First contact: trust only the key the user-data gave the server; install the derived host
+        # key over that connection (after cloud-init's own bootstrap run), which retires the first one.
+        install_key = command.remote.Command(
+            f"{name}-host-key",
+            connection=command.remote.ConnectionArgs(
+                host=server.ipv4_address, user="root", host_key=first_contact_key.public_openssh
+            ),
+            create=render_host_key_install(host_key, after_cloud_init=True),
+            stdin=pulumi.Output.secret(host_key.private_openssh),
+            triggers=[host_key.fingerprint],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[server]),
+        )
+        return [install_key]
 
     def _adopt_dedicated(self, name: str, args: ClawHostArgs, host_key: SshHostKey) -> list[pulumi.Resource]:
         host = args.host

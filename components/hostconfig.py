@@ -18,6 +18,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import yaml
 
@@ -45,7 +46,26 @@ DOCKER_ENGINE_VERSION = "5:28.5.1-1~debian.12~bookworm"
 # the download unless it holds exactly this one primary key.
 DOCKER_REPO_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
 DOCKER_REPO_URL = "https://download.docker.com/linux/debian"
-DEBIAN_CODENAME = "bookworm"
+DEBIAN_CODENAME = "bookworm"  # where docker-ce is pinned (DOCKER_ENGINE_VERSION is a bookworm build)
+
+
+@dataclass(frozen=True)
+class HostRelease:
+    """What the bootstrap does on one Debian release: its codename and where its engine comes from."""
+
+    codename: str
+    engine: str  # "docker.io": Debian's own package; "docker-ce": Docker's repository, pinned
+    engine_version: str  # docker.io: the lowest version accepted; docker-ce: the exact pin
+
+
+# Debian 13's own docker.io (26.1.5 on trixie) has the CVE-2024-29018 fix (26.0.0) and gets Debian's
+# security updates with the rest of the system; it is what the VM tier (tools/vm.py) proves. Debian
+# 12's docker.io is 20.10, without that fix, so bookworm hosts take the pinned docker-ce instead.
+HOST_RELEASES = {
+    "debian-13": HostRelease("trixie", "docker.io", "26.1.5"),
+    "debian-12": HostRelease(DEBIAN_CODENAME, "docker-ce", DOCKER_ENGINE_VERSION),
+}
+DEFAULT_HOST_IMAGE = "debian-13"
 
 # Hetzner's recursive resolvers (IPv4; cages have no IPv6).
 HETZNER_RESOLVERS: tuple[str, ...] = ("185.12.64.1", "185.12.64.2")
@@ -304,9 +324,13 @@ UNATTENDED_UPGRADES = host_file("52clawstaff-unattended-upgrades")
 
 
 def render_bootstrap_script(
-    *, host_name: str, ssh_authorized_keys: Sequence[str], ssh_allowed_cidrs: Sequence[str]
+    *,
+    host_name: str,
+    ssh_authorized_keys: Sequence[str],
+    ssh_allowed_cidrs: Sequence[str],
+    debian: str = DEFAULT_HOST_IMAGE,
 ) -> str:
-    """Idempotent bash that brings a Debian 12 host to the hardened state; re-running it repairs drift.
+    """Idempotent bash that brings a Debian 13 (or 12) host to the hardened state; re-running it repairs drift.
 
     Runs the same on a fresh cloud server (from cloud-init) and on an adopted dedicated server (over
     SSH). Files are only rewritten, and services only restarted, when their content changes. It
@@ -316,6 +340,9 @@ def render_bootstrap_script(
     (readonly, shell-quoted) header variable.
     """
     host_name = _check_host_name(host_name)
+    if debian not in HOST_RELEASES:
+        raise ValueError(f"host image {debian!r} is not one of {', '.join(HOST_RELEASES)}")
+    release = HOST_RELEASES[debian]
     keys = _check_authorized_keys(ssh_authorized_keys)
     firewall = render_nftables(ssh_allowed_cidrs=ssh_allowed_cidrs, dns_resolvers=HETZNER_RESOLVERS)
     return render_script(
@@ -324,10 +351,11 @@ def render_bootstrap_script(
         facts={"host": host_name},
         readonly=True,
         HOST_NAME=host_name,
-        DOCKER_VERSION=DOCKER_ENGINE_VERSION,
+        ENGINE=release.engine,
+        DOCKER_VERSION=release.engine_version,
         DOCKER_KEY_FINGERPRINT=DOCKER_REPO_KEY_FINGERPRINT,
         DOCKER_REPO_URL=DOCKER_REPO_URL,
-        DEBIAN_CODENAME=DEBIAN_CODENAME,
+        DEBIAN_CODENAME=release.codename,
         NFT_TABLE=NFT_TABLE,
         FIREWALL_PATH=FIREWALL_PATH,
         SYSCTL_PATH=SYSCTL_PATH,
@@ -345,16 +373,19 @@ def render_bootstrap_script(
     )
 
 
-def render_host_key_install(key: SshHostKey) -> str:
+def render_host_key_install(key: SshHostKey, *, after_cloud_init: bool = False) -> str:
     """Bash that installs the derived host key read from STDIN (never inlined) and reloads sshd.
 
-    For dedicated hosts, run over the first SSH connection (which pins the server's current key).
-    The script (components/hostscripts/host-key-install.sh) refuses a private key whose public half
-    is not the one Pulumi pins.
+    Run over the first SSH connection, which pins the server's current key: the operator-recorded
+    key of a dedicated server, the first-contact key of a cloud server (`after_cloud_init`: first
+    wait for cloud-init, whose bootstrap run must not race the one that follows). The script
+    (components/hostscripts/host-key-install.sh) refuses a private key whose public half is not the
+    one Pulumi pins.
     """
     return render_script(
         "host-key-install.sh",
         title=f"host key install ({key.fingerprint})",
+        AFTER_CLOUD_INIT=1 if after_cloud_init else 0,
         HOST_KEY_PATH=HOST_KEY_PATH,
         PUBLIC_KEY=" ".join(key.public_openssh.split()[:2]),
         PUBLIC_KEY_LINE=key.public_openssh,
@@ -379,15 +410,22 @@ def render_cloud_init(
     host_name: str,
     ssh_authorized_keys: Sequence[str],
     ssh_allowed_cidrs: Sequence[str],
-    host_key: SshHostKey,
+    first_contact_key: SshHostKey,
+    debian: str = DEFAULT_HOST_IMAGE,
 ) -> str:
-    """#cloud-config user-data: the derived host key, then the same bootstrap a dedicated host runs.
+    """#cloud-config user-data: a first-contact host key, then the same bootstrap a dedicated host runs.
 
-    The private host key is in the user-data: it is a Pulumi secret on our side, and the firewall keeps
-    cages away from the metadata service (169.254.169.254) that serves user-data on the host.
+    No long-lived secret: Hetzner's metadata service serves this document to any process on the
+    server, for the server's whole life. The key in it is the first-contact key
+    (hostkeys.derive_first_contact_key), which the first SSH connection pins and replaces with the
+    derived host key (render_host_key_install); after that no client trusts it. The host firewall
+    keeps everything but root's own processes away from the metadata address.
     """
     script = render_bootstrap_script(
-        host_name=host_name, ssh_authorized_keys=ssh_authorized_keys, ssh_allowed_cidrs=ssh_allowed_cidrs
+        host_name=host_name,
+        ssh_authorized_keys=ssh_authorized_keys,
+        ssh_allowed_cidrs=ssh_allowed_cidrs,
+        debian=debian,
     )
     document = {
         "hostname": host_name,
@@ -395,12 +433,12 @@ def render_cloud_init(
         "disable_root": False,
         "ssh_pwauth": False,
         "ssh_authorized_keys": _check_authorized_keys(ssh_authorized_keys),
-        # Delete the image's keys; with ssh_keys given, cloud-init generates none, so the derived key
-        # is the only one and no client ever has to trust a key on first use.
+        # Delete the image's keys; with ssh_keys given, cloud-init generates none, so the first-contact
+        # key is the only one and no client ever has to trust a key on first use.
         "ssh_deletekeys": True,
         "ssh_keys": {
-            "ed25519_private": host_key.private_openssh,
-            "ed25519_public": host_key.public_openssh,
+            "ed25519_private": first_contact_key.private_openssh,
+            "ed25519_public": first_contact_key.public_openssh,
         },
         "write_files": [{"path": BOOTSTRAP_PATH, "owner": "root:root", "permissions": "0700", "content": script}],
         "runcmd": [[BOOTSTRAP_PATH]],

@@ -100,10 +100,26 @@ def derive_ssh_host_key(sealing_key: str, host_name: str) -> SshHostKey:
     """The host's Ed25519 SSH host key, derived from the stack's sealing secret and the host name."""
     if not host_name:
         raise ValueError("derive_ssh_host_key: host_name is empty")
-    seed = derive_key(sealing_key, f"ssh-host-key/ed25519/{host_name}")
+    return _ed25519_host_key(derive_key(sealing_key, f"ssh-host-key/ed25519/{host_name}"), f"clawstaff-{host_name}")
+
+
+def derive_first_contact_key(sealing_key: str, host_name: str) -> SshHostKey:
+    """The key a cloud server presents until its first contact, and never after.
+
+    It travels in the server's user-data, which Hetzner's metadata service serves to any process on
+    the server for the server's whole life. So it is not the host key: the first SSH connection pins
+    this key, installs the derived host key (`derive_ssh_host_key`, which never leaves Pulumi except
+    over that pinned connection) and removes this one. Whoever reads the user-data later holds a key
+    that no client trusts any more."""
+    if not host_name:
+        raise ValueError("derive_first_contact_key: host_name is empty")
+    seed = derive_key(sealing_key, f"ssh-first-contact-key/ed25519/{host_name}")
+    return _ed25519_host_key(seed, f"clawstaff-{host_name}-first-contact")
+
+
+def _ed25519_host_key(seed: bytes, comment: str) -> SshHostKey:
     private_key = Ed25519PrivateKey.from_private_bytes(seed)
     public = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    comment = f"clawstaff-{host_name}"
     blob = _public_blob(public)
     return SshHostKey(
         private_openssh=openssh_private_text(seed, public, comment),

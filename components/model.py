@@ -59,7 +59,7 @@ class Host:
     capacity: Capacity
     server_type: str | None = None  # cloud
     location: str | None = None  # cloud
-    image: str | None = None  # cloud
+    image: str | None = None  # cloud and dedicated: the Debian release (debian-13, debian-12)
     address: str | None = None  # dedicated: public IP
     host_key: str | None = None  # dedicated: the server's current SSH host key (no trust on first use)
     drain: bool = False  # an explicit decision in the config: move this host's cages elsewhere

@@ -107,7 +107,7 @@ POLICIES = [
         (HCLOUD_SERVER,),
         check_server_image_location,
         {
-            "allowedImages": {"type": "array", "items": {"type": "string"}, "default": ["debian-12"]},
+            "allowedImages": {"type": "array", "items": {"type": "string"}, "default": ["debian-13", "debian-12"]},
             "allowedLocations": {"type": "array", "items": {"type": "string"}, "default": ["fsn1", "nbg1", "hel1"]},
         },
     ),

@@ -37,7 +37,8 @@ def _host(model: CloudHostModel | DedicatedHostModel | LocalHostModel) -> Host:
                     image=model.image, **common)  # fmt: skip
     capacity = Capacity(cpus=model.cpus, memory=model.memory, disk=model.disk)
     if isinstance(model, DedicatedHostModel):
-        return Host(model.name, "dedicated", capacity, address=model.address, host_key=model.host_key, **common)
+        return Host(model.name, "dedicated", capacity, address=model.address, host_key=model.host_key,
+                    image=model.image, **common)  # fmt: skip
     return Host(model.name, "local", capacity, **common)
 
 

@@ -79,6 +79,7 @@ class DedicatedHostModel(_Model):
     cpus: Cpus
     memory: Size
     disk: Size
+    image: HostImage = f.HOST_IMAGES[0]  # the Debian release installed on the server
     drain: Drain = False
     max_cages: MaxCages | None = None
 

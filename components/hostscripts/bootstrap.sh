@@ -1,9 +1,10 @@
 # shellcheck shell=bash
-# Bring a Debian 12 host to the hardened state; re-running it repairs drift. Files are only rewritten,
+# Bring a Debian 13 (or 12) host to the hardened state; re-running it repairs drift. Files are only rewritten,
 # and services only restarted, when their content changes. The same script runs on a cloud server
 # (from cloud-init) and on an adopted dedicated server (over SSH); it expects the derived host key in
 # place. Every file it installs arrives rendered in a header variable, never built here.
-# Header (readonly): HOST_NAME, DOCKER_VERSION, DOCKER_KEY_FINGERPRINT, DOCKER_REPO_URL, DEBIAN_CODENAME,
+# Header (readonly): HOST_NAME, ENGINE (docker.io: Debian's own package, DOCKER_VERSION its lowest
+# accepted version; docker-ce: Docker's repository, DOCKER_VERSION the exact pin), DOCKER_VERSION, DOCKER_KEY_FINGERPRINT, DOCKER_REPO_URL, DEBIAN_CODENAME,
 # NFT_TABLE, FIREWALL_PATH, SYSCTL_PATH, SSHD_DROPIN_PATH, HOST_KEY_PATH, AUTHORIZED_KEYS, SYSCTL_CONF,
 # SSHD_CONFIG, AUTO_UPGRADES, UNATTENDED_UPGRADES, FIREWALL_RULES, FIREWALL_UNIT, DOCKER_UNIT_DROPIN,
 # DAEMON_JSON.
@@ -45,7 +46,7 @@ docker_key_ok() {
 . /etc/os-release
 # shellcheck disable=SC2015  # either test failing must die
 [ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = "$DEBIAN_CODENAME" ] \
-  || die "needs Debian 12 ($DEBIAN_CODENAME); this is ${PRETTY_NAME:-unknown}"
+  || die "rendered for Debian $DEBIAN_CODENAME; this is ${PRETTY_NAME:-unknown}"
 [ -d /run/systemd/system ] || die "needs systemd as init"
 
 log "hostname"
@@ -92,25 +93,39 @@ systemctl enable clawstaff-firewall.service
 # reload, not restart: a restart would also restart docker.service, which Requires= the firewall.
 systemctl reload-or-restart clawstaff-firewall.service
 
-log "Docker Engine $DOCKER_VERSION"
+log "Docker Engine ($ENGINE $DOCKER_VERSION)"
 # daemon.json first, so that the engine's very first start is already hardened.
 put /etc/docker/daemon.json 0644 < <(printf '%s' "$DAEMON_JSON")
-install -d -m 0755 /etc/apt/keyrings
-if ! docker_key_ok "$DOCKER_KEYRING"; then
-  key_tmp=$(mktemp)
-  curl -fsSL --proto '=https' --tlsv1.2 -o "$key_tmp" "$DOCKER_REPO_URL/gpg"
-  docker_key_ok "$key_tmp" || { rm -f "$key_tmp"; die "Docker's repository key does not have fingerprint $DOCKER_KEY_FINGERPRINT"; }
-  install -m 0644 "$key_tmp" "$DOCKER_KEYRING"
-  rm -f "$key_tmp"
-fi
-put /etc/apt/sources.list.d/docker.list 0644 <<<"deb [arch=$(dpkg --print-architecture) signed-by=$DOCKER_KEYRING] \
+case $ENGINE in
+docker.io)
+  # Debian's own engine: security updates come with the system's (unattended-upgrades).
+  if ! dpkg-query -W -f='${Status}' docker.io 2>/dev/null | grep -q 'install ok installed'; then
+    apt-get install -y -q --no-install-recommends docker.io docker-cli
+  fi
+  installed=$(dpkg-query -W -f='${Version}' docker.io)
+  dpkg --compare-versions "$installed" ge "$DOCKER_VERSION" \
+    || die "docker.io $installed is older than $DOCKER_VERSION (the CVE-2024-29018 fix)"
+  ;;
+docker-ce)
+  install -d -m 0755 /etc/apt/keyrings
+  if ! docker_key_ok "$DOCKER_KEYRING"; then
+    key_tmp=$(mktemp)
+    curl -fsSL --proto '=https' --tlsv1.2 -o "$key_tmp" "$DOCKER_REPO_URL/gpg"
+    docker_key_ok "$key_tmp" || { rm -f "$key_tmp"; die "Docker's repository key does not have fingerprint $DOCKER_KEY_FINGERPRINT"; }
+    install -m 0644 "$key_tmp" "$DOCKER_KEYRING"
+    rm -f "$key_tmp"
+  fi
+  put /etc/apt/sources.list.d/docker.list 0644 <<<"deb [arch=$(dpkg --print-architecture) signed-by=$DOCKER_KEYRING] \
 $DOCKER_REPO_URL $DEBIAN_CODENAME stable"
-if [ "$(dpkg-query -W -f='${Version}' docker-ce 2>/dev/null || true)" != "$DOCKER_VERSION" ]; then
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends --allow-change-held-packages \
-    "docker-ce=$DOCKER_VERSION" "docker-ce-cli=$DOCKER_VERSION" containerd.io
-fi
-apt-mark hold docker-ce docker-ce-cli >/dev/null
+  if [ "$(dpkg-query -W -f='${Version}' docker-ce 2>/dev/null || true)" != "$DOCKER_VERSION" ]; then
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends --allow-change-held-packages \
+      "docker-ce=$DOCKER_VERSION" "docker-ce-cli=$DOCKER_VERSION" containerd.io
+  fi
+  apt-mark hold docker-ce docker-ce-cli >/dev/null
+  ;;
+*) die "unknown engine source $ENGINE" ;;
+esac
 systemctl daemon-reload
 systemctl enable docker.service
 if changed /etc/docker/daemon.json || changed /etc/systemd/system/docker.service.d/10-clawstaff.conf; then

@@ -19,7 +19,7 @@ from components.hostconfig import (
     render_host_key_install,
     render_sshd_config,
 )
-from components.hostkeys import derive_ssh_host_key
+from components.hostkeys import derive_first_contact_key, derive_ssh_host_key
 from tests.host.conftest import require_tool, run
 
 pytestmark = pytest.mark.host
@@ -31,7 +31,10 @@ KEY = derive_ssh_host_key("stack sealing secret", HOST)
 
 def _user_data() -> str:
     return render_cloud_init(
-        host_name=HOST, ssh_authorized_keys=[OPERATOR_KEY], ssh_allowed_cidrs=["203.0.113.0/24"], host_key=KEY
+        host_name=HOST,
+        ssh_authorized_keys=[OPERATOR_KEY],
+        ssh_allowed_cidrs=["203.0.113.0/24"],
+        first_contact_key=derive_first_contact_key("stack sealing secret", HOST),
     )
 
 

@@ -1000,7 +1000,7 @@ def test_a_prod_config_parses_into_typed_objects():
     assert config.admin.ssh_public_keys == (OPERATOR_KEY,)
 
     cloud = config.host("fsn1-cage-01")
-    assert (cloud.kind, cloud.server_type, cloud.location, cloud.image) == ("cloud", "ccx33", "fsn1", "debian-12")
+    assert (cloud.kind, cloud.server_type, cloud.location, cloud.image) == ("cloud", "ccx33", "fsn1", "debian-13")
     assert (cloud.capacity.cpus, cloud.capacity.memory, cloud.capacity.disk) == (Decimal(8), 32 * GiB, 240 * 1000**3)
     assert (cloud.address, cloud.host_key) == (None, None)
 

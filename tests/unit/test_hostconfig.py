@@ -30,7 +30,7 @@ from components.hostconfig import (
     render_sshd_config,
     render_sysctls,
 )
-from components.hostkeys import derive_ssh_host_key
+from components.hostkeys import derive_first_contact_key, derive_ssh_host_key
 from components.hostscripts import header_variables
 
 OPERATOR_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlBtDA0i5ihElhG3/PErDdYCsd0LYDdWGvMgnr6swy5 ops@clawstaff"
@@ -136,7 +136,9 @@ def test_rules_cover_cage_and_egress_bridges_and_every_forbidden_range() -> None
     assert "fib daddr type local" in rules
     assert "meta nfproto ipv6" in rules
     assert "priority dstnat - 10" in rules  # before Docker's DNAT
-    assert rules.count("priority filter - 10") == 2  # before Docker's filter chains
+    assert rules.count("priority filter - 10") == 3  # forward, input, output: before Docker's filter chains
+    # The metadata service (user-data) is root's alone on the host itself (proved on the VM tier).
+    assert "ip daddr 169.254.169.254 meta skuid != 0 counter reject" in rules.split("chain output")[1]
 
 
 def test_admin_ssh_cidrs_are_normalised_and_split_by_family() -> None:
@@ -222,7 +224,8 @@ def test_bootstrap_installs_exactly_the_rendered_files() -> None:
 
 
 def test_bootstrap_does_every_step() -> None:
-    script = resolved(render_bootstrap_script(**BOOTSTRAP_ARGS))
+    # Debian 12: the pinned docker-ce from Docker's repository.
+    script = resolved(render_bootstrap_script(**BOOTSTRAP_ARGS, debian="debian-12"))
     for step in (
         "swapoff -a",
         "modprobe br_netfilter",
@@ -242,6 +245,21 @@ def test_bootstrap_does_every_step() -> None:
         assert step in script, step
     # daemon.json lands before the package whose installation first starts the engine.
     assert script.index("put /etc/docker/daemon.json") < script.index('"docker-ce=$DOCKER_VERSION"')
+
+
+def test_debian_13_bootstrap_takes_debians_own_engine_with_the_dns_fix() -> None:
+    script = render_bootstrap_script(**BOOTSTRAP_ARGS)  # debian-13 is the default
+    header = resolved(script)
+    assert "readonly ENGINE=docker.io" in header and "readonly DEBIAN_CODENAME=trixie" in header
+    assert "readonly DOCKER_VERSION=26.1.5" in header  # the lowest accepted: CVE-2024-29018 fixed in 26.0.0
+    assert "apt-get install -y -q --no-install-recommends docker.io docker-cli" in script
+    assert 'dpkg --compare-versions "$installed" ge "$DOCKER_VERSION"' in script
+    assert script.index("put /etc/docker/daemon.json") < script.index("docker.io docker-cli")
+
+
+def test_bootstrap_refuses_an_unknown_release() -> None:
+    with pytest.raises(ValueError, match="debian-11"):
+        render_bootstrap_script(**BOOTSTRAP_ARGS, debian="debian-11")
 
 
 @pytest.mark.parametrize("host_name", ["fsn1; rm -rf /", "Host", "a" * 64, "-lead", "trail-", ""])
@@ -268,11 +286,12 @@ def test_host_key_install_never_carries_the_private_key() -> None:
     assert 'cat >"$tmp"' in script  # from stdin
 
 
-def test_cloud_init_holds_the_host_key_and_runs_the_bootstrap() -> None:
-    text = render_cloud_init(**BOOTSTRAP_ARGS, host_key=KEY)
+def test_cloud_init_holds_the_first_contact_key_and_runs_the_bootstrap() -> None:
+    first = derive_first_contact_key("stack sealing secret", "fsn1-cage-01")
+    text = render_cloud_init(**BOOTSTRAP_ARGS, first_contact_key=first)
     assert text.startswith("#cloud-config\n")
     document = yaml.safe_load(text)
-    assert document["ssh_keys"] == {"ed25519_private": KEY.private_openssh, "ed25519_public": KEY.public_openssh}
+    assert document["ssh_keys"] == {"ed25519_private": first.private_openssh, "ed25519_public": first.public_openssh}
     assert document["ssh_deletekeys"] is True
     assert document["ssh_pwauth"] is False
     (written,) = document["write_files"]
@@ -282,9 +301,22 @@ def test_cloud_init_holds_the_host_key_and_runs_the_bootstrap() -> None:
     assert "content: |" in text  # a readable literal block, not an escaped one-line string
 
 
+def test_user_data_holds_no_long_lived_secret() -> None:
+    """The metadata service serves user-data to anything on the server, for the server's life: the
+    derived host key (and the sealing key it comes from) are never in it."""
+    first = derive_first_contact_key("stack sealing secret", "fsn1-cage-01")
+    text = render_cloud_init(**BOOTSTRAP_ARGS, first_contact_key=first)
+    for line in KEY.private_openssh.splitlines()[2:-1]:  # the first base64 line is the format header
+        assert line not in text
+    assert KEY.public_openssh.split()[1] not in text
+    assert "stack sealing secret" not in text
+    assert first.public_openssh.split()[1] != KEY.public_openssh.split()[1]
+
+
 def test_cloud_init_is_deterministic_and_fits_hetzner_user_data() -> None:
-    text = render_cloud_init(**BOOTSTRAP_ARGS, host_key=KEY)
+    first = derive_first_contact_key("stack sealing secret", "fsn1-cage-01")
+    text = render_cloud_init(**BOOTSTRAP_ARGS, first_contact_key=first)
     assert text == render_cloud_init(
-        **BOOTSTRAP_ARGS, host_key=derive_ssh_host_key("stack sealing secret", "fsn1-cage-01")
+        **BOOTSTRAP_ARGS, first_contact_key=derive_first_contact_key("stack sealing secret", "fsn1-cage-01")
     )
     assert len(text.encode()) < 32 * 1024  # Hetzner Cloud's user-data limit

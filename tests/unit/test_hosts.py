@@ -7,7 +7,7 @@ import hashlib
 import yaml
 from pulumi.runtime import rpc
 
-from components.hostkeys import derive_ssh_host_key
+from components.hostkeys import derive_first_contact_key, derive_ssh_host_key
 from tools import mockrun
 
 SERVER = "hcloud:index/server:Server"
@@ -77,12 +77,19 @@ def test_cloud_server_is_spread_networked_and_booted_with_secret_user_data(prod_
         assert server.inputs["placementGroupId"] in group_ids
         (net,) = server.inputs["networks"]
         private_ips.add(net["ip"])
-        assert rpc.is_rpc_secret(server.inputs["userData"]), "user-data carries the host's private key"
+        assert rpc.is_rpc_secret(server.inputs["userData"]), "user-data carries the first-contact key"
         user_data = rpc.unwrap_rpc_secret(server.inputs["userData"])
         assert user_data.startswith("#cloud-config")
         cloud = yaml.safe_load(user_data)
+        first = derive_first_contact_key(prod_config.sealing_key, host.name)
         key = derive_ssh_host_key(prod_config.sealing_key, host.name)
-        assert cloud["ssh_keys"]["ed25519_public"].split()[:2] == key.public_openssh.split()[:2]
+        assert cloud["ssh_keys"]["ed25519_public"].split()[:2] == first.public_openssh.split()[:2]
+        assert key.public_openssh.split()[1] not in user_data  # never the long-lived host key
+        # The first contact pins the first-contact key and installs the derived one from stdin.
+        install = _one(prod_eval, REMOTE, f"{host.name}-host-key")
+        assert _connection(install)["hostKey"] == first.public_openssh
+        assert rpc.unwrap_rpc_secret(install.inputs["stdin"]) == key.private_openssh
+        assert "AFTER_CLOUD_INIT=1" in install.inputs["create"]
         assert len(server.inputs["sshKeys"]) == len(prod_config.admin.ssh_public_keys)
     assert len(private_ips) == len([h for h in prod_config.hosts if h.kind == "cloud"])
 

@@ -64,7 +64,7 @@ def test_a_pool_parses_into_a_host_pool_beside_the_listed_hosts():
     assert [h.name for h in config.hosts] == ["fsn1-cage-01"]
     (pool,) = config.pools
     assert pool == HostPool(name="cage", server_type="ccx13", locations=("fsn1", "nbg1", "hel1"), max=5,
-                            image="debian-12")  # fmt: skip
+                            image="debian-13")  # fmt: skip
 
 
 @pytest.mark.parametrize(
