@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cage_conventions import (
     BRIDGE_NAME_OPTION,
@@ -69,11 +70,18 @@ PROXY_URL = f"http://{PROXY_ALIAS}:{PROXY_PORT}"
 
 
 def _mounts(owner: str) -> Row:
-    judged = Judged("container-mounts-confined", "the cage's own path (see that policy)", ("/etc",))
+    def judged(says: str, bad: Any) -> Judged:
+        return Judged("container-mounts-confined", says, (bad,))
+
     return Row(
         ListOf(
             Fields(
-                {"type": Is("bind"), "source": judged, "target": judged, "readOnly": judged},
+                {
+                    "type": Is("bind"),
+                    "source": judged("the cage's own host path", "/etc"),
+                    "target": judged("its fixed path in the container", "/host"),
+                    "readOnly": judged("true where that policy requires it", False),
+                },
                 required=("type", "source", "target"),
             )
         ),

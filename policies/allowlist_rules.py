@@ -121,10 +121,21 @@ def _policy(name: str, title: str, types: tuple[str, ...], check: Any) -> Any:
     )
 
 
+# The rule that applies each table.
+RULE_OF_TABLE = {
+    "claw container": "claw-container-allowlist",
+    "proxy container": "proxy-container-allowlist",
+    "cage network": "cage-network-allowlist",
+    "egress network": "egress-network-allowlist",
+    "cage command": "cage-command-allowlist",
+}
+
 POLICIES = [
-    _policy("claw-container-allowlist", "claw container", (CONTAINER,), _by_role(ROLE_CLAW, "claw container")),
-    _policy("proxy-container-allowlist", "proxy container", (CONTAINER,), _by_role(ROLE_PROXY, "proxy container")),
-    _policy("cage-network-allowlist", "cage network", (NETWORK,), _by_role(ROLE_CAGE_NETWORK, "cage network")),
-    _policy("egress-network-allowlist", "egress network", (NETWORK,), _by_role(ROLE_EGRESS_NETWORK, "egress network")),
-    _policy("cage-command-allowlist", "cage command", COMMANDS, check_cage_command),
+    _policy(RULE_OF_TABLE["claw container"], "claw container", (CONTAINER,), _by_role(ROLE_CLAW, "claw container")),
+    _policy(RULE_OF_TABLE["proxy container"], "proxy container", (CONTAINER,), _by_role(ROLE_PROXY, "proxy container")),
+    _policy(RULE_OF_TABLE["cage network"], "cage network", (NETWORK,), _by_role(ROLE_CAGE_NETWORK, "cage network")),
+    _policy(
+        RULE_OF_TABLE["egress network"], "egress network", (NETWORK,), _by_role(ROLE_EGRESS_NETWORK, "egress network")
+    ),
+    _policy(RULE_OF_TABLE["cage command"], "cage command", COMMANDS, check_cage_command),
 ]

@@ -323,7 +323,7 @@ class Pairs(Value):
 
     def refused(self, good: Any) -> list[Any]:
         good = list(good or [])
-        probe = f"{PROBE.upper().replace('-', '_')}=1" if self.style == "env" else {"label": PROBE, "value": "1"}
+        probe = "NO_PROXY=*" if self.style == "env" else {"label": PROBE, "value": "1"}
         return [[*good, probe], [*good, copy.deepcopy(good[-1])] if good else PROBE]
 
 
