@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STACK ?= local
 JSON ?=
 
-.PHONY: venv preview test unit lint up engine isolation-report isolation-report-show bench controls allowlist policy-schema
+.PHONY: venv preview test unit lint up engine isolation-report isolation-report-show bench controls allowlist policy-schema policy-bundle
 
 venv: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ allowlist: venv
 
 policy-schema: venv
 	$(PY) policies/config_schema.py > policies/config.schema.json
+
+# A self-contained copy of the pack for `pulumi policy publish` (README: "Publishing the policy pack").
+policy-bundle: venv
+	$(PY) -m tools.policy_bundle --out build/policy-pack
 
 # The real thing: needs the Pulumi CLI, a Hetzner token (HCLOUD_TOKEN) and the stack's secrets.
 up: venv
