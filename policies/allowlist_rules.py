@@ -34,7 +34,7 @@ from cage_conventions import (
 from container_rules import CLAW_NAME
 from policy_support import UNKNOWN, Unverifiable, labels_of, resource_policy, unverifiable_message
 from shape import Judged, show
-from stack_rules import bash_script, script_facts
+from limits_rules import bash_script, script_facts
 
 Props = Mapping[str, Any]
 Config = Mapping[str, Any]

@@ -370,7 +370,7 @@ class Script(Value):
     bad: tuple[Any, ...] = ("/bin/sh -c 'true'",)
 
     def problems(self, value: Any, path: str, cage: Cage) -> Iterator[str]:
-        from stack_rules import bash_script, script_facts  # stack_rules reads scripts; it does not import this
+        from limits_rules import bash_script, script_facts  # imported late: limits_rules needs the whole pack
 
         script = bash_script(_known(value, path))
         if script is None:

@@ -112,3 +112,8 @@ def test_the_readme_says_how_to_publish_and_enable_this_version() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "pulumi policy publish" in readme
     assert f"pulumi policy enable <org>/clawcage-isolation {PROJECT['version']}" in readme
+
+
+def test_every_file_of_the_pack_stays_readable() -> None:
+    for module in PACK_DIR.glob("*.py"):
+        assert len(module.read_text().splitlines()) <= 500, f"{module.name}: split it by rule area"
