@@ -33,14 +33,11 @@ from cage_conventions import (
 )
 from container_rules import CLAW_NAME
 from policy_support import UNKNOWN, Unverifiable, labels_of, resource_policy, unverifiable_message
-from shape import Judged, show
+from shape import META_KEYS, Judged, show
 from limits_rules import bash_script, script_facts
 
 Props = Mapping[str, Any]
 Config = Mapping[str, Any]
-
-# Keys the engine or a bridged provider adds to a resource's inputs that are not inputs of the resource.
-META_KEYS = frozenset({"__defaults"})
 
 
 def table_problems(title: str, props: Props, cage: Mapping[str, str]) -> Iterator[str]:

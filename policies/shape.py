@@ -27,6 +27,8 @@ from policy_support import UNKNOWN, Unverifiable
 
 Cage = Mapping[str, str]
 PROBE = "clawcage-probe"
+# Keys a bridged provider adds to an object of inputs (the names of the defaults it filled in): not inputs.
+META_KEYS = frozenset({"__defaults"})
 
 
 def show(value: Any, limit: int = 80) -> str:
@@ -252,7 +254,7 @@ class Fields(Value):
             return
         for key, entry in value.items():
             where = f"{path}.{key}"
-            if entry is None:
+            if entry is None or key in META_KEYS:
                 continue
             if key not in self.fields:
                 yield f"`{where}` is set ({show(entry)}), which the allowlist does not name"

@@ -242,6 +242,7 @@ def test_a_value_judged_by_another_policy_is_left_to_it() -> None:
 
 def test_the_bridged_providers_defaults_marker_is_not_an_input() -> None:
     assert check("claw-container-allowlist", claw(lambda p: p.update(__defaults=["start"]))) == []
+    assert check("claw-container-allowlist", claw(lambda p: p["mounts"][0].update(__defaults=[]))) == []
 
 
 def test_every_policy_a_row_leaves_a_value_to_is_in_the_pack() -> None:
