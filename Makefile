@@ -31,12 +31,13 @@ lint: venv
 	$(PY) -m ruff check .
 
 # The policy pack's control map (docs/controls.md, checked current by tests/policies/test_controls.py), its
-# allowlist tables, and the JSON schema of its config (policies/config.schema.json, checked the same way).
+# allowlist tables (docs/allowlist.md) and the JSON schema of its config (policies/config.schema.json), each
+# generated and checked current the same way.
 controls: venv
 	$(PY) policies/controls.py --markdown > docs/controls.md
 
 allowlist: venv
-	$(PY) policies/allowlist.py
+	$(PY) policies/allowlist.py --markdown > docs/allowlist.md
 
 policy-schema: venv
 	$(PY) policies/config_schema.py > policies/config.schema.json

@@ -276,3 +276,12 @@ def test_judged_rows_name_values_their_owner_refuses() -> None:
         for key, row in table.items():
             if isinstance(row.allowed, Judged):
                 assert row.allowed.bad, (title, key)
+
+
+def test_docs_allowlist_md_is_current() -> None:
+    printed = subprocess.run(
+        [sys.executable, str(PACK_DIR / "allowlist.py"), "--markdown"], capture_output=True, text=True, check=True
+    ).stdout
+    assert (PACK_DIR.parent / "docs" / "allowlist.md").read_text() == printed, (
+        "docs/allowlist.md is stale: make allowlist"
+    )
