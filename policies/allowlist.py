@@ -132,7 +132,10 @@ _HARDENING: dict[str, Row] = {
         "inside the whole cage's pids, memory and cpu limits",
     ),
     "ipcMode": Row(Is("private"), "a private IPC namespace nobody can join"),
-    "sysctls": Row(Fields({"net.ipv6.conf.all.disable_ipv6": Is("1")}), "IPv6 off inside the cage, nothing else"),
+    "sysctls": Row(
+        Fields({"net.ipv6.conf.all.disable_ipv6": Is("1")}),
+        "IPv6 off inside the cage, nothing else (stricter than the safeSysctls config, which other containers use)",
+    ),
     "logDriver": Row(
         Judged("container-log-rotation", "json-file or local (or a shippingLogDrivers driver)", ("none",)),
         "audit: logs are kept and rotated",
@@ -147,6 +150,11 @@ _HARDENING: dict[str, Row] = {
         "audit: rotation only (no mode=non-blocking that drops lines, no other options)",
     ),
     "mustRun": Row(Is(True), "a cage runs or the update fails"),
+    "gpus": Row(Judged("container-no-devices", "unset, unless the allowGpus config", ("all",)), "no GPU by default"),
+    "deviceRequests": Row(
+        Judged("container-no-devices", "unset, unless the allowGpus config", ([{"driver": "nvidia", "count": -1}],)),
+        "no GPU or CDI device by default",
+    ),
     "publishAllPorts": Row(Judged("container-no-published-ports", "false", (True,)), PROVIDER_DEFAULT),
     "attach": Row(Is(False), PROVIDER_DEFAULT),
     "logs": Row(Is(False), PROVIDER_DEFAULT),
@@ -305,8 +313,6 @@ WHY_NOT: dict[str, str] = {
     "groupAdds": "supplementary groups (root, docker, disk) grant host access",
     "devices": "host devices reach the host kernel",
     "deviceCgroupRules": "device rules open host device classes",
-    "deviceRequests": "GPUs and CDI devices reach the host",
-    "gpus": "GPUs reach the host",
     "ports": "cages take no inbound traffic",
     "volumes": "use `mounts` (bind) only; named volumes and volumes-from share state",
     "uploads": "files put into the container are plaintext in state",
