@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STACK ?= local
 JSON ?=
 
-.PHONY: venv preview test unit lint up engine vm vm-down isolation-report isolation-report-show bench
+.PHONY: venv preview test unit lint up engine vm vm-down isolation-report isolation-report-show bench controls allowlist policy-schema policy-bundle
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,22 @@ unit: venv
 # The linter alone (the suite runs it too: tests/unit/test_lint.py); settings in pyproject.toml.
 lint: venv
 	$(PY) -m ruff check .
+
+# The policy pack's control map (docs/controls.md, checked current by tests/policies/test_controls.py), its
+# allowlist tables (docs/allowlist.md) and the JSON schema of its config (policies/config.schema.json), each
+# generated and checked current the same way.
+controls: venv
+	$(PY) policies/controls.py --markdown > docs/controls.md
+
+allowlist: venv
+	$(PY) policies/allowlist.py --markdown > docs/allowlist.md
+
+policy-schema: venv
+	$(PY) policies/config_schema.py > policies/config.schema.json
+
+# A self-contained copy of the pack for `pulumi policy publish` (README: "Publishing the policy pack").
+policy-bundle: venv
+	$(PY) -m tools.policy_bundle --out build/policy-pack
 
 # The real thing: needs the Pulumi CLI, a Hetzner token (HCLOUD_TOKEN) and the stack's secrets.
 up: venv

@@ -8,6 +8,7 @@ the analyzer gRPC server and prints its port, so it stays the last statement. Ev
 
 from __future__ import annotations
 
+import allowlist_rules
 import command_rules
 import container_rules
 import hetzner_rules
@@ -25,5 +26,6 @@ PolicyPack(
         *hetzner_rules.POLICIES,
         *command_rules.POLICIES,
         *stack_rules.POLICIES,
+        *allowlist_rules.POLICIES,
     ],
 )

@@ -72,3 +72,25 @@ LIMITS_DELETE_COMMAND = "rmdir"
 def cgroup_parent(claw: str) -> str:
     """The `cgroupParent` of a cage's containers (same rule as components.cagehost.cgroup_parent)."""
     return f"/{CGROUP_ROOT}/{claw}"
+
+
+# What the cage's allowlist (policies/allowlist.py) names beyond the above: resource names, the proxy's
+# alias and port on the cage network, the claw's DNS upstream, the bridge-name prefixes the host firewall
+# matches, the egress network's subnet, the cage runtime's env names and the host scripts of a cage.
+CLAW_CONTAINER_NAME = "claw-{claw}"
+PROXY_CONTAINER_NAME = "proxy-{claw}"
+CAGE_NETWORK_NAME = "cage-{claw}"
+EGRESS_NETWORK_NAME = "egress-{host}"
+PROXY_ALIAS = "egress-proxy"
+PROXY_PORT = 3128
+CAGE_DNS = ("127.0.0.1",)
+CAGE_BRIDGE_PREFIX = "cg-"
+EGRESS_BRIDGE_PREFIX = "ce-"
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+EGRESS_SUBNET = "198.19.0.0/20"
+EGRESS_GATEWAY = "198.19.0.1"
+CLAW_ENV = "CLAWCAGE_CLAW"
+RESERVED_ENV_PREFIX = "CLAWCAGE_"
+PROXY_ENV_NAMES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
+LABEL_CONFIG_SHA256 = "clawstaff.config-sha256"
+CAGE_SCRIPT_PIECES = ("limits", "key", "proxy-config", "volume")

@@ -3,13 +3,13 @@
 Inputs are pulumi-docker 5.2.0's camelCase names and units (memory and memorySwap in MB, cpus a decimal
 string, labels a list of {label, value}, tmpfs a map path -> mount options). Each check is a plain
 function (props, config) -> messages; the policies at the bottom wrap them. Every container is judged:
-a container on a cage host that is not a claw or its proxy has no business there.
+a container on a cage host that is not a claw or its proxy has no business there. The checks of mounts
+(container_mounts.py) and of the environment (container_env.py) live beside this file; every container
+policy is listed here.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import posixpath
 import re
 from collections.abc import Iterator, Mapping
@@ -28,13 +28,15 @@ from cage_conventions import (
     LABEL_ORG,
     LABEL_ROLE,
     PROXY_CONFIG_MOUNT,
-    ROLE_CLAW,
-    ROLE_PROXY,
     SEALED_ENV,
-    SEALED_MIN_BYTES,
     SEALED_PREFIX,
 )
-from policy_support import as_number, env_of, field, labels_of, resource_policy
+from container_env import check_env_sealed, is_credential_name as is_credential_name
+from container_env import sealed_format_problem as sealed_format_problem
+from container_mounts import CLAW_NAME as CLAW_NAME
+from container_mounts import check_mounts, check_no_docker_socket, check_tmpfs
+from container_mounts import host_mounts as host_mounts
+from policy_support import as_number, field, labels_of, resource_policy
 
 Props = Mapping[str, Any]
 Config = Mapping[str, Any]
@@ -190,198 +192,6 @@ def check_no_devices(props: Props, config: Config) -> Iterator[str]:
         yield "`deviceRequests` asks for devices (GPUs, CDI): not allowed unless the `allowGpus` config is set."
 
 
-def _normalize(path: str) -> str:
-    return posixpath.normpath(path) if path else path
-
-
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def host_mounts(props: Props) -> list[dict[str, Any]]:
-    """Every mount of a container from `mounts` and `volumes`: kind (bind/volume/tmpfs/from-container),
-    source, target, readOnly. Shared with the stack rules."""
-    found: list[dict[str, Any]] = []
-    for mount in field(props, "mounts", []) or []:
-        if not isinstance(mount, Mapping):
-            continue
-        found.append(
-            {
-                "kind": str(mount.get("type", "")),
-                "source": str(mount.get("source") or ""),
-                "target": str(mount.get("target") or ""),
-                "readOnly": mount.get("readOnly") is True,
-                "field": "mounts",
-            }
-        )
-    for volume in field(props, "volumes", []) or []:
-        if not isinstance(volume, Mapping):
-            continue
-        if volume.get("hostPath"):
-            kind, source = "bind", str(volume["hostPath"])
-        elif volume.get("fromContainer"):
-            kind, source = "from-container", str(volume["fromContainer"])
-        else:
-            kind, source = "volume", str(volume.get("volumeName") or "")
-        found.append(
-            {
-                "kind": kind,
-                "source": source,
-                "target": str(volume.get("containerPath") or ""),
-                "readOnly": volume.get("readOnly") is True,
-                "field": "volumes",
-            }
-        )
-    return found
-
-
-CLAW_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-def _mount_target(target: str) -> str:
-    return posixpath.normpath(target) if target.startswith("/") else target
-
-
-def _confined_mount(
-    where: str,
-    mount: Mapping[str, Any],
-    role: str,
-    *,
-    what: str,
-    owner_role: str,
-    directory: str,
-    target: str,
-    read_only: bool,
-    exact: bool,
-) -> Iterator[str]:
-    """Problems of a bind mount whose source is inside one of the cage's own host directories."""
-    source, actual_target = _normalize(mount["source"]), _mount_target(mount["target"])
-    if role != owner_role:
-        yield (
-            f"{where}: only the {owner_role} container mounts the cage's {what}, not its "
-            f"{role or 'unlabelled'} container."
-        )
-        return
-    if exact and source != directory:
-        yield f"{where}: mount the cage's {what} {directory} itself, not a path inside it."
-    if actual_target != target:
-        yield f"{where}: the cage's {what} is mounted at {target}."
-    if read_only and not mount["readOnly"]:
-        yield f"{where}: the cage's {what} must be mounted read-only."
-
-
-def check_mounts(props: Props, config: Config) -> Iterator[str]:
-    labels = labels_of(props)
-    claw = labels.get(LABEL_CLAW, "")
-    role = labels.get(LABEL_ROLE, "")
-    key_dir = f"{HOST_KEY_ROOT}/{claw}"
-    config_dir = f"{HOST_PROXY_CONFIG_ROOT}/{claw}"
-    volume_dir = f"{HOST_VOLUME_ROOT}/{claw}"
-    for mount in host_mounts(props):
-        kind, source, target = mount["kind"], _normalize(mount["source"]), mount["target"]
-        where = f"`{mount['field']}` {source or '(anonymous)'} -> {target}"
-        if kind == "tmpfs":
-            continue
-        if kind == "from-container":
-            yield f"{where}: mounts another container's volumes; cages share no state."
-        elif kind == "volume":
-            yield (
-                f"{where}: a Docker named volume is neither encrypted nor bound to one cage; use the cage's "
-                f"encrypted volume under {HOST_VOLUME_ROOT}/<claw>."
-            )
-        elif kind != "bind":
-            yield f"{where}: mount type {kind!r} is not allowed."
-        elif not CLAW_NAME.match(claw):
-            yield (
-                f"{where}: a container without a valid `{LABEL_CLAW}` label (got {claw!r}) may bind-mount no host path."
-            )
-        elif _is_within(source, key_dir):
-            yield from _confined_mount(
-                where,
-                mount,
-                role,
-                what="key directory",
-                owner_role=ROLE_CLAW,
-                directory=key_dir,
-                target=CAGE_KEY_DIR_MOUNT,
-                read_only=True,
-                exact=True,
-            )
-        elif _is_within(source, config_dir):
-            yield from _confined_mount(
-                where,
-                mount,
-                role,
-                what="proxy configuration",
-                owner_role=ROLE_PROXY,
-                directory=config_dir,
-                target=PROXY_CONFIG_MOUNT,
-                read_only=True,
-                exact=True,
-            )
-        elif _is_within(source, volume_dir):
-            yield from _confined_mount(
-                where,
-                mount,
-                role,
-                what="volume",
-                owner_role=ROLE_CLAW,
-                directory=volume_dir,
-                target=CAGE_VOLUME_MOUNT,
-                read_only=False,
-                exact=False,
-            )
-        else:
-            yield (
-                f"{where}: a bind mount of a host path outside the cage's own key directory {key_dir} "
-                f"(claw, read-only, at {CAGE_KEY_DIR_MOUNT}), proxy configuration {config_dir} (proxy, "
-                f"read-only, at {PROXY_CONFIG_MOUNT}) and volume {volume_dir} (claw, at {CAGE_VOLUME_MOUNT})."
-            )
-
-
-DOCKER_SOCKETS = (
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-    "/run/containerd/containerd.sock",
-    "/var/run/containerd/containerd.sock",
-    "/run/docker/containerd/containerd.sock",
-)
-
-
-def check_no_docker_socket(props: Props, config: Config) -> Iterator[str]:
-    for mount in host_mounts(props):
-        if mount["kind"] != "bind" or not mount["source"]:
-            continue
-        source = _normalize(mount["source"])
-        for socket in DOCKER_SOCKETS:
-            if _is_within(socket, source) or "docker.sock" in source:
-                yield (
-                    f"`{mount['field']}` binds {source}, which exposes the container engine's socket "
-                    f"({socket}): root on the host."
-                )
-                break
-
-
-_SIZE_OPTION = re.compile(r"^size=\d+[kmgKMG%]?$")
-
-
-def check_tmpfs(props: Props, config: Config) -> Iterator[str]:
-    tmpfs = field(props, "tmpfs", {}) or {}
-    for path, options in tmpfs.items() if isinstance(tmpfs, Mapping) else []:
-        opts = [o.strip() for o in str(options or "").split(",") if o.strip()]
-        missing = [o for o in ("noexec", "nosuid") if o not in opts]
-        if missing:
-            yield f"`tmpfs` {path} ({options!r}) lacks {', '.join(missing)}: written files could be executed."
-        if not any(_SIZE_OPTION.match(o) for o in opts):
-            yield f"`tmpfs` {path} ({options!r}) has no size=: it could fill the host's memory."
-    for mount in field(props, "mounts", []) or []:
-        if isinstance(mount, Mapping) and mount.get("type") == "tmpfs":
-            yield (
-                f"`mounts` tmpfs at {mount.get('target')}: a tmpfs mount cannot be made noexec through the "
-                f'mount API of Docker 20.10; use the `tmpfs` map with "rw,noexec,nosuid,nodev,size=...".'
-            )
-
-
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -457,52 +267,6 @@ def check_labels(props: Props, config: Config) -> Iterator[str]:
             yield f"label {label} is missing: every container must name its claw and org."
     if labels.get(LABEL_ROLE) not in CONTAINER_ROLES:
         yield f"label {LABEL_ROLE} is {labels.get(LABEL_ROLE)!r}, not one of {list(CONTAINER_ROLES)}."
-
-
-_CREDENTIAL_NAME = re.compile(r"(_KEY|_TOKEN|_SECRET|PASSWORD|PASSWD|_CREDENTIALS?)$|PASSWORD|SECRET", re.IGNORECASE)
-
-
-def is_credential_name(name: str) -> bool:
-    """Heuristic: an env name that usually carries a credential (`*_KEY`, `*_TOKEN`, `*SECRET*`, `*PASSWORD*`)."""
-    return name != SEALED_ENV and bool(_CREDENTIAL_NAME.search(name))
-
-
-_STANDARD_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
-
-
-def sealed_format_problem(value: str) -> str | None:
-    """Why `value` is not sealed credentials in the components' wire format, None if it is.
-
-    The format (components/sealing.py): "clawcage-v1:" + standard, padded base64 of the AES-SIV output,
-    which is a 16-byte tag followed by the ciphertext of a non-empty JSON object, so at least 17 bytes.
-    """
-    if not value.startswith(SEALED_PREFIX):
-        return f"it does not start with {SEALED_PREFIX!r}"
-    body = value[len(SEALED_PREFIX) :]
-    if not _STANDARD_BASE64.fullmatch(body):
-        return f"what follows {SEALED_PREFIX!r} is not standard, padded base64"
-    try:
-        sealed = base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError):
-        return f"what follows {SEALED_PREFIX!r} is not standard, padded base64"
-    if len(sealed) < SEALED_MIN_BYTES:
-        return f"it decodes to {len(sealed)} bytes, fewer than an AES-SIV tag (16 bytes) and data"
-    return None
-
-
-def check_env_sealed(props: Props, config: Config) -> Iterator[str]:
-    env = env_of(props)
-    for name in sorted(env):
-        if is_credential_name(name):
-            yield (
-                f"env {name} looks like a plaintext credential: credentials reach a cage only sealed, in {SEALED_ENV}."
-            )
-    sealed = env.get(SEALED_ENV)
-    if sealed is not None and (problem := sealed_format_problem(sealed)) is not None:
-        yield (
-            f"env {SEALED_ENV} is not sealed credentials: {problem}. Expected {SEALED_PREFIX!r} followed by "
-            f"the standard base64 of AES-SIV output (tag and ciphertext)."
-        )
 
 
 def check_cgroup_parent(props: Props, config: Config) -> Iterator[str]:

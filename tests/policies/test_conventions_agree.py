@@ -109,3 +109,39 @@ def test_the_pack_imports_nothing_from_the_program() -> None:
                 else []
             )
             assert not any(n.split(".")[0] in ("components", "tools", "tests") for n in names), (module, names)
+
+
+def test_the_pack_and_the_components_agree_on_what_the_allowlist_names() -> None:
+    from components import cage, egress
+
+    for name in ("CAGE_BRIDGE_PREFIX", "EGRESS_BRIDGE_PREFIX", "EGRESS_SUBNET", "EGRESS_GATEWAY", "PROXY_ALIAS"):
+        assert getattr(cage_conventions, name) == getattr(conventions, name), name
+    assert cage_conventions.RESERVED_ENV_PREFIX == conventions.RESERVED_ENV_PREFIX
+    assert cage_conventions.PROXY_PORT == egress.PROXY_PORT
+    assert cage_conventions.CLAW_ENV == sealing.CLAW_ENV
+    assert list(cage_conventions.CAGE_DNS) == cage.CAGE_DNS
+    pieces = {p.name.removesuffix("-create.sh") for p in Path(hostscripts.__file__).parent.glob("*-create.sh")}
+    deletes = {p.name.removesuffix("-delete.sh") for p in Path(hostscripts.__file__).parent.glob("*-delete.sh")}
+    assert set(cage_conventions.CAGE_SCRIPT_PIECES) == pieces == deletes
+
+
+def test_the_pack_names_the_resources_as_the_real_program_does(prod_eval) -> None:
+    claws = prod_eval.outputs["claws"]
+    names = {(r.type, r.inputs.get("name")) for r in prod_eval.resources if "name" in r.inputs}
+    for claw, info in claws.items():
+        for type_, template in (
+            (cage_conventions.CONTAINER, cage_conventions.CLAW_CONTAINER_NAME),
+            (cage_conventions.CONTAINER, cage_conventions.PROXY_CONTAINER_NAME),
+            (cage_conventions.NETWORK, cage_conventions.CAGE_NETWORK_NAME),
+            (cage_conventions.NETWORK, cage_conventions.EGRESS_NETWORK_NAME),
+        ):
+            assert (type_, template.format(claw=claw, host=info["host"])) in names, template
+    proxies = [r for r in prod_eval.by_type(cage_conventions.CONTAINER) if r.name.endswith("-proxy")]
+    assert proxies and all(
+        cage_conventions.LABEL_CONFIG_SHA256 in {lb["label"] for lb in r.inputs["labels"]} for r in proxies
+    )
+    networks = prod_eval.by_type(cage_conventions.NETWORK)
+    assert networks and all(cage_conventions.BRIDGE_NAME_OPTION in r.inputs["options"] for r in networks)
+    claw_envs = [r.inputs["envs"] for r in prod_eval.by_type(cage_conventions.CONTAINER) if r.name.endswith("-claw")]
+    for envs in claw_envs:
+        assert {e.split("=", 1)[0] for e in envs} >= set(cage_conventions.PROXY_ENV_NAMES)

@@ -213,3 +213,35 @@ def test_the_fixture_host_is_shaped_like_a_real_one(
                 real_props["sshOpts"][5] = props["sshOpts"][5] = "KnownHostsCommand=/bin/echo <address> <key>"
                 real_props["host"] = props["host"] = "ssh://root@<address>:22"
             assert props == real_props, name
+
+
+# --- what a denylist misses, planted in the real graph, is refused by the allowlist ---------------------
+
+# One variant per real cage resource (the kind a reviewer tries first); each must be refused, by the
+# allowlist rule of that resource's table, through the pack's real entry point.
+VARIANTS: list[tuple[str, str, Any]] = [
+    ("claw", "envs", lambda v: [*v, "NO_PROXY=*"]),
+    ("claw", "pidMode", lambda v: "container:proxy-acme-support"),
+    ("claw", "securityOpts", lambda v: [*v, "label=disable"]),
+    ("claw", "dnsSearches", lambda v: ["corp.example"]),
+    ("claw", "runtime", lambda v: "runsc-debug"),
+    ("claw", "groupAdds", lambda v: ["0"]),
+    ("claw", "logOpts", lambda v: {**v, "mode": "non-blocking"}),
+    ("proxy", "hosts", lambda v: [{"host": "api.anthropic.com", "ip": "203.0.113.9"}]),
+    ("proxy", "mounts", lambda v: [{**v[0], "bindOptions": {"propagation": "rshared"}}]),
+    ("proxy", "sysctls", lambda v: {**v, "net.ipv4.ping_group_range": "0 2147483647"}),
+    ("network", "options", lambda v: {**v, "com.docker.network.bridge.name": "br-cage"}),
+    ("network", "attachable", lambda v: True),
+]
+POLICY_OF_PART = {"claw": "claw-container-allowlist", "proxy": "proxy-container-allowlist"}
+
+
+def test_variants_a_denylist_misses_are_refused_in_the_real_graph(prod_eval: mockrun.Evaluation) -> None:
+    claws = sorted(prod_eval.outputs["claws"])
+    planted, expected = prod_eval, set()
+    for index, (part, key, change) in enumerate(VARIANTS):
+        name = f"{claws[index % len(claws)]}-{part}"
+        planted = changed(planted, name, **{key: change(inputs_of(prod_eval, name).get(key))})
+        expected.add((POLICY_OF_PART.get(part, "cage-network-allowlist"), name))
+    found = set(verdicts(planted))
+    assert expected <= found, expected - found

@@ -10,7 +10,7 @@ from components import cagehost
 from components.config import load_stack_file, parse_stack_config
 from components.conventions import CAGE_KEY_MOUNT, LABEL_CLAW, LABEL_ORG, LABEL_ROLE, SEALED_ENV, host_key_dir
 from components.sealing import derive_cage_key, open_credentials
-from tests.conftest import ROOT, evaluate_stack
+from tests.conftest import ROOT, evaluate_stack, fixture_images_record
 from tools import mockrun
 
 CONTAINER = "docker:index/container:Container"
@@ -19,8 +19,10 @@ COMMANDS = ("command:local:Command", "command:remote:Command")
 
 
 def _config(stack):
-    raw, secret_keys = load_stack_file(ROOT / f"Pulumi.{stack}.yaml")
-    return parse_stack_config(raw, stack=stack, secret_keys=secret_keys)
+    # The module-scoped fixture runs before the autouse images-record fixture: use the fixed record here too.
+    with fixture_images_record():
+        raw, secret_keys = load_stack_file(ROOT / f"Pulumi.{stack}.yaml")
+        return parse_stack_config(raw, stack=stack, secret_keys=secret_keys)
 
 
 @pytest.fixture(scope="module", params=["prod", "local"])
