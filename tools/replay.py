@@ -19,10 +19,17 @@ ReplayError naming the resource and the key; nothing is skipped silently. Pulumi
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import subprocess
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
@@ -35,6 +42,7 @@ from tools.mockrun import Evaluation, Registered, unwrap_secrets
 NETWORK = "docker:index/network:Network"
 CONTAINER = "docker:index/container:Container"
 LOCAL_COMMAND = "command:local:Command"
+REMOTE_COMMAND = "command:remote:Command"
 DOCKER_PROVIDER = "pulumi:providers:docker"
 MiB = 1024**2
 COMMAND_TIMEOUT_S = 300
@@ -43,7 +51,9 @@ STOP_TIMEOUT_S = 10
 # Resources of these types are grouping only (ComponentResources): nothing to create.
 _COMPONENT_PREFIX = "clawstaff:"
 # Tie-break among resources whose dependencies allow any order: the order of the issue's contract.
-_RANK = {DOCKER_PROVIDER: 0, NETWORK: 1, LOCAL_COMMAND: 2, CONTAINER: 3}
+_RANK = {DOCKER_PROVIDER: 0, NETWORK: 1, LOCAL_COMMAND: 2, REMOTE_COMMAND: 2, CONTAINER: 3}
+# pulumi-command's connection inputs that the replay maps (its defaults included).
+_CONNECTION_KEYS = {"host", "user", "hostKey", "port", "dialErrorLimit", "perDialTimeout"}
 
 
 class ReplayError(Exception):
@@ -62,13 +72,30 @@ class Created:
     environment: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     stdout: str = ""
+    connection: Mapping[str, Any] | None = None  # remote commands: where the delete runs
+
+
+@dataclass
+class Remote:
+    """Remote hosts, for a stack whose hosts are reached over SSH (the VM tier): the real address each
+    registered address stands for (the mock engine invents server addresses), and the operator's key."""
+
+    addresses: Mapping[str, str]
+    identity: Path
+
+    def address(self, resource: Registered, registered: str) -> str:
+        if registered not in self.addresses:
+            raise _fail(resource, f"host {registered!r} is not one this replay knows the real address of")
+        return self.addresses[registered]
 
 
 @dataclass
 class Deployment:
     evaluation: Evaluation
-    client: docker.DockerClient
+    client: docker.DockerClient | None
     created: list[Created] = field(default_factory=list)
+    remote: Remote | None = None
+    tunnels: list[DialStdio] = field(default_factory=list)
 
     def container(self, name: str):
         """The docker-py container the replay created under this Docker name."""
@@ -250,6 +277,177 @@ def _run_command(resource: Registered) -> Created:
     )
 
 
+class HostKeyRefused(ReplayError):
+    """The host did not present the key the program pins: nothing ran there."""
+
+
+def ssh_exec(
+    resource: Registered, connection: Mapping[str, Any], address: str, identity: Path, script: str,
+    stdin: str | None, step: str, timeout: float = COMMAND_TIMEOUT_S,
+) -> str:  # fmt: skip
+    """pulumi-command's remote.Command: one SSH session as the connection's user, the script as its
+    command, stdin piped; only the host key the connection pins is trusted (a known_hosts line made
+    from it, never StrictHostKeyChecking=no); a dial failure is retried dialErrorLimit times."""
+    _keys(resource, connection, "connection", _CONNECTION_KEYS, {"host", "hostKey"})
+    host_key = connection["hostKey"]
+    port = _int(resource, "connection.port", connection.get("port", 22))
+    with tempfile.NamedTemporaryFile("w", prefix="known_hosts.", delete=False) as known:
+        known.write((f"{address}" if port == 22 else f"[{address}]:{port}") + f" {host_key}\n")
+    argv = ["ssh", "-i", str(identity), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known.name}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", f"ConnectTimeout={_int(resource, 'connection.perDialTimeout', connection.get('perDialTimeout', 15))}",
+            "-p", str(port), f"{connection.get('user', 'root')}@{address}", script]  # fmt: skip
+    attempts = max(1, _int(resource, "connection.dialErrorLimit", connection.get("dialErrorLimit", 10)))
+    try:
+        for attempt in range(attempts):
+            try:
+                done = subprocess.run(argv, input=stdin or "", capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise _fail(resource, f"{step} did not finish within {timeout:.0f}s on {address}") from None
+            refused = done.returncode == 255 and "Host key verification failed" in done.stderr
+            dial = done.returncode == 255 and not refused and any(
+                m in done.stderr for m in ("Connection refused", "timed out", "No route to host"))  # fmt: skip
+            if not dial or attempt == attempts - 1:
+                break
+            time.sleep(2)
+    finally:
+        Path(known.name).unlink(missing_ok=True)
+    if refused:
+        raise HostKeyRefused(
+            f"{resource.type} {resource.name!r}: {address} did not present the pinned host key "
+            f"{host_key.split()[-1]}; refusing to go on"
+        )
+    if done.returncode != 0:
+        raise _fail(
+            resource, f"{step} failed on {address} with status {done.returncode}: {done.stderr.strip()[-2000:]}"
+        )
+    return done.stdout
+
+
+def _run_remote_command(resource: Registered, remote: Remote | None) -> Created:
+    if remote is None:
+        raise _fail(resource, "a remote command, but this replay was given no remote hosts")
+    inputs = _Inputs(resource)
+    connection = dict(inputs.require("connection"))
+    create = inputs.require("create")
+    delete = inputs.take("delete")
+    stdin = inputs.take("stdin")
+    inputs.take("triggers")  # when Pulumi re-runs `create`; a replay runs it once
+    inputs.done()
+    for key, value in (("create", create), ("delete", delete), ("stdin", stdin)):
+        if value is not None and not isinstance(value, str):
+            raise _fail(resource, f"input {key!r} must be a string")
+    address = remote.address(resource, connection.get("host"))
+    stdout = ssh_exec(resource, connection, address, remote.identity, create, stdin, "create")
+    return Created(resource.urn, resource.type, resource.name, delete=delete, stdout=stdout,
+                   connection={**connection, "host": address})  # fmt: skip
+
+
+def _ssh_engine(resource: Registered, deployment: Deployment) -> docker.DockerClient:
+    """The Docker provider's ssh:// transport: ssh with the provider's own sshOpts (its pinned key),
+    forwarding the engine's socket; docker-py talks to the forwarded socket."""
+    inputs = _Inputs(resource)
+    host = inputs.require("host")
+    ssh_opts = inputs.take("sshOpts", []) or []
+    inputs.done()
+    if isinstance(ssh_opts, str):  # provider inputs reach the engine JSON-encoded
+        try:
+            ssh_opts = json.loads(ssh_opts)
+        except ValueError:
+            raise _fail(resource, f"input 'sshOpts' is not a JSON list: {ssh_opts[:80]!r}") from None
+    if not isinstance(ssh_opts, list) or not all(isinstance(o, str) for o in ssh_opts):
+        raise _fail(resource, "input 'sshOpts' must be a list of strings")
+    url = urlsplit(host)
+    if url.scheme != "ssh" or not url.hostname:
+        raise _fail(resource, f"input 'host' = {host!r} is not ssh://user@host[:port]")
+    if "StrictHostKeyChecking=yes" not in ssh_opts:
+        raise _fail(resource, "sshOpts do not set StrictHostKeyChecking=yes: the engine's host key is not pinned")
+    assert deployment.remote is not None
+    address = deployment.remote.address(resource, url.hostname)
+    argv = ["ssh", *ssh_opts, "-i", str(deployment.remote.identity), "-o", "IdentitiesOnly=yes",
+            "-p", str(url.port or 22), f"{url.username or 'root'}@{address}"]  # fmt: skip
+    probe = subprocess.run([*argv, "docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    if probe.returncode == 255 and "Host key verification failed" in probe.stderr:
+        raise HostKeyRefused(f"{resource.name}: {address} did not present the key its sshOpts pin; refusing to go on")
+    if probe.returncode != 0:
+        raise _fail(resource, f"the engine at {address} does not answer over ssh: {probe.stderr.strip()[-1000:]}")
+    bridge = DialStdio(argv)
+    deployment.tunnels.append(bridge)
+    client = docker.DockerClient(base_url=f"unix://{bridge.socket_path}", timeout=300)
+    client.ping()
+    return client
+
+
+class DialStdio:
+    """What the Docker CLI (and so pulumi-docker) does for ssh:// engines: every connection is one
+    `ssh <sshOpts> user@host docker system dial-stdio`, its stdin and stdout the connection's bytes.
+    No port forwarding (the hosts' sshd refuses it). docker-py talks to a local socket whose every
+    accepted connection is bridged so."""
+
+    def __init__(self, ssh_argv: list[str]) -> None:
+        self.ssh_argv = ssh_argv
+        self.dir = Path(tempfile.mkdtemp(prefix="clawstaff-dial-"))
+        self.socket_path = self.dir / "docker.sock"
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(self.socket_path))
+        self.server.listen(16)
+        self.processes: list[subprocess.Popen] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            proc = subprocess.Popen([*self.ssh_argv, "docker", "system", "dial-stdio"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+            self.processes.append(proc)
+            threading.Thread(target=self._upstream, args=(conn, proc), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(conn, proc), daemon=True).start()
+
+    @staticmethod
+    def _upstream(conn: socket.socket, proc: subprocess.Popen) -> None:
+        try:
+            while data := conn.recv(65536):
+                proc.stdin.write(data)
+                proc.stdin.flush()
+        except OSError:
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    @staticmethod
+    def _downstream(conn: socket.socket, proc: subprocess.Popen) -> None:
+        try:
+            while data := proc.stdout.read1(65536):
+                conn.sendall(data)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.close()
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.terminate()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def close_tunnels(deployment: Deployment) -> None:
+    for bridge in deployment.tunnels:
+        bridge.close()
+    deployment.tunnels.clear()
+
+
 def _container_config(resource: Registered, client: docker.DockerClient) -> tuple[dict, dict, list[dict], bool]:
     """(create_container kwargs, host_config kwargs, networks, must_run) for one Container."""
     inputs = _Inputs(resource)
@@ -416,19 +614,33 @@ def deploy(
     evaluation: Evaluation,
     client: docker.DockerClient | None = None,
     on_created: Callable[[Created], None] | None = None,
+    remote: Remote | None = None,
+    existing: frozenset[str] = frozenset(),
 ) -> Deployment:
-    """Create every resource of the evaluation; on any failure, tear down what was made and raise."""
-    client = client or docker.from_env(timeout=120)
-    deployment = Deployment(evaluation, client)
+    """Create every resource of the evaluation; on any failure, tear down what was made and raise.
+    With `remote`, hosts are reached over SSH: the Docker provider's ssh:// transport and remote
+    commands, each pinned to the key the program pins. `existing`: URNs already created (the stack's
+    state: Pulumi does not create them again), skipped; teardown leaves them too."""
+    client = client or (None if remote else docker.from_env(timeout=120))
+    deployment = Deployment(evaluation, client, remote=remote)
     try:
         for resource in replay_order(evaluation.resources):
+            if resource.urn in existing:
+                continue
             if resource.type == DOCKER_PROVIDER:
-                _check_provider(resource, client)
+                if remote is not None:
+                    if deployment.client is not None:
+                        raise _fail(resource, "a second Docker provider: the remote replay drives one host")
+                    deployment.client = client = _ssh_engine(resource, deployment)
+                else:
+                    _check_provider(resource, client)
                 continue
             if resource.type == NETWORK:
                 created = _create_network(resource, client)
             elif resource.type == LOCAL_COMMAND:
                 created = _run_command(resource)
+            elif resource.type == REMOTE_COMMAND:
+                created = _run_remote_command(resource, remote)
             elif resource.type == CONTAINER:
                 if resource.provider and resource.provider not in evaluation.by_urn():
                     raise _fail(resource, f"its provider {resource.provider} was not registered")
@@ -466,6 +678,11 @@ def teardown(deployment: Deployment) -> list[str]:
                     client.api.remove_network(created.engine_id)
                 except docker.errors.NotFound:
                     pass
+            elif created.type == REMOTE_COMMAND and created.delete:
+                resource = deployment.evaluation.by_urn()[created.urn]
+                assert deployment.remote is not None and created.connection is not None
+                ssh_exec(resource, created.connection, created.connection["host"], deployment.remote.identity,
+                         created.delete, None, "delete")  # fmt: skip
             elif created.type == LOCAL_COMMAND and created.delete:
                 resource = deployment.evaluation.by_urn()[created.urn]
                 _run_shell(
@@ -478,6 +695,7 @@ def teardown(deployment: Deployment) -> list[str]:
                 )
         except Exception as error:  # noqa: BLE001 - collected and reported, never swallowed
             errors.append(f"{created.type} {created.name!r}: {error}")
+    close_tunnels(deployment)
     return errors
 
 

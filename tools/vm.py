@@ -14,6 +14,7 @@ What runs is what a Hetzner Cloud server runs, as far as this machine can make i
   apt mirror, here a caching proxy standing in for Hetzner's) come as NoCloud vendor-data and
   network-config, as a provider's metadata would bring them;
 - the network: a tap device `clawvm0` on this machine, 198.51.100.1/30 here and 198.51.100.2/30 in the VM
+  (CLAWSTAFF_VM_SLOT=N moves both to the N-th /30 and the tap to clawvmN)
   (TEST-NET-2, never routed; this machine itself may sit on TEST-NET-1). An nftables table of its own lets the VM reach exactly one thing, the
   apt proxy on 198.51.100.1:3142 (apt-cacher-ng, started by this tool), and answers to connections this
   machine opens (SSH); everything else from the VM is dropped, and nothing is forwarded to or from
@@ -61,12 +62,17 @@ BASE_PACKAGES = (
     "systemd-sysv", "linux-image-amd64", "openssh-server", "cloud-init", "ifupdown", "ca-certificates",
     "procps", "netbase", "iproute2", "kmod", "e2fsprogs", "udev", "dbus", "python3",
 )  # fmt: skip
-TAP = "clawvm0"
-HOST_IP = "198.51.100.1"
-VM_IP = "198.51.100.2"
+# CLAWSTAFF_VM_SLOT (0-15) lets several checkouts run a VM each on one machine: each slot has its own
+# tap, /30, proxy port and nftables table.
+SLOT = int(os.environ.get("CLAWSTAFF_VM_SLOT", "0"))
+if not 0 <= SLOT <= 15:
+    raise SystemExit(f"CLAWSTAFF_VM_SLOT={SLOT}: allowed are 0 to 15")
+TAP = f"clawvm{SLOT}"
+HOST_IP = f"198.51.100.{4 * SLOT + 1}"
+VM_IP = f"198.51.100.{4 * SLOT + 2}"
 PREFIX = 30
-APT_PROXY_PORT = 3143  # our own apt-cacher-ng, beside any system instance on 3142
-NFT_TABLE = "clawstaff_vmnet"
+APT_PROXY_PORT = 3143 + SLOT  # our own apt-cacher-ng, beside any system instance on 3142
+NFT_TABLE = f"clawstaff_vmnet{SLOT}"
 DISK_SIZE = "8G"
 MEMORY_MIB = 3072
 CPUS = 2

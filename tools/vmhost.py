@@ -15,46 +15,62 @@ address; the VM's address (tools.vm.VM_IP) takes its place, as Hetzner's API wou
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pulumi.runtime import rpc
 
-from tools import mockrun, vm
+from tools import mockrun, replay, vm
 
 HOST_NAME = "vm-cage-01"
 SERVER = "hcloud:index/server:Server"
 REMOTE = "command:remote:Command"
 
 
-def stack_config(operator_public_key: str, sealing_key: str) -> dict[str, Any]:
+IDLE = ["/usr/bin/python3", "-c", "import signal; signal.pause()"]
+
+
+def stack_config(operator_public_key: str, sealing_key: str, probe_secret: str) -> dict[str, Any]:
     """A one-host cloud stack: the host the VM stands in for."""
     return {
         "clawstaff:controlPlane": "control.clawstaff.example:443",
-        "clawstaff:proxyImage": "ghcr.io/clawstaff/egress-proxy@sha256:" + "e9" * 32,
+        "clawstaff:proxyImage": "built:egress-proxy",  # this machine's build, loaded into the VM's engine
         "clawstaff:admin": {"sshAllowedCidrs": [f"{vm.HOST_IP}/32"], "sshPublicKeys": [operator_public_key]},
         "clawstaff:hosts": [
             {"name": HOST_NAME, "kind": "cloud", "serverType": "cx32", "location": "fsn1", "image": "debian-13"}
         ],
         # One idle claw: the cages' own host commands and containers come with the next step of the tier.
+        # Two idle claws of two orgs, one with an encrypted volume and a sealed secret.
         "clawstaff:claws": [
             {
                 "name": "vm-probe",
                 "org": "acme",
-                "image": "ghcr.io/clawstaff/claw-runtime@sha256:" + "c1a0" * 16,
+                "image": "built:claw-runtime",
                 "cpus": 0.25,
                 "memory": "256MiB",
                 "pids": 64,
                 "tmpfs": "32MiB",
-            }
+                "volume": "64MiB",
+                "secrets": ["ANTHROPIC_API_KEY"],
+                "command": IDLE,
+            },
+            {
+                "name": "vm-neighbour",
+                "org": "globex",
+                "image": "built:claw-runtime",
+                "cpus": 0.25,
+                "memory": "256MiB",
+                "pids": 64,
+                "tmpfs": "32MiB",
+                "command": IDLE,
+            },
         ],  # fmt: skip
         "clawstaff:sealingKey": sealing_key,
-        "clawstaff:clawSecrets": {},
+        "clawstaff:clawSecrets": {"vm-probe": {"ANTHROPIC_API_KEY": probe_secret}},
     }
 
 
@@ -67,6 +83,14 @@ class VmHost:
     host_key_command: mockrun.Registered
     bootstrap_command: mockrun.Registered
     mock_address: str
+    probe_secret: str  # a claw secret's plaintext: it must never be found on the VM's disk
+
+    def host_setup(self) -> frozenset[str]:
+        """What exists before the cages: the Hetzner objects (the VM plays the server; the API's other
+        objects have no stand-in here) and what `provision` ran. Pulumi's state holds these, so the
+        deploy of the cages does not create them again."""
+        hetzner = {r.urn for r in self.evaluation.resources if r.type.startswith("hcloud:")}
+        return frozenset({*hetzner, self.host_key_command.urn, self.bootstrap_command.urn})
 
 
 def _unwrap(value: Any) -> Any:
@@ -92,8 +116,10 @@ def sealing_key(vm_dir: Path = vm.VM_DIR) -> str:
 
 def rendered(vm_dir: Path = vm.VM_DIR) -> VmHost:
     _, operator_public = vm.operator_key(vm_dir)
-    raw = stack_config(operator_public, sealing_key(vm_dir))
-    evaluation = mockrun.evaluate("vm", raw, {"clawstaff:sealingKey"})
+    secret = sealing_key(vm_dir)
+    probe_secret = "sk-ant-vm-" + hashlib.sha256(secret.encode()).hexdigest()[:24]  # searched for on the VM
+    raw = stack_config(operator_public, secret, probe_secret)
+    evaluation = mockrun.evaluate("vm", raw, {"clawstaff:sealingKey", "clawstaff:clawSecrets"})
     server = _one(evaluation, SERVER, f"{HOST_NAME}-server")
     host_key_command = _one(evaluation, REMOTE, f"{HOST_NAME}-host-key")
     bootstrap = _one(evaluation, REMOTE, f"{HOST_NAME}-bootstrap")
@@ -109,61 +135,49 @@ def rendered(vm_dir: Path = vm.VM_DIR) -> VmHost:
         host_key_command=host_key_command,
         bootstrap_command=bootstrap,
         mock_address=_unwrap(host_key_command.inputs["connection"])["host"],
+        probe_secret=probe_secret,
     )
 
 
-class HostKeyRefused(vm.VmError):
-    pass
+HostKeyRefused = replay.HostKeyRefused
 
 
-def run_remote(
-    command: mockrun.Registered, *, address: str, identity: Path, timeout: float = 1800
-) -> subprocess.CompletedProcess:
-    """Run a registered remote.Command's create over SSH, trusting only the key its connection pins."""
-    connection = _unwrap(command.inputs["connection"])
-    unknown = set(connection) - {"host", "user", "hostKey", "port", "dialErrorLimit", "perDialTimeout"}
-    if unknown:
-        raise vm.VmError(f"{command.name}: connection inputs this replay does not understand: {sorted(unknown)}")
-    host_key = connection.get("hostKey")
-    if not host_key:
-        raise vm.VmError(f"{command.name}: the connection pins no host key; refusing to trust on first use")
-    port = int(connection.get("port", 22))
-    with tempfile.NamedTemporaryFile("w", prefix="known_hosts.", delete=False) as known:
-        known.write(f"{address} {host_key}\n" if port == 22 else f"[{address}]:{port} {host_key}\n")
-    argv = ["ssh", "-i", str(identity), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known.name}",
-            "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"ConnectTimeout={int(connection.get('perDialTimeout', 15))}",
-            "-p", str(port),
-            f"{connection.get('user', 'root')}@{address}", _unwrap(command.inputs["create"])]  # fmt: skip
-    stdin = _unwrap(command.inputs.get("stdin")) or ""
-    # pulumi-command dials up to dialErrorLimit times (10 by default) before it gives up.
-    attempts = max(1, int(connection.get("dialErrorLimit", 10)))
-    try:
-        for attempt in range(attempts):
-            done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
-            dial_failed = (
-                done.returncode == 255
-                and "Host key verification failed" not in done.stderr
-                and ("Connection refused" in done.stderr or "timed out" in done.stderr or "No route" in done.stderr)
-            )
-            if not dial_failed or attempt == attempts - 1:
-                break
-            time.sleep(2)
-    finally:
-        Path(known.name).unlink(missing_ok=True)
-    if done.returncode == 255 and "Host key verification failed" in done.stderr:
-        raise HostKeyRefused(f"{command.name}: {address} did not present the pinned key ({host_key.split()[-1]})")
-    if done.returncode != 0:
-        raise vm.VmError(f"{command.name} failed on {address} (exit {done.returncode}): {done.stderr[-3000:]}")
-    return done
+def run_remote(command: mockrun.Registered, *, address: str, identity: Path, timeout: float = 1800) -> str:
+    """A registered remote.Command's create, run as pulumi-command runs it (tools.replay.ssh_exec)."""
+    return replay.ssh_exec(command, _unwrap(command.inputs["connection"]), address, identity,
+                           _unwrap(command.inputs["create"]), _unwrap(command.inputs.get("stdin")), "create",
+                           timeout=timeout)  # fmt: skip
 
 
 def provision(host: VmHost, machine: vm.Vm) -> dict[str, str]:
-    """The program's first contact and bootstrap, replayed onto the VM; their stderr, by command."""
+    """The program's first contact and bootstrap, replayed onto the VM; their output, by command."""
     logs = {}
     for command in (host.host_key_command, host.bootstrap_command):
-        done = run_remote(command, address=machine.address, identity=machine.operator_key)
-        logs[command.name] = done.stderr
+        logs[command.name] = run_remote(command, address=machine.address, identity=machine.operator_key)
     machine.host_key = host.host_key_public
     machine.save()
     return logs
+
+
+def load_images(host: VmHost, machine: vm.Vm) -> list[str]:
+    """The images the cages pin, from this machine's engine into the VM's (no registry here): the
+    loaded image keeps its ID, so the containers' `sha256:` pins resolve there as they do here."""
+    pinned = sorted({_unwrap(r.inputs["image"]) for r in host.evaluation.by_type(replay.CONTAINER)})
+    for image in pinned:
+        if machine.ssh(f"docker image inspect {image} >/dev/null 2>&1", check=False).returncode == 0:
+            continue
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        load = subprocess.run([*machine.ssh_argv(), "docker load -q"], stdin=save.stdout, capture_output=True,
+                              text=True, timeout=1800)  # fmt: skip
+        save.wait()
+        if save.returncode != 0 or load.returncode != 0:
+            raise vm.VmError(f"could not load {image} into the VM: {load.stderr[-1000:]}")
+    return pinned
+
+
+def deploy_cages(host: VmHost, machine: vm.Vm) -> replay.Deployment:
+    """The rest of `pulumi up` for the host: its Docker provider over ssh://, the egress network, and
+    every cage (remote commands for limits, key, volume, proxy config; networks; containers)."""
+    load_images(host, machine)
+    remote = replay.Remote(addresses={host.mock_address: machine.address}, identity=machine.operator_key)
+    return replay.deploy(host.evaluation, remote=remote, existing=host.host_setup())

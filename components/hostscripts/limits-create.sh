@@ -20,7 +20,11 @@ if cgroup_v2; then
     done
   }
   enable "$root"
-  mkdir -p "$root/$CGROUP_ROOT" "$root/$CG"
+  # 0755, not the scripts' umask of 077: a container's (remapped, unprivileged) root must traverse its
+  # ancestors to mount its own cgroup namespace (otherwise runc fails: "mounting cgroup ... permission
+  # denied"). The directories hold no secret; only root writes their limit files.
+  (umask 022 && mkdir -p "$root/$CGROUP_ROOT" "$root/$CG")
+  chmod 0755 "$root/$CGROUP_ROOT" "$root/$CG"
   enable "$root/$CGROUP_ROOT"
   enable "$root/$CG"
   d=$root/$CG
@@ -35,7 +39,7 @@ if cgroup_v2; then
 else
   for c in pids memory cpu; do
     [[ -n $(v1_mount "$c") ]] || die "no cgroup v1 hierarchy has the $c controller on this host"
-    mkdir -p "$(v1_mount "$c")/$CG"
+    (umask 022 && mkdir -p "$(v1_mount "$c")/$CG")
   done
   d=$(v1_mount pids)/$CG
   put "$d/pids.max" "$PIDS"

@@ -9,7 +9,11 @@ if mountpoint -q "$MNT"; then
   self_ns=$(readlink /proc/self/ns/mnt)
   for info in /proc/[0-9]*/mountinfo; do
     pid=${info#/proc/}; pid=${pid%/mountinfo}
-    awk -v d="$majmin" '$3 == d { found = 1 } END { exit !found }' "$info" 2>/dev/null || continue
+    # Only a namespace that holds the volume other than as a propagated copy of the host's mount
+    # counts: a copy at the same path that is a slave of it (systemd-udevd's private namespace on
+    # systemd hosts) goes away with the unmount below. A container's bind mount is elsewhere.
+    awk -v d="$majmin" -v m="$MNT" '$3 == d && !($5 == m && $0 ~ / master:[0-9]+ /) { found = 1 } END { exit !found }' \
+      "$info" 2>/dev/null || continue
     ns=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null) || continue
     [[ $ns == "$self_ns" ]] \
       || die "the volume is still mounted in another mount namespace (pid $pid, a running container?): stop the cage first"

@@ -87,6 +87,7 @@ def test_the_first_contact_key_is_trusted_no_more(vm_host):
 
 
 def test_a_wrong_host_key_makes_the_deployment_refuse(vm_host):
+    """A connection pinned to another key than the host presents: refused before anything runs."""
     host, machine, _, _ = vm_host
     impostor = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlBtDA0i5ihElhG3/PErDdYCsd0LYDdWGvMgnr6swy5 impostor"
     connection = dict(vmhost._unwrap(host.bootstrap_command.inputs["connection"]), hostKey=impostor)

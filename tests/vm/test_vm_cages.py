@@ -1,0 +1,145 @@
+"""Cages deployed to the VM over the production path: the Docker provider's ssh:// transport and
+remote commands, each pinned to the derived host key, onto Debian's docker.io on cgroup v2. Then the
+host-side facts of isolation that only such a host shows, and a teardown that leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from components.conventions import CAGE_VOLUME_MOUNT, CGROUP_ROOT, HOST_KEY_ROOT, HOST_VOLUME_ROOT, LABEL_ROLE
+from tools import replay, vmhost
+
+pytestmark = pytest.mark.vm
+
+PROBE, NEIGHBOUR = "vm-probe", "vm-neighbour"
+
+
+@pytest.fixture(scope="module")
+def cages(vm_host):
+    host, machine, status, _ = vm_host
+    assert status.get("status") == "done", status
+    deployment = vmhost.deploy_cages(host, machine)
+    state = {"deployment": deployment, "torn_down": False}
+    try:
+        yield host, machine, state
+    finally:
+        if not state["torn_down"]:
+            replay.teardown(deployment)
+
+
+def ssh(machine, command: str):
+    return machine.ssh(command, check=False, timeout=600)
+
+
+def in_claw(machine, claw: str, program: str) -> str:
+    done = ssh(machine, f"docker exec claw-{claw} /usr/bin/python3 -I -c {shlex.quote(program)}")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_every_cage_runs_on_the_vm_engine(cages):
+    _, machine, state = cages
+    client = state["deployment"].client
+    names = {c.name: c.status for c in client.containers.list(all=True)}
+    for claw in (PROBE, NEIGHBOUR):
+        assert names.get(f"claw-{claw}") == "running", names
+        assert names.get(f"proxy-{claw}") == "running", names
+
+
+def test_whole_cage_limits_in_cgroup_v2(cages):
+    host, machine, _ = cages
+    facts = limits_facts(host, PROBE)
+    d = f"/sys/fs/cgroup/{CGROUP_ROOT}/{PROBE}"
+    assert ssh(machine, f"cat {d}/pids.max").stdout.strip() == str(facts["pids"])
+    assert ssh(machine, f"cat {d}/memory.max").stdout.strip() == str(facts["memory"])
+    assert ssh(machine, f"cat {d}/memory.swap.max").stdout.strip() == "0"
+    assert ssh(machine, f"cat {d}/cpu.max").stdout.split() == [str(facts["cpu_quota"]), str(facts["cpu_period"])]
+    # Both containers of the cage live below it; the neighbour's below its own.
+    procs = ssh(machine, f"cat $(find {d} -mindepth 2 -name cgroup.procs) | wc -l").stdout.strip()
+    assert int(procs) >= 2
+    for name in (f"claw-{PROBE}", f"proxy-{PROBE}"):
+        pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' {name}").stdout.strip()
+        assert f"/{CGROUP_ROOT}/{PROBE}/" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
+
+
+FORK_BOMB = (
+    "import os, signal, time\n"
+    "children = []\n"
+    "errno = 0\n"
+    "try:\n"
+    "    while len(children) < 1000:\n"
+    "        pid = os.fork()\n"
+    "        if pid == 0:\n"
+    "            time.sleep(60); os._exit(0)\n"
+    "        children.append(pid)\n"
+    "except OSError as e:\n"
+    "    errno = e.errno\n"
+    "print(len(children), errno)\n"
+    "for pid in children:\n"  # the bomb cleans up after itself, so that the next probe can start
+    "    os.kill(pid, signal.SIGKILL)\n"
+    "for pid in children:\n"
+    "    os.waitpid(pid, 0)\n"
+)
+
+
+def limits_facts(host, claw: str) -> dict:
+    limits = next(r for r in host.evaluation.resources if r.name == f"{claw}-limits")
+    script = shlex.split(limits.inputs["create"])[2]
+    return json.loads(next(line for line in script.splitlines() if line.startswith("# clawcage-facts: "))[18:])
+
+
+def test_a_fork_bomb_stops_at_the_cages_pids_limit_and_the_neighbour_still_runs(cages):
+    host, machine, _ = cages
+    pids_max = limits_facts(host, PROBE)["pids"]  # the whole cage's: claw and proxy together
+    out = in_claw(machine, PROBE, FORK_BOMB).split()
+    assert len(out) == 2 and out[1] == "11", out  # EAGAIN long before the thousandth fork
+    assert int(out[0]) < pids_max
+    peak = ssh(machine, f"cat /sys/fs/cgroup/{CGROUP_ROOT}/{PROBE}/pids.peak").stdout.strip()
+    assert int(peak) <= pids_max
+    assert in_claw(machine, NEIGHBOUR, "import os; print(len(os.listdir('/proc')) > 0)").strip() == "True"
+
+
+def test_the_sealed_secret_is_open_only_in_the_claws_process(cages):
+    host, machine, _ = cages
+    found = in_claw(machine, PROBE, (
+        "import glob\n"
+        "hits = []\n"
+        "for p in glob.glob('/proc/[0-9]*/environ'):\n"
+        "    try:\n"
+        "        if b'ANTHROPIC_API_KEY=' + " + repr(host.probe_secret.encode()) + " in open(p, 'rb').read(): hits.append(p)\n"
+        "    except OSError: pass\n"
+        "print(len(hits))\n"
+    ))  # fmt: skip
+    assert int(found) >= 1
+    # Nowhere on the VM's disk: Docker's data root, configs, cloud-init's data, logs, the volume root.
+    paths = f"/var/lib/docker /var/lib/containerd /etc /var/lib/cloud /var/log /root {HOST_VOLUME_ROOT} /srv"
+    grep = ssh(machine, f"grep -r -l -a -F {host.probe_secret} {paths} 2>/dev/null | head -5")
+    assert grep.stdout.strip() == "", grep.stdout
+
+
+def test_the_key_lives_on_tmpfs_and_the_volume_is_encrypted(cages):
+    _, machine, _ = cages
+    assert ssh(machine, f"findmnt -n -o FSTYPE --target {HOST_KEY_ROOT}").stdout.strip() == "tmpfs"
+    volume = in_claw(machine, PROBE, (
+        f"open('{CAGE_VOLUME_MOUNT}/note', 'w').write('kept'); print(open('{CAGE_VOLUME_MOUNT}/note').read())"
+    ))  # fmt: skip
+    assert volume.strip() == "kept"
+    mounts = ssh(machine, "findmnt -rn -o SOURCE,TARGET,FSTYPE").stdout
+    assert f"{HOST_VOLUME_ROOT}/" in mounts and "ext4" in mounts
+
+
+def test_teardown_leaves_nothing_on_the_vm(cages):
+    _, machine, state = cages
+    errors = replay.teardown(state["deployment"])
+    state["torn_down"] = True
+    assert errors == []
+    assert ssh(machine, f"docker ps -aq --filter label={LABEL_ROLE}").stdout.strip() == ""
+    assert ssh(machine, f"docker network ls -q --filter label={LABEL_ROLE}").stdout.strip() == ""
+    for claw in (PROBE, NEIGHBOUR):
+        assert ssh(machine, f"test -e /sys/fs/cgroup/{CGROUP_ROOT}/{claw}").returncode == 1
+        assert ssh(machine, f"test -e {HOST_KEY_ROOT}/{claw}").returncode == 1
+    assert ssh(machine, "losetup -a").stdout.strip() == ""
+    assert HOST_VOLUME_ROOT not in ssh(machine, "findmnt -rn -o TARGET").stdout
