@@ -31,6 +31,7 @@ from components.conventions import (
     is_dns_label,
 )
 from components.addresses import HOST_FIREWALL_FORBIDDEN_V4
+from components.egress import PROXY_PORT
 from components.hostkeys import SshHostKey
 from components.hostscripts import host_file, render_script
 
@@ -220,6 +221,7 @@ def render_nftables(
         input_policy=input_policy,
         host_input=host_input,
         proxy_max_flows=str(PROXY_MAX_FLOWS),
+        proxy_port=str(PROXY_PORT),
     )
 
 

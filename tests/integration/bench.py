@@ -137,10 +137,7 @@ def bench_stack(scorecard: Scorecard) -> BenchStack:
 def proxy_hosts(config) -> list[dict[str, str]]:
     names = sorted({e.host for c in config.claws for e in c.egress})
     table = [{"host": n, "ip": OUTSIDE_IP} for n in names]
-    # The control plane resolves to the metadata address AND the exempt outside address: an answer
-    # that mixes a private address with the exempted one must still be refused (finding 13).
     table.append({"host": config.control_plane.host, "ip": METADATA_IP})
-    table.append({"host": config.control_plane.host, "ip": OUTSIDE_IP})
     return table
 
 
