@@ -36,6 +36,8 @@ from components.conventions import DNS_LABEL_PATTERN as _LABEL
 from components.conventions import is_dns_label
 
 PROXY_PORT = 3128
+# Concurrent connections one client (the claw) may hold to its proxy; more are dropped by Squid.
+MAX_CLIENT_CONNECTIONS = 256
 
 # At least two labels; the last one not all digits (so 10.0.0.1 and 2130706433 are not names).
 _HOST_NAME = re.compile(rf"(?:{_LABEL}\.)+(?=[a-z0-9-]*[a-z])(?:{_LABEL})\Z")
@@ -200,6 +202,9 @@ def render_proxy_config(
         "icp_port 0",
         "htcp_port 0",
         "max_filedescriptors 4096",
+        # A claw's connections to its proxy are bounded: connections that never finish their headers
+        # are the proxy's memory, and the proxy must outlive its claw (attack-findings finding 5).
+        f"client_ip_max_connections {MAX_CLIENT_CONNECTIONS}",
         "shutdown_lifetime 1 seconds",
         # No `via off`: Squid 6 warns that HTTP requires Via, and a CONNECT tunnel's bytes carry no
         # header of Squid's either way (plain HTTP is refused).

@@ -520,3 +520,89 @@ def test_a_log_flood_is_bounded_in_size_and_the_neighbour_keeps_answering(isolat
     )
     held = _neighbour_row(bench, "log flood in A", during, rest)
     assert ok and held, (flood, sizes, during)
+
+
+# --- finding 8: what another tenant sees of a volume ---------------------------------------------------------
+
+BLOCK = """
+name = ARG["loop"]
+def read(path):
+    try: return open(path).read().strip()
+    except OSError as e: return errno.errorcode.get(e.errno, str(e))
+parts = [l.split() for l in open("/proc/partitions").read().splitlines()[2:] if l.split()]
+out({"backing_file": read(f"/sys/block/{name}/loop/backing_file"),
+     "size (sectors)": read(f"/sys/block/{name}/size"),
+     "stat (I/O counters)": read(f"/sys/block/{name}/stat"),
+     "in /proc/partitions": any(p[-1] == name for p in parts),
+     "device node": os.path.exists(f"/dev/{name}")})
+"""
+
+
+def test_another_tenants_cage_sees_no_name_in_a_volumes_loop_device(isolation_bench):
+    """Finding 8: the loop device is attached through an opaque alias, so its backing_file names no
+    tenant. Residual (docs/attack-findings.md): its size and I/O counters stay visible to every
+    container (sysfs is not namespaced), the data and the device are not."""
+    from components.conventions import host_volume_dir
+
+    bench = isolation_bench
+    image = f"{host_volume_dir(CAGE_A)}/backing.img"
+    loops = subprocess.run(["losetup", "-j", image, "-n", "-O", "NAME"], capture_output=True, text=True).stdout.split()
+    assert loops, f"{CAGE_A}'s volume has no loop device"
+    seen = bench.probe(f"claw-{CAGE_B}", BLOCK, {"loop": loops[0].removeprefix("/dev/")})
+    names = sorted({c.name for c in bench.stack.config.claws} | {c.org for c in bench.stack.config.claws})
+    named = [n for n in names if n in seen["backing_file"]]
+    ok = not named and not seen["device node"]
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_B} reads {CAGE_A}'s loop device in sysfs ({loops[0]})",
+        "no claw or org name in backing_file, no device node; residual: size and I/O counters (documented)",
+        {**seen, "names found": named or "none"},
+        ok,
+    )
+    assert ok, seen
+
+
+# --- finding 5: the claw holds its proxy's memory with unfinished requests ------------------------------------
+
+HOLD = """
+socks, refused = [], None
+for i in range(ARG["n"]):
+    try:
+        s = socket.create_connection(("egress-proxy", 3128), 5)
+        s.sendall(b"CONNECT x.example:443 HTTP/1.1\\r\\nX-Pad: " + b"a" * 4000)
+        socks.append(s)
+    except OSError as e:
+        refused = errno.errorcode.get(e.errno, str(e)); break
+time.sleep(2)
+alive = 0
+for s in socks:
+    s.setblocking(False)
+    try: alive += s.recv(1) != b""
+    except BlockingIOError: alive += 1
+    except OSError: pass
+for s in socks: s.close()
+out({"opened": len(socks), "kept by the proxy": alive, "connect error": refused})
+"""
+
+
+def test_unfinished_requests_are_bounded_per_claw_and_the_proxy_survives(isolation_bench):
+    """Finding 5, partly: Squid keeps at most components.egress.MAX_CLIENT_CONNECTIONS connections of
+    one claw, so unfinished headers cannot grow the proxy's memory to its limit. Residual
+    (docs/attack-findings.md): a CONNECT is still logged when its tunnel closes."""
+    from components.egress import MAX_CLIENT_CONNECTIONS
+
+    bench = isolation_bench
+    proxy = bench.proxy(CAGE_A)
+    restarts = proxy.attrs["RestartCount"]
+    res = bench.probe(f"claw-{CAGE_A}", HOLD, {"n": MAX_CLIENT_CONNECTIONS + 150}, timeout=60)
+    proxy.reload()
+    ok = res["kept by the proxy"] <= MAX_CLIENT_CONNECTIONS + 1 and proxy.status == "running"
+    ok = ok and proxy.attrs["RestartCount"] == restarts
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A}: {MAX_CLIENT_CONNECTIONS + 150} connections to its proxy with unfinished headers",
+        f"the proxy keeps at most {MAX_CLIENT_CONNECTIONS}, keeps running, does not restart",
+        {**res, "proxy": proxy.status, "restarts": f"{restarts} -> {proxy.attrs['RestartCount']}"},
+        ok,
+    )
+    assert ok, res

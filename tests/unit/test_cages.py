@@ -183,3 +183,13 @@ def test_unchanged_config_gives_identical_resources():
 
     assert inputs(first) == inputs(second)
     assert len(inputs(first)) == len(first.resources)
+
+
+def test_the_claw_trusts_no_writable_home_or_working_directory(stack):
+    # attack-findings issue, finding 6: Python runs code from HOME's user site and, for `-c`, from
+    # the working directory; neither may be the claw's writable /tmp, and the health check is isolated.
+    _, evaluation, config = stack
+    for claw in config.claws:
+        c = _cage(evaluation, claw.name)["claw"].inputs
+        assert "HOME=/nonexistent" in c["envs"] and c["workingDir"] == "/"
+        assert c["healthcheck"]["tests"][:3] == ["CMD", "/usr/bin/python3", "-I"]

@@ -211,6 +211,7 @@ LINE = re.compile(
     r"(#.*|"
     r"http_port \d+|pid_filename none|cache deny all|cache_mem 0 MB|coredump_dir /tmp|netdb_filename none|"
     r"pinger_enable off|icp_port 0|htcp_port 0|max_filedescriptors \d+|shutdown_lifetime 1 seconds|"
+    r"client_ip_max_connections \d+|"
     r"forwarded_for delete|httpd_suppress_version_string on|cache_log stdio:/dev/stderr|"
     r'logformat clawcage \{"log":"clawcage-egress","claw":"[a-z0-9-]+","org":"[a-z0-9-]+",.*\}|'
     r"access_log stdio:/dev/stdout logformat=clawcage|logfile_rotate 0|"
