@@ -20,7 +20,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components import cagehost
+from components import cagehost, seccomp
 from components.conventions import (
     CAGE_KEY_DIR_MOUNT,
     CAGE_VOLUME_MOUNT,
@@ -53,6 +53,15 @@ LOG_OPTS = {"max-size": "10m", "max-file": "5"}
 # from the cage's own namespace (not the host's, CVE-2024-29018), where 127.0.0.1:53 answers nothing.
 # Names on the cage network (the proxy's alias) still resolve; everything else goes through the proxy.
 CAGE_DNS = ["127.0.0.1"]
+# No writable HOME or working directory that Python trusts: with HOME=/tmp (writable by the claw), a
+# usercustomize.py planted under /tmp/.local ran in every later python3 of the cage (health checks,
+# an operator's `docker exec`, the isolation probes); with the working directory /tmp, a planted
+# module shadowed the standard library for `python3 -c`. Both point at read-only, root-owned places.
+CLAW_HOME = "/nonexistent"
+CLAW_WORKDIR = "/"
+# The health check runs Python isolated (-I: no environment variables, no user site, no script or
+# working directory on sys.path), so nothing the claw writes can run in it.
+HEALTHCHECK_PYTHON = ["/usr/bin/python3", "-I"]
 
 
 @dataclass
@@ -93,7 +102,8 @@ def hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw_name: 
         read_only=True,
         tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={tmpfs_size}"},
         capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=[]),
-        security_opts=["no-new-privileges:true"],
+        # The project's own seccomp profile (components.seccomp): the same filter on every engine.
+        security_opts=["no-new-privileges:true", seccomp.security_opt()],
         privileged=False,
         init=True,
         restart="on-failure",
@@ -226,18 +236,20 @@ class ClawCage(pulumi.ComponentResource):
             envs=[
                 f"{SEALED_ENV}={sealed}",  # ciphertext only; cage-init opens it in memory
                 f"{CLAW_ENV}={claw.name}",
+                f"HOME={CLAW_HOME}",
                 f"HTTPS_PROXY={proxy_url}",
                 f"HTTP_PROXY={proxy_url}",
                 f"https_proxy={proxy_url}",
                 f"http_proxy={proxy_url}",
             ],
             mounts=claw_mounts,
+            working_dir=CLAW_WORKDIR,
             labels=labels(claw, args.host_name, ROLE_CLAW),
             # Healthy when the claw can reach its proxy: the cage's one way out works.
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=[
                     "CMD",
-                    "/usr/bin/python3",
+                    *HEALTHCHECK_PYTHON,
                     "-c",
                     f"import socket; socket.create_connection(('{PROXY_ALIAS}', {PROXY_PORT}), 3).close()",
                 ],

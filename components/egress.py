@@ -14,8 +14,9 @@ plane, by host name *and* port, and nothing else:
    DNS rebinding cannot turn an allowed name into a way to the host or its neighbours;
 5. the name must be allowed *on that port*.
 
-Every request, allowed or refused, is logged to stdout (Docker's log driver takes it) on one line
-with the claw's name and org and the reason. The proxy sees only `CONNECT host:port`, never a secret.
+Every request, allowed or refused, is logged to stdout (Docker's log driver takes it) as one JSON
+object per line with the claw's name and org and the reason (`access_log_format`, read back by
+`parse_access_line`). The proxy sees only `CONNECT host:port`, never a secret.
 
 Inputs are distrusted: a name, port, claw or org that is not plain DNS syntax raises ValueError, so
 no entry can smuggle Squid directives, ACL flags or regex metacharacters into the file.
@@ -24,7 +25,9 @@ no entry can smuggle Squid directives, ACL flags or regex metacharacters into th
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -33,6 +36,8 @@ from components.conventions import DNS_LABEL_PATTERN as _LABEL
 from components.conventions import is_dns_label
 
 PROXY_PORT = 3128
+# Concurrent connections one client (the claw) may hold to its proxy; more are dropped by Squid.
+MAX_CLIENT_CONNECTIONS = 256
 
 # At least two labels; the last one not all digits (so 10.0.0.1 and 2130706433 are not names).
 _HOST_NAME = re.compile(rf"(?:{_LABEL}\.)+(?=[a-z0-9-]*[a-z])(?:{_LABEL})\Z")
@@ -88,6 +93,75 @@ def _networks(cidrs: Iterable[str], what: str) -> list[str]:
     return sorted(set(out))
 
 
+ACCESS_LOG_TAG = "clawcage-egress"
+# The access log is JSON lines: one object per request, every value a JSON string. Fields a client
+# chooses (method, URL) are URL-encoded by Squid (`%#`: quote, backslash, controls, non-ASCII and
+# every other unsafe byte become %XX), so no value can break the string it sits in, and
+# `parse_access_line` gives back exactly what the client sent. The other fields are Squid's own
+# (addresses, numbers, result codes) or ours (claw, org: DNS labels; reason: fixed annotations).
+ACCESS_LOG_FIELDS: tuple[tuple[str, str], ...] = (
+    ("client", "%>a"),
+    ("method", "%#rm"),
+    ("request", "%#ru"),
+    ("status", "%>Hs"),
+    ("result", "%Ss"),
+    ("reason", "%#{reason}note"),
+    ("dst", "%<a:%<p"),
+    ("bytes", "%st"),
+    ("duration_ms", "%tr"),
+)
+URL_ENCODED_FIELDS = frozenset({"method", "request", "reason"})
+
+
+def access_log_format(claw: str, org: str) -> str:
+    """Squid's logformat specification of a cage's access log (claw and org are checked labels)."""
+    fields = [("log", ACCESS_LOG_TAG), ("claw", claw), ("org", org), *ACCESS_LOG_FIELDS]
+    return "{" + ",".join(f'"{name}":"{value}"' for name, value in fields) + "}"
+
+
+def parse_access_line(line: str) -> dict[str, str] | None:
+    """One access log line as a dict (client-chosen fields decoded), None for a line that is not an
+    access log line (Squid's own messages). A line that claims to be one but does not parse raises
+    ValueError: an audit reader must never skip a line it cannot read."""
+    text = line.strip()
+    if ACCESS_LOG_TAG not in text:
+        return None
+    try:
+        entry = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"unreadable access log line ({err}): {text[:200]!r}") from None
+    if not isinstance(entry, dict) or entry.get("log") != ACCESS_LOG_TAG:
+        raise ValueError(f"not an access log object: {text[:200]!r}")
+    if not all(isinstance(v, str) for v in entry.values()):
+        raise ValueError(f"an access log value is not a string: {text[:200]!r}")
+    return {k: urllib.parse.unquote(v, errors="strict") if k in URL_ENCODED_FIELDS else v for k, v in entry.items()}
+
+
+def carve(blocked: Iterable[str], exempt: Iterable[str]) -> list[str]:
+    """`blocked` minus the `exempt` networks, as CIDRs: an address is in the result exactly when it is
+    in a blocked network and in no exempt one. The bench's exemption is then exact: an answer that
+    holds any other blocked address is still refused, as in production (attack-findings finding 13)."""
+    networks = [ipaddress.ip_network(b) for b in blocked]
+    holes = []
+    for e in exempt:
+        hole = ipaddress.ip_network(e)
+        holes.append(hole)
+        if hole.version == 4:  # and its IPv4-mapped IPv6 form (::ffff:a.b.c.d), which Squid may compare
+            mapped = ipaddress.IPv6Address("::ffff:" + str(hole.network_address))
+            holes.append(ipaddress.ip_network(f"{mapped}/{96 + hole.prefixlen}"))
+    for hole in holes:
+        out = []
+        for net in networks:
+            if net.version != hole.version or not net.overlaps(hole):
+                out.append(net)
+            elif hole.supernet_of(net):
+                continue  # the whole blocked network is exempt
+            else:
+                out.extend(net.address_exclude(hole))
+        networks = out
+    return [str(n) for n in sorted(networks, key=lambda n: (n.version, n))]
+
+
 def render_proxy_config(
     *,
     claw: str,
@@ -128,14 +202,16 @@ def render_proxy_config(
         "icp_port 0",
         "htcp_port 0",
         "max_filedescriptors 4096",
+        # A claw's connections to its proxy are bounded: connections that never finish their headers
+        # are the proxy's memory, and the proxy must outlive its claw (attack-findings finding 5).
+        f"client_ip_max_connections {MAX_CLIENT_CONNECTIONS}",
         "shutdown_lifetime 1 seconds",
         # No `via off`: Squid 6 warns that HTTP requires Via, and a CONNECT tunnel's bytes carry no
         # header of Squid's either way (plain HTTP is refused).
         "forwarded_for delete",
         "httpd_suppress_version_string on",
         "cache_log stdio:/dev/stderr",
-        f'logformat clawcage clawcage-egress claw={claw} org={org} client=%>a request="%rm %ru" '
-        "status=%>Hs result=%Ss reason=%{reason}note dst=%<a:%<p bytes=%st duration_ms=%tr",
+        "logformat clawcage " + access_log_format(claw, org),
         "access_log stdio:/dev/stdout logformat=clawcage",
         "logfile_rotate 0",
         "",
@@ -156,6 +232,10 @@ def render_proxy_config(
     if bench:
         lines.append("# BENCH ONLY: private destinations exempted from the block for a test server.")
         lines.append("acl bench_allowed_dst dst " + " ".join(bench))
+        # `dst` matches when ANY address of a name matches, so "blocked and not exempt" must be one
+        # list: the blocked networks with the exempt ones cut out. An answer holding the exempt
+        # address and any other blocked one is refused by it.
+        lines.append("acl blocked_dst_unexempted dst " + " ".join(carve(BLOCKED_DESTINATIONS, bench)))
     for i, (host, port) in enumerate(pairs):
         lines.append(f"acl egress{i}_host dstdomain -n {host}")
         lines.append(f"acl egress{i}_port port {port}")
@@ -166,10 +246,12 @@ def render_proxy_config(
         "http_access deny !CONNECT why_not_connect",
         "http_access deny ip_literal why_ip_literal",
         "http_access deny !allowed_names why_not_allowlisted",
-        "http_access deny blocked_dst !bench_allowed_dst why_blocked_dst"
-        if bench
-        else "http_access deny blocked_dst why_blocked_dst",
     ]
+    if bench:
+        lines.append("http_access deny blocked_dst_unexempted why_blocked_dst")
+        lines.append("http_access deny blocked_dst !bench_allowed_dst why_blocked_dst")  # never weaker
+    else:
+        lines.append("http_access deny blocked_dst why_blocked_dst")
     for i, _ in enumerate(pairs):
         lines.append(f"http_access allow egress{i}_host egress{i}_port why_allowed")
     lines += ["http_access deny all why_wrong_port", ""]

@@ -32,6 +32,7 @@ from components.conventions import (
     is_dns_label,
 )
 from components.addresses import HOST_FIREWALL_FORBIDDEN_V4
+from components.egress import PROXY_PORT
 from components.hostkeys import SshHostKey
 from components.hostscripts import host_file, render_script
 
@@ -86,6 +87,11 @@ DEFAULT_BRIDGE_IP = "172.17.0.1/16"
 FORBIDDEN_V4: tuple[str, ...] = HOST_FIREWALL_FORBIDDEN_V4
 
 NFT_TABLE = "clawstaff"
+# Tracked connections one proxy may hold at once (its tunnels and lookups; Squid's own limit is
+# max_filedescriptors). With the default of 100 cages per host, 100 x 1024 stays well below the
+# kernel's usual nf_conntrack_max (262144), so no cage can fill the host's table; a cage's own
+# bridge keeps no state at all (firewall.nft, raw_prerouting).
+PROXY_MAX_FLOWS = 1024
 FIREWALL_PATH = "/etc/clawstaff/firewall.nft"
 BOOTSTRAP_PATH = "/usr/local/sbin/clawstaff-bootstrap"
 # "00-" so that it is included first: sshd keeps the FIRST value it reads for a keyword, and
@@ -234,6 +240,8 @@ def render_nftables(
         admin_ssh_v6=_nft_set("admin_ssh_v6", "ipv6_addr", ssh_v6),
         input_policy=input_policy,
         host_input=host_input,
+        proxy_max_flows=str(PROXY_MAX_FLOWS),
+        proxy_port=str(PROXY_PORT),
     )
 
 

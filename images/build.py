@@ -169,7 +169,10 @@ class ImageSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-COMMON_ENV = ("PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp")
+# HOME and the working directory are read-only, root-owned places: Python trusts both (the user site
+# below HOME, the working directory on sys.path of `python3 -c`), so a writable one (/tmp) would let
+# a claw plant code that every later interpreter of the cage runs (attack-findings issue, finding 6).
+COMMON_ENV = ("PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/nonexistent")
 
 SPECS = {
     "claw-runtime": ImageSpec(
@@ -569,7 +572,7 @@ def image_config(spec: ImageSpec, diff_id: str, closure: set[str], pins: dict[st
             "Env": list(spec.env),
             "Entrypoint": list(spec.entrypoint),
             "Cmd": list(spec.cmd),
-            "WorkingDir": "/tmp",
+            "WorkingDir": "/",
             "Labels": labels,
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},

@@ -34,12 +34,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.hostconfig import NFT_TABLE, render_daemon_json, render_nftables
+from components.hostconfig import NFT_TABLE, SYSCTLS, render_daemon_json, render_nftables
 
 ADMIN_SSH_CIDRS = ("127.0.0.1/32",)
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 DOCKERD_NOFILE = 1048576
+# The host sysctls (components.hostconfig.SYSCTLS, which every provisioned host gets) that bound what a
+# cage can do to its own processes; this machine gets them too. A key the kernel lacks is reported as
+# unavailable, never faked (this test machine's kernel has no Yama; the cages' seccomp profile refuses
+# ptrace either way, components/seccomp.py).
+ENGINE_SYSCTLS = ("kernel.yama.ptrace_scope",)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,25 @@ def load_firewall(paths: EnginePaths, rules: str) -> None:
         raise EngineError(f"nft refused {paths.firewall}: {result.stderr.strip()}")
 
 
+def apply_sysctls(proc_sys: Path = Path("/proc/sys")) -> list[str]:
+    """Set ENGINE_SYSCTLS to the hosts' values; `key=value` for each, `key=unavailable` where this
+    kernel has no such key."""
+    wanted = {key: value for key, value, _why in SYSCTLS}
+    state = []
+    for key in ENGINE_SYSCTLS:
+        path = proc_sys / key.replace(".", "/")
+        if not path.exists():
+            state.append(f"{key}=unavailable")
+            continue
+        if path.read_text().strip() != wanted[key]:
+            try:
+                path.write_text(wanted[key] + "\n")
+            except OSError as err:
+                raise EngineError(f"cannot set {key} = {wanted[key]}: {err.strerror}") from None
+        state.append(f"{key}={path.read_text().strip()}")
+    return state
+
+
 def raise_nofile_limit() -> None:
     """Give dockerd the open-files limit systemd gives it (LimitNOFILE): containers cannot raise
     their own limit (default-ulimits nofile) above the hard limit of the daemon that starts them."""
@@ -251,7 +275,7 @@ def firewall_loaded(paths: EnginePaths) -> bool:
     return subprocess.run(argv, capture_output=True).returncode == 0
 
 
-def _summary(info: dict, pid: int | None, config_sha: str, firewall: bool) -> str:
+def _summary(info: dict, pid: int | None, config_sha: str, firewall: bool, sysctls: list[str] = ()) -> str:
     security = info.get("SecurityOptions") or []
     userns = any(opt.startswith("name=userns") for opt in security)
     insecure = [c for c in (info.get("RegistryConfig") or {}).get("InsecureRegistryCIDRs") or [] if c != "127.0.0.0/8"]
@@ -259,7 +283,9 @@ def _summary(info: dict, pid: int | None, config_sha: str, firewall: bool) -> st
         f"engine: running (pid {pid}, dockerd {info.get('ServerVersion')}, "
         f"userns-remap={'on' if userns else 'OFF'}, live-restore={'on' if info.get('LiveRestoreEnabled') else 'OFF'}, "
         f"log={info.get('LoggingDriver')}, insecure-registries={insecure or 'none'}, "
-        f"firewall=inet {NFT_TABLE} {'loaded' if firewall else 'MISSING'}, config sha256:{config_sha[:12]})"
+        f"firewall=inet {NFT_TABLE} {'loaded' if firewall else 'MISSING'}, config sha256:{config_sha[:12]}"
+        + "".join(f", {s}" for s in sysctls)
+        + ")"
     )
 
 
@@ -268,6 +294,7 @@ def start(paths: EnginePaths, resolv_conf: str) -> str:
     daemon_json, rules = desired_files(resolv_conf)
     config_sha = _sha256(daemon_json)
     load_firewall(paths, rules)  # always: cheap, atomic, repairs drift
+    sysctls = apply_sysctls()
     _write_if_changed(paths.daemon_json, daemon_json, 0o644)
 
     pid = _running_pid(paths)
@@ -275,7 +302,7 @@ def start(paths: EnginePaths, resolv_conf: str) -> str:
     if pid is not None and state.get("pid") == pid and state.get("config_sha256") == config_sha:
         info = _docker_info(paths)
         if info:
-            return _summary(info, pid, config_sha, firewall_loaded(paths)) + " [unchanged]"
+            return _summary(info, pid, config_sha, firewall_loaded(paths), sysctls) + " [unchanged]"
     previous = _docker_info(paths)
     carried = _save_images(paths, previous) if previous else None
     try:
@@ -298,7 +325,7 @@ def start(paths: EnginePaths, resolv_conf: str) -> str:
     pid = _running_pid(paths)
     paths.state.parent.mkdir(parents=True, exist_ok=True)
     paths.state.write_text(json.dumps({"pid": pid, "config_sha256": config_sha}) + "\n")
-    return _summary(info, pid, config_sha, firewall_loaded(paths)) + " [started]" + note
+    return _summary(info, pid, config_sha, firewall_loaded(paths), sysctls) + " [started]" + note
 
 
 def _save_images(paths: EnginePaths, info: dict) -> Path | None:

@@ -534,10 +534,10 @@ def _container_config(resource: Registered, client: docker.DockerClient) -> tupl
         mounts.append(Mount(target=m["target"], source=m["source"], type="bind", read_only=bool(m.get("readOnly"))))
     if mounts:
         host["mounts"] = mounts
-    hosts = {}
+    hosts = []  # a list, as pulumi-docker's: a name may be given several addresses
     for i, h in enumerate(inputs.take("hosts", []) or []):
         h = _keys(resource, h, f"hosts[{i}]", {"host", "ip"}, {"host", "ip"})
-        hosts[h["host"]] = h["ip"]
+        hosts.append(f"{h['host']}:{h['ip']}")
     if hosts:
         host["extra_hosts"] = hosts
     networks = []

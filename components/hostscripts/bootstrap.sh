@@ -48,6 +48,10 @@ docker_key_ok() {
 [ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = "$DEBIAN_CODENAME" ] \
   || die "rendered for Debian $DEBIAN_CODENAME; this is ${PRETTY_NAME:-unknown}"
 [ -d /run/systemd/system ] || die "needs systemd as init"
+# Socket buffers are charged to a cage's memory only on the unified hierarchy: on cgroup v1 a claw's
+# unread TCP buffers sit outside every limit (docs/attack-findings.md, finding 2).
+[ -f /sys/fs/cgroup/cgroup.controllers ] \
+  || die "needs the unified cgroup hierarchy (cgroup v2): on cgroup v1 a cage's socket buffers escape its memory limit"
 
 log "hostname"
 hostnamectl set-hostname "$HOST_NAME"

@@ -30,8 +30,23 @@ else
   mkfs.ext4 -q -F -b 4096 -m 0 -O encrypt -E nodiscard "$IMG.new" >/dev/null
   mv -T -- "$IMG.new" "$IMG"
 fi
+# The opaque alias (lib/volume-common.sh): made once, kept in ALIAS_FILE. A loop device attached before
+# the alias existed keeps showing the old path until it is next attached (after a host reboot).
+if [[ ! -s $ALIAS_FILE ]]; then
+  printf '%s.img\n' "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$ALIAS_FILE.new"
+  mv -T -- "$ALIAS_FILE.new" "$ALIAS_FILE"
+fi
+alias_name=$(<"$ALIAS_FILE")
+[[ $alias_name =~ ^[0-9a-f]{32}\.img$ ]] || die "$ALIAS_FILE does not hold a loop alias name"
+install -d -m 0700 "$ALIAS_DIR"
+alias_path="$ALIAS_DIR/$alias_name"
+if [[ ! $alias_path -ef $IMG ]]; then
+  rm -f -- "$alias_path"
+  ln -- "$IMG" "$alias_path"
+fi
+# losetup -j matches by inode: it finds a device attached through the alias or through IMG.
 loop=$(losetup -j "$IMG" -n -O NAME | head -n 1)
-[[ -n $loop ]] || loop=$(losetup --find --show -- "$IMG")
+[[ -n $loop ]] || loop=$(losetup --find --show -- "$alias_path")
 mkdir -p "$MNT"
 if ! mountpoint -q "$MNT"; then
   mount -t ext4 -o nosuid,nodev,noexec "$loop" "$MNT"

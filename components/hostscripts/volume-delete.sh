@@ -26,6 +26,13 @@ fi
 if [[ -e $IMG ]]; then
   losetup -j "$IMG" -n -O NAME | while read -r loop; do losetup -d "$loop"; done
 fi
+# The opaque alias is a second name of the backing file: it goes with it.
+if [[ -s $ALIAS_FILE ]]; then
+  alias_name=$(<"$ALIAS_FILE")
+  if [[ $alias_name =~ ^[0-9a-f]{32}\.img$ ]]; then
+    rm -f -- "$ALIAS_DIR/$alias_name"
+  fi
+fi
 # Crypto-shredding: without the wrapped key the backing file's ciphertext cannot be opened.
 for f in "$WRAPPED" "$WRAPPED.new"; do
   [[ ! -e $f ]] || shred --iterations=1 --zero --remove=wipesync -- "$f"

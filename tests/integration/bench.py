@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import secrets as pysecrets
+import shutil
 import subprocess
 import tempfile
 import textwrap
@@ -38,7 +39,7 @@ import docker.errors
 
 from components.config import is_secret_placeholder, load_stack_file, parse_stack_config
 from components.egress import egress_allowlist, render_proxy_config
-from tools import mockrun, replay
+from tools import engine, mockrun, replay
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_JSON = ROOT / "build" / "isolation-report.json"
@@ -325,6 +326,8 @@ class OutsideWorld:
         for p in self.processes:
             if p.poll() is not None:
                 raise RuntimeError(f"an outside-world server exited at start: {p.args[:4]} (logs in {self.workdir})")
+        # The TLS server holds its key in memory now: the private key leaves the disk at once.
+        key.unlink()
 
     def _spawn(self, argv: list[str], log: Path) -> None:
         with open(log, "ab") as out:
@@ -350,8 +353,17 @@ class OutsideWorld:
         _sh("ip", "link", "del", VETH_HOST, check=False)
         _sh("ip", "netns", "del", NETNS, check=False)
 
+    def remove(self) -> None:
+        """Stop, then remove the working directory (certificate, logs): nothing is left in /tmp."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
 
 # --- probes inside a cage ---------------------------------------------------------------------------------
+
+# Every probe runs isolated (-I): nothing the claw wrote (a usercustomize under HOME, a module in the
+# working directory, PYTHON* variables) can run inside the probe and falsify what it reports.
+PROBE_PYTHON = ["/usr/bin/python3", "-I"]
 
 # Every probe program starts with this: a hard time limit, JSON out on the last line.
 PRELUDE = """
@@ -403,7 +415,7 @@ class Bench:
         for k, v in (env or {}).items():
             argv += ["-e", f"{k}={v}"]
         program = textwrap.dedent(PRELUDE % timeout) + textwrap.dedent(code)
-        argv += [container_name, *(entrypoint or ["/usr/bin/python3"]), "-c", program]
+        argv += [container_name, *(entrypoint or PROBE_PYTHON), "-c", program]
         if arg is not None:
             argv.append(json.dumps(arg))
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 15)
@@ -419,7 +431,7 @@ class Bench:
 
     def popen_probe(self, container_name: str, code: str, arg: Any = None, *, timeout: int = 30) -> subprocess.Popen:
         program = textwrap.dedent(PRELUDE % timeout) + textwrap.dedent(code)
-        argv = ["docker", "exec", "-i", container_name, "/usr/bin/python3", "-c", program]
+        argv = ["docker", "exec", "-i", container_name, *PROBE_PYTHON, "-c", program]
         if arg is not None:
             argv.append(json.dumps(arg))
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -458,14 +470,20 @@ def start_bench(scorecard: Scorecard) -> Bench:
                 f"Pulumi.local.yaml pins {image}, which this engine does not have: build the images "
                 "with `make images` (reproducible: the same IDs) and check the pins"
             ) from None
+    # The host firewall and sysctls this tree renders (tools.engine), as a provisioned host has them:
+    # the engine is shared, and another tree may have loaded its own rendering.
+    resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+    engine.load_firewall(engine.EnginePaths(), engine.desired_files(resolv)[1])
+    sysctls = engine.apply_sysctls()
+    scorecard.notes.append("host: this tree's firewall loaded (tools.engine); " + ", ".join(sysctls))
     leftovers = replay.purge(stack.evaluation)
     if leftovers:
         raise RuntimeError("could not clear an earlier bench's leftovers: " + "; ".join(leftovers))
     outside = OutsideWorld(names)
-    outside.start()
     try:
+        outside.start()
         deployment = replay.deploy(stack.evaluation)
     except BaseException:
-        outside.stop()
+        outside.remove()
         raise
     return Bench(stack, deployment, outside, scorecard)

@@ -123,7 +123,7 @@ def isolation_bench(docker_client, claw_runtime_image, egress_proxy_image):
         yield instance
     finally:
         errors = instance.teardown()
-        instance.outside.stop()
+        instance.outside.remove()
         scorecard.write()
         if errors:
             pytest.fail("the bench's teardown left resources behind: " + "; ".join(errors))

@@ -3,6 +3,7 @@ with the claw and its org, and no secret."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from components.egress import parse_access_line
 from tests.integration.bench import CAGE_A, CAGE_B, CAGE_C, OUTSIDE_IP
 from tests.integration.test_isolation_network import THROUGH_PROXY
 
@@ -38,22 +40,23 @@ def test_proxy_log_shows_each_request_with_claw_and_org(isolation_bench, cage):
         if forbidden in logs and allowed in logs and f"{OUTSIDE_IP}:443" in logs:
             break
         time.sleep(0.5)
-    lines = [l for l in logs.splitlines() if "clawcage-egress" in l]
-    who = f"claw={cage} org={claw.org}"
+    # JSON lines, read with the format's own parser: a line it cannot read fails the probe.
+    entries = [e for l in logs.splitlines() if (e := parse_access_line(l)) is not None]
+    who = {"claw": cage, "org": claw.org}
     expect = {
-        "allowed": (allowed, "status=200", "reason=allowlisted"),
-        "refused name": (forbidden, "status=403", "reason=not-allowlisted"),
-        "refused IP literal": (f"{OUTSIDE_IP}:443", "status=403", "reason=ip-literal"),
+        "allowed": {"request": allowed, "status": "200", "reason": "allowlisted"},
+        "refused name": {"request": forbidden, "status": "403", "reason": "not-allowlisted"},
+        "refused IP literal": {"request": f"{OUTSIDE_IP}:443", "status": "403", "reason": "ip-literal"},
     }
-    found = {k: any(who in l and all(p in l for p in parts) for l in lines) for k, parts in expect.items()}
+    found = {k: any(e.items() >= (who | parts).items() for e in entries) for k, parts in expect.items()}
     leaked = [v[:10] for v in bench.stack.secret_values() if v in logs]
     ok = all(found.values()) and not leaked and result["allowed"]["status"] == 200
-    example = next((l for l in lines if forbidden in l), "")
+    example = next((json.dumps(e) for e in entries if e["request"] == forbidden), "")
     bench.scorecard.record(
         GROUP,
         f"{cage}: proxy log of one probe run",
-        f"allowed + refused lines with {who}, no secret",
+        f"allowed + refused lines with claw={cage} org={claw.org}, no secret",
         {"found": found, "secrets in log": leaked or "none", "example": re.sub(r"\s+", " ", example)[:200]},
         ok,
     )
-    assert ok, (found, leaked, lines[-5:])
+    assert ok, (found, leaked, entries[-5:])

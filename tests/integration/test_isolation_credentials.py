@@ -17,7 +17,7 @@ import pytest
 from components import cagehost
 from components.conventions import HOST_PROXY_CONFIG_ROOT, HOST_VOLUME_ROOT, SEALED_ENV
 from components.sealing import CLAW_ENV, SealError, open_credentials
-from tests.integration.bench import CAGE_A, CAGE_B, CAGE_C
+from tests.integration.bench import CAGE_A, CAGE_B, CAGE_C, PROBE_PYTHON
 
 pytestmark = pytest.mark.integration
 GROUP = "credentials"
@@ -196,7 +196,7 @@ def test_sealed_blob_opens_only_with_its_own_cage_key(isolation_bench):
         f"claw-{CAGE_B}",
         "",
         env={SEALED_ENV: sealed, CLAW_ENV: CAGE_A},
-        entrypoint=["/usr/local/bin/cage-init", "/usr/bin/python3"],
+        entrypoint=["/usr/local/bin/cage-init", *PROBE_PYTHON],
     )
     outcomes["B's cage-init given A's blob"] = (
         f"exit {in_b.returncode}: {in_b.stderr.strip()[-120:]}" if in_b.returncode else "OPENED"

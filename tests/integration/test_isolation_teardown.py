@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from components import cagehost
-from components.conventions import host_key_dir, host_volume_dir
+from components.conventions import HOST_VOLUME_ROOT, host_key_dir, host_volume_dir
 from tests.integration.bench import CAGE_A, cage_cgroup_dirs
 
 pytestmark = pytest.mark.integration
@@ -24,6 +24,8 @@ def _state(bench) -> dict:
     client = bench.deployment.client
     cages = [c.name for c in bench.stack.config.claws]
     volumes = tuple(host_volume_dir(c) + "/" for c in cages)
+    # a loop device is attached through its volume's opaque alias (components/hostscripts/lib/volume-common.sh)
+    aliases = (f"{HOST_VOLUME_ROOT}/.loop/",)
     mounts = Path("/proc/self/mountinfo").read_text()
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     return {
@@ -39,7 +41,7 @@ def _state(bench) -> dict:
         "volume dirs": [d for c in cages if os.path.exists(d := host_volume_dir(c))],
         "proxy configs": [d for c in cages if os.path.exists(d := cagehost.proxy_config_dir(c))],
         "mounts": [l.split()[4] for l in mounts.splitlines() if l.split()[4].startswith(volumes)],
-        "loop devices": [l for l in loops.splitlines() if any(v in l for v in volumes)],
+        "loop devices": [l for l in loops.splitlines() if any(v in l for v in volumes + aliases)],
         "cgroups": [str(d) for c in cages for d in cage_cgroup_dirs(c)],
     }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from components.egress import egress_allowlist, render_proxy_config
+from components.egress import egress_allowlist, parse_access_line, render_proxy_config
 
 pytestmark = pytest.mark.integration
 
@@ -263,20 +263,15 @@ def test_disallowed_names_are_never_resolved(results, bench):
     assert "forbidden.test" not in queries  # ... but never a refused name
 
 
-LOG_LINE = re.compile(
-    r"^clawcage-egress claw=(?P<claw>\S+) org=(?P<org>\S+) client=\S+ "
-    r'request="(?P<request>[^"]*)" status=(?P<status>\d+) result=\S+ '
-    r"reason=(?P<reason>\S+) "
-)
-
-
 def proxy_log(bench, variant) -> dict[str, dict[str, str]]:
+    """Every access log line, read with the format's own parser (JSON lines): one that does not
+    parse fails the test, none is skipped."""
     out, _ = logs(bench["proxies"][variant])
     entries = {}
     for line in out.splitlines():
-        match = LOG_LINE.match(line)
-        assert match, f"unexpected access log line: {line!r}"
-        entries[match["request"]] = match.groupdict()
+        entry = parse_access_line(line)
+        assert entry is not None, f"unexpected access log line: {line!r}"
+        entries[f"{entry['method']} {entry['request']}"] = entry
     return entries
 
 

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from components import cage as cage_component
-from components import cagehost
+from components import cagehost, seccomp
 from components import conventions as cv
 from components.config import Endpoint
 from components.egress import PROXY_PORT, egress_allowlist, render_proxy_config
@@ -126,7 +126,7 @@ def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str)
         "readOnly": True,
         "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={tmpfs_size}"},
         "capabilities": {"drops": ["ALL"], "adds": []},
-        "securityOpts": ["no-new-privileges:true"],
+        "securityOpts": ["no-new-privileges:true", seccomp.security_opt()],
         "privileged": False,
         "init": True,
         "restart": "on-failure",
@@ -170,17 +170,19 @@ def claw_container(claw: str = CLAW, org: str = ORG, host: str = HOST, volume: b
         "envs": [
             f"{cv.SEALED_ENV}={sealed_blob(claw)}",
             f"{CLAW_ENV}={claw}",
+            f"HOME={cage_component.CLAW_HOME}",
             f"HTTPS_PROXY={proxy_url}",
             f"HTTP_PROXY={proxy_url}",
             f"https_proxy={proxy_url}",
             f"http_proxy={proxy_url}",
         ],
         "mounts": mounts,
+        "workingDir": cage_component.CLAW_WORKDIR,
         "labels": labels(claw, org, host, cv.ROLE_CLAW),
         "healthcheck": {
             "tests": [
                 "CMD",
-                "/usr/bin/python3",
+                *cage_component.HEALTHCHECK_PYTHON,
                 "-c",
                 f"import socket; socket.create_connection(('{cv.PROXY_ALIAS}', {PROXY_PORT}), 3).close()",
             ],

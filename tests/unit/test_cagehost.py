@@ -262,3 +262,13 @@ def test_fscrypt_helper_refuses_bad_keys_without_echoing_them(stdin: str, messag
         ["python3", "-c", hostscripts.fscrypt_helper(), "identifier"], input=stdin, capture_output=True, text=True
     )
     assert out.returncode == 1 and message in out.stderr and stdin not in out.stderr
+
+
+def test_the_loop_device_is_attached_through_an_opaque_alias_that_goes_with_the_volume() -> None:
+    # Finding 8 of the attack-findings issue: /sys/block/loop*/loop/backing_file is readable in every
+    # container, so the path a loop device is set up from must not name the tenant.
+    create, delete = RENDERERS["volume_create"](CLAW), RENDERERS["volume_delete"](CLAW)
+    assert 'ALIAS_DIR="${VDIR%/*}/.loop"' in create and "head -c 16 /dev/urandom" in create
+    assert 'losetup --find --show -- "$alias_path"' in create and 'losetup --find --show -- "$IMG"' not in create
+    assert CLAW not in create.split('ALIAS_DIR="', 1)[1].split("\n", 1)[0]
+    assert delete.index("losetup -d") < delete.index('rm -f -- "$ALIAS_DIR/$alias_name"') < delete.index("rm -rf --")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pulumi.runtime import rpc
 
-from components import cagehost
+from components import cagehost, seccomp
 from components.config import load_stack_file, parse_stack_config
 from components.conventions import CAGE_KEY_MOUNT, LABEL_CLAW, LABEL_ORG, LABEL_ROLE, SEALED_ENV, host_key_dir
 from components.sealing import derive_cage_key, open_credentials
@@ -73,7 +73,7 @@ def test_containers_are_hardened(stack, role):
         c = _cage(evaluation, claw.name)[role].inputs
         assert c["readOnly"] is True
         assert c["capabilities"] == {"drops": ["ALL"], "adds": []}
-        assert c["securityOpts"] == ["no-new-privileges:true"]
+        assert c["securityOpts"] == ["no-new-privileges:true", seccomp.security_opt()]
         assert c["privileged"] is False and c["init"] is True
         assert c["restart"] == "on-failure" and 0 < c["maxRetryCount"] <= 5
         assert c["memory"] == c["memorySwap"] > 0
@@ -185,3 +185,13 @@ def test_unchanged_config_gives_identical_resources():
 
     assert inputs(first) == inputs(second)
     assert len(inputs(first)) == len(first.resources)
+
+
+def test_the_claw_trusts_no_writable_home_or_working_directory(stack):
+    # attack-findings issue, finding 6: Python runs code from HOME's user site and, for `-c`, from
+    # the working directory; neither may be the claw's writable /tmp, and the health check is isolated.
+    _, evaluation, config = stack
+    for claw in config.claws:
+        c = _cage(evaluation, claw.name)["claw"].inputs
+        assert "HOME=/nonexistent" in c["envs"] and c["workingDir"] == "/"
+        assert c["healthcheck"]["tests"][:3] == ["CMD", "/usr/bin/python3", "-I"]

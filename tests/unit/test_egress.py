@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.egress import BLOCKED_DESTINATIONS, egress_allowlist, render_proxy_config
+from components.egress import (
+    BLOCKED_DESTINATIONS,
+    access_log_format,
+    carve,
+    egress_allowlist,
+    parse_access_line,
+    render_proxy_config,
+)
 
 
 @dataclass(frozen=True)
@@ -193,7 +200,7 @@ def test_client_restriction_comes_first():
 def test_every_request_is_logged_to_stdout_with_claw_and_org():
     config = render()
     logformat = next(l for l in config.splitlines() if l.startswith("logformat clawcage "))
-    assert "claw=acme-support" in logformat and "org=acme" in logformat and "%{reason}note" in logformat
+    assert '"claw":"acme-support"' in logformat and '"org":"acme"' in logformat and "%#{reason}note" in logformat
     assert "access_log stdio:/dev/stdout logformat=clawcage" in config.splitlines()
     # Every http_access rule carries a reason annotation, so every log line says why.
     assert all(rule.split()[-1].startswith("why_") for rule in http_access(config))
@@ -204,8 +211,9 @@ LINE = re.compile(
     r"(#.*|"
     r"http_port \d+|pid_filename none|cache deny all|cache_mem 0 MB|coredump_dir /tmp|netdb_filename none|"
     r"pinger_enable off|icp_port 0|htcp_port 0|max_filedescriptors \d+|shutdown_lifetime 1 seconds|"
+    r"client_ip_max_connections \d+|"
     r"forwarded_for delete|httpd_suppress_version_string on|cache_log stdio:/dev/stderr|"
-    r"logformat clawcage clawcage-egress claw=[a-z0-9-]+ org=[a-z0-9-]+ .*|"
+    r'logformat clawcage \{"log":"clawcage-egress","claw":"[a-z0-9-]+","org":"[a-z0-9-]+",.*\}|'
     r"access_log stdio:/dev/stdout logformat=clawcage|logfile_rotate 0|"
     r"acl [A-Za-z0-9_]+ (method CONNECT|dstdom_regex -n .*|annotate_transaction reason=[a-z-]+|"
     r"dstdomain -n [a-z0-9. -]+|port \d+|dst [0-9a-f:./ ]+|src [0-9a-f:./ ]+)|"
@@ -231,3 +239,55 @@ def test_default_config_matches_the_grammar():
 
 def test_blocked_destinations_are_valid_networks():
     assert all(ipaddress.ip_network(n, strict=True) for n in BLOCKED_DESTINATIONS)
+
+
+# --- attack-findings: the exact bench exemption (finding 13) and the JSON access log (finding 12) ------
+
+
+def _in(address: str, cidrs: list[str]) -> bool:
+    return any(ipaddress.ip_address(address) in ipaddress.ip_network(c) for c in cidrs)
+
+
+def test_the_bench_exemption_cuts_exactly_the_exempt_address_out_of_the_block():
+    config = render(bench_allow_cidrs=["198.51.100.10/32"])
+    unexempted = acls(config)["blocked_dst_unexempted"].split()[1:]
+    assert not _in("198.51.100.10", unexempted) and not _in("::ffff:198.51.100.10", unexempted)
+    for neighbour in ("198.51.100.9", "198.51.100.11", "10.0.0.1", "169.254.169.254", "127.0.0.1", "::1"):
+        assert _in(neighbour, unexempted), neighbour
+    # The carved rule comes first: an answer holding the exempt address and a private one is refused.
+    rules = http_access(config)
+    assert rules.index("deny blocked_dst_unexempted why_blocked_dst") < rules.index(
+        "deny blocked_dst !bench_allowed_dst why_blocked_dst"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.ip_addresses(v=4), st.integers(min_value=8, max_value=32), st.ip_addresses(v=4))
+def test_carve_removes_the_hole_and_nothing_else(hole_address, prefix, probe):
+    hole = ipaddress.ip_network(f"{hole_address}/{prefix}", strict=False)
+    carved = carve(BLOCKED_DESTINATIONS, [str(hole)])
+    blocked = any(probe in ipaddress.ip_network(b) for b in BLOCKED_DESTINATIONS)
+    assert _in(str(probe), carved) == (blocked and probe not in hole)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    ['a"b\\c.example:443', "x%22y:443", "caf%C3%A9.example:443", "h:443 status=200 reason=allowlisted"],
+)
+def test_every_access_log_value_survives_the_round_trip(request_):
+    # What Squid prints for %#ru: the URL-encoded request; the parser gives back what the client sent.
+    from urllib.parse import quote
+
+    line = access_log_format("acme-support", "acme")
+    for _, code in (("method", "%#rm"), ("request", "%#ru"), ("reason", "%#{reason}note")):
+        value = {"%#rm": "CONNECT", "%#ru": quote(request_, safe=":"), "%#{reason}note": "not-allowlisted"}[code]
+        line = line.replace(f'"{code}"', f'"{value}"')
+    entry = parse_access_line(line)
+    assert entry["request"] == request_ and entry["claw"] == "acme-support" and entry["org"] == "acme"
+    assert entry["reason"] == "not-allowlisted"
+
+
+def test_an_unreadable_access_line_is_an_error_not_a_skip():
+    assert parse_access_line("2026/12/01 squid cache.log message") is None
+    with pytest.raises(ValueError, match="unreadable access log line"):
+        parse_access_line('{"log":"clawcage-egress","request":"a\\"b"')

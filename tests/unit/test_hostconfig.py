@@ -320,3 +320,32 @@ def test_cloud_init_is_deterministic_and_fits_hetzner_user_data() -> None:
         **BOOTSTRAP_ARGS, first_contact_key=derive_first_contact_key("stack sealing secret", "fsn1-cage-01")
     )
     assert len(text.encode()) < 32 * 1024  # Hetzner Cloud's user-data limit
+
+
+# attack-findings (issue 12) -------------------------------------------------------------------------
+
+
+def test_cage_bridges_are_untracked_and_carry_only_tcp_to_the_proxy_port() -> None:
+    from components.egress import PROXY_PORT
+    from components.hostconfig import PROXY_MAX_FLOWS
+
+    rules = render_nftables(ssh_allowed_cidrs=["203.0.113.0/24"])
+    raw = rules.split("chain raw_prerouting {", 1)[1].split("}", 1)[0]
+    assert "hook prerouting priority raw" in raw and f'iifname "{CAGE_BRIDGE_PREFIX}*" notrack' in raw
+    bridge = rules.split("chain cage_bridge {", 1)[1].split("\n    }", 1)[0]
+    lines = [l.strip() for l in bridge.strip().splitlines()]
+    assert lines[0].startswith("meta l4proto != tcp counter drop")
+    assert lines[1].startswith(f"tcp sport {PROXY_PORT} tcp flags & (fin | syn | rst | ack) == syn counter drop")
+    assert lines[2:4] == [f"tcp dport {PROXY_PORT} return", f"tcp sport {PROXY_PORT} return"]
+    assert lines[4].startswith("counter drop")
+    # never one negated pair of ports in a rule: nft merges `sport != P dport != P` into a wrong match
+    statements = "\n".join(l for l in rules.splitlines() if not l.strip().startswith("#"))
+    assert not re.search(r"sport != \S+ tcp dport !=|dport != \S+ tcp sport !=", statements)
+    assert f'iifname "{CAGE_BRIDGE_PREFIX}*" oifname "{CAGE_BRIDGE_PREFIX}*" jump cage_bridge' in rules
+    assert f"ct count over {PROXY_MAX_FLOWS} }} counter drop" in rules
+
+
+def test_bootstrap_refuses_cgroup_v1_and_hosts_get_yama() -> None:
+    script = render_bootstrap_script(**BOOTSTRAP_ARGS)
+    assert "[ -f /sys/fs/cgroup/cgroup.controllers ]" in script and "cgroup v2" in script
+    assert ("kernel.yama.ptrace_scope", "2") in {(k, v) for k, v, _ in SYSCTLS}

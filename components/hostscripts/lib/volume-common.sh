@@ -4,4 +4,9 @@
 IMG="$VDIR/backing.img"
 MNT="$VDIR/mnt"
 WRAPPED="$VDIR/volume-key.wrapped"
+# The loop device is attached through a hard link with a random name, outside VDIR: the kernel shows
+# the path a loop device was set up from in /sys/block/loop*/loop/backing_file to every container,
+# and that path must not name the tenant. ALIAS_FILE keeps the link's name for re-attaching.
+ALIAS_DIR="${VDIR%/*}/.loop"
+ALIAS_FILE="$VDIR/loop-alias"
 fscrypt() { python3 -c "$FSCRYPT_PY" "$@"; }
