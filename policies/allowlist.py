@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cage_conventions import (
+    CLAW_HOME,
+    CLAW_WORKDIR,
+    SECCOMP_REFUSED,
     BRIDGE_NAME_OPTION,
     CAGE_BRIDGE_PREFIX,
     CAGE_DNS,
@@ -52,7 +55,7 @@ from cage_conventions import (
     ROLE_PROXY,
     SEALED_ENV,
 )
-from shape import Fields, Is, Items, Judged, ListOf, Number, Pairs, Script, Text, Value
+from shape import Fields, Is, Items, Judged, ListOf, Number, Pairs, Script, SeccompProfile, Text, Value
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,10 @@ _HARDENING: dict[str, Row] = {
         ),
         "no capability",
     ),
-    "securityOpts": Row(Items((Is("no-new-privileges:true"),)), "Docker's default seccomp and AppArmor, no gain"),
+    "securityOpts": Row(
+        Items((Is("no-new-privileges:true"), SeccompProfile(SECCOMP_REFUSED))),
+        "the project's own seccomp profile, the same on every engine; no new privileges",
+    ),
     "privileged": Row(Judged("container-not-privileged", "false", (True,)), "never privileged"),
     "init": Row(Is(True), "an init reaps the cage's processes"),
     "restart": Row(Judged("container-restart-bounded", '"on-failure" or "no"', ("always",)), "bounded restarts"),
@@ -186,6 +192,7 @@ CLAW_CONTAINER: dict[str, Row] = {
             {
                 SEALED_ENV: Judged("container-env-no-plaintext-credentials", "sealed credentials", ("plaintext",)),
                 CLAW_ENV: Is("{claw}"),
+                "HOME": Is(CLAW_HOME),
                 **{name: Is(PROXY_URL) for name in PROXY_ENV_NAMES},
             },
             "env",
@@ -194,6 +201,7 @@ CLAW_CONTAINER: dict[str, Row] = {
         ),
         "the cage runtime's names and the proxy; no plaintext credential, no NO_PROXY or other bypass",
     ),
+    "workingDir": Row(Is(CLAW_WORKDIR), "not writable: no working directory whose files Python would import"),
     "mounts": _mounts(f"the cage's key directory {HOST_KEY_ROOT}/<claw> and volume below {HOST_VOLUME_ROOT}/<claw>"),
     "labels": _labels(ROLE_CLAW),
     "healthcheck": Row(

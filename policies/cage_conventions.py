@@ -94,3 +94,8 @@ RESERVED_ENV_PREFIX = "CLAWCAGE_"
 PROXY_ENV_NAMES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
 LABEL_CONFIG_SHA256 = "clawstaff.config-sha256"
 CAGE_SCRIPT_PIECES = ("limits", "key", "proxy-config", "volume")
+# The claw's HOME and working directory: nothing Python trusts is writable (attack finding 6).
+CLAW_HOME = "/nonexistent"
+CLAW_WORKDIR = "/"
+# Syscalls a cage's seccomp profile must never allow (attack finding 7).
+SECCOMP_REFUSED = ("io_uring_setup", "io_uring_enter", "io_uring_register")

@@ -241,6 +241,50 @@ class Items(Value):
 
 
 @dataclass(frozen=True)
+class SeccompProfile(Value):
+    """`seccomp=<JSON profile>`: refuses by default and allows none of `refused` (e.g. io_uring)."""
+
+    refused: tuple[str, ...]
+
+    def problems(self, value: Any, path: str, cage: Cage) -> Iterator[str]:
+        value = _known(value, path)
+        if not isinstance(value, str) or not value.startswith("seccomp="):
+            yield f"`{path}` is {show(value)}, not seccomp=<a JSON profile>"
+            return
+        try:
+            profile = json.loads(value[len("seccomp=") :])
+        except ValueError:
+            yield f"`{path}` is {show(value)}: its profile is not JSON (unconfined or a file name?)"
+            return
+        if not isinstance(profile, dict) or not str(profile.get("defaultAction", "")).startswith(
+            ("SCMP_ACT_ERRNO", "SCMP_ACT_KILL")
+        ):
+            yield f"`{path}`'s profile has defaultAction {show(profile.get('defaultAction') if isinstance(profile, dict) else profile)}, not a refusal"
+            return
+        allowed = {
+            name
+            for rule in profile.get("syscalls", []) or []
+            if isinstance(rule, dict) and rule.get("action") == "SCMP_ACT_ALLOW"
+            for name in rule.get("names", []) or []
+        }
+        for name in sorted(allowed & set(self.refused)):
+            yield f"`{path}`'s profile allows {name}"
+
+    def text(self) -> str:
+        return f"seccomp=<a JSON profile that refuses by default and allows none of {', '.join(self.refused)}>"
+
+    def refused(self, good: Any) -> list[Any]:
+        found: list[Any] = ["seccomp=unconfined", "seccomp=/etc/docker/seccomp.json"]
+        if isinstance(good, str) and good.startswith("seccomp="):
+            profile = json.loads(good[len("seccomp=") :])
+            found.append("seccomp=" + json.dumps({**profile, "defaultAction": "SCMP_ACT_ALLOW"}))
+            opened = copy.deepcopy(profile)
+            opened.setdefault("syscalls", []).append({"names": [self.refused[0]], "action": "SCMP_ACT_ALLOW"})
+            found.append("seccomp=" + json.dumps(opened))
+        return found
+
+
+@dataclass(frozen=True)
 class Fields(Value):
     """An object (or map) with only these keys; `required` ones must be there."""
 

@@ -60,7 +60,11 @@ CLAW_BREACHES: list[tuple[str, Callable[[Props], Any], str]] = [
     ("cgroupnsMode host", lambda p: p.update(cgroupnsMode="host"), "`cgroupnsMode` is set"),
     ("usernsMode host", lambda p: p.update(usernsMode="host"), "leaves the daemon's userns-remap"),
     # security options: only what the program emits
-    ("seccomp profile", lambda p: p["securityOpts"].append("seccomp=/tmp/permissive.json"), "`securityOpts[1]`"),
+    (
+        "seccomp profile",
+        lambda p: p["securityOpts"].append("seccomp=/tmp/permissive.json"),
+        '`securityOpts[2]` ("seccomp=/tmp/permissive.json")',
+    ),  # [1] is the project profile
     ("selinux off", lambda p: p["securityOpts"].append("label=disable"), '("label=disable")'),
     ("systempaths", lambda p: p["securityOpts"].append("systempaths=unconfined"), "does not name"),
     ("runtime", lambda p: p.update(runtime="runc-debug"), "another runtime"),

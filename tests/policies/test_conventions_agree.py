@@ -120,9 +120,20 @@ def test_the_pack_and_the_components_agree_on_what_the_allowlist_names() -> None
     assert cage_conventions.PROXY_PORT == egress.PROXY_PORT
     assert cage_conventions.CLAW_ENV == sealing.CLAW_ENV
     assert list(cage_conventions.CAGE_DNS) == cage.CAGE_DNS
+    assert (cage_conventions.CLAW_HOME, cage_conventions.CLAW_WORKDIR) == (cage.CLAW_HOME, cage.CLAW_WORKDIR)
     pieces = {p.name.removesuffix("-create.sh") for p in Path(hostscripts.__file__).parent.glob("*-create.sh")}
     deletes = {p.name.removesuffix("-delete.sh") for p in Path(hostscripts.__file__).parent.glob("*-delete.sh")}
     assert set(cage_conventions.CAGE_SCRIPT_PIECES) == pieces == deletes
+
+
+def test_the_projects_seccomp_profile_refuses_what_the_pack_requires_refused() -> None:
+    import json
+
+    from components import seccomp
+
+    profile = json.loads(seccomp.security_opt().split("=", 1)[1])
+    allowed = {n for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW" for n in rule["names"]}
+    assert not allowed & set(cage_conventions.SECCOMP_REFUSED)
 
 
 def test_the_pack_names_the_resources_as_the_real_program_does(prod_eval) -> None:
