@@ -1,7 +1,7 @@
 """Per-cage overhead of the images built on two Debian suites, measured in one run.
 
-    python -m benchmarks.suites [--samples N]   (root, after `make images` and
-                                                 `python3 images/build.py --suite bookworm`)
+    python -m benchmarks.suites [--samples N] [--version V]   (root, after `make images` and
+                                                           `python3 images/build.py --suite bookworm`)
 
 Runs benchmarks.engine.overhead() against the trixie images (clawstaff/*:<version>) and the
 bookworm comparison build (clawstaff/*:<version>-bookworm), one after the other in the same process on
@@ -29,9 +29,9 @@ FIGURES = (
 )
 
 
-def measure(suffix: str, samples: int) -> dict:
-    engine.CLAW_IMAGE = f"clawstaff/claw-runtime:{VERSION}{suffix}"
-    engine.PROXY_IMAGE = f"clawstaff/egress-proxy:{VERSION}{suffix}"
+def measure(version: str, suffix: str, samples: int) -> dict:
+    engine.CLAW_IMAGE = f"clawstaff/claw-runtime:{version}{suffix}"
+    engine.PROXY_IMAGE = f"clawstaff/egress-proxy:{version}{suffix}"
     return engine.overhead(samples)
 
 
@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suites", description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "suites.json")
+    parser.add_argument("--version", default=VERSION, help="the image version both builds carry")
     args = parser.parse_args(argv)
-    results = {"trixie": measure("", args.samples), "bookworm": measure("-bookworm", args.samples)}
+    results = {"trixie": measure(args.version, "", args.samples),
+               "bookworm": measure(args.version, "-bookworm", args.samples)}  # fmt: skip
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print("| figure | trixie | bookworm | trixie / bookworm |\n|---|---|---|---|")
     for name in FIGURES:

@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 
 COMPONENTS = ROOT / "components"
 # Shrunk by moving their scripts into files of their own; until then they are allowed their length.
-LONG_FOR_NOW = {"cagehost.py", "hostconfig.py"}
+LONG_FOR_NOW: set[str] = set()  # none any more: the host scripts are files, the firewall its own module
 MAX_LINES = 400
 
 
