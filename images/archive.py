@@ -27,7 +27,6 @@ import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 SUITE = "trixie"  # Debian 13, the stable release
@@ -125,10 +124,6 @@ def deb_build_epoch(deb: Path) -> int:
     if len(header) != 60 or header[58:60] != b"`\n":
         raise ValueError(f"{deb} has a malformed ar member header")
     return int(header[16:28].decode("ascii").strip())
-
-
-def release_epoch(date: str) -> int:
-    return int(parsedate_to_datetime(date).timestamp())
 
 
 # ---------------------------------------------------------------------------------- the scratch apt

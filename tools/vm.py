@@ -277,10 +277,8 @@ class Vm:
         path.write_text(f"{self.address} {self.host_key}\n")
         return path
 
-    def ssh_argv(self, host_key: str | None = None) -> list[str]:
-        known = self.known_hosts() if host_key is None else self.workdir / "known_hosts.other"
-        if host_key is not None:
-            known.write_text(f"{self.address} {host_key}\n")
+    def ssh_argv(self) -> list[str]:
+        known = self.known_hosts()
         return ["ssh", "-i", str(self.operator_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
                 "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known}",
                 "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", f"root@{self.address}"]  # fmt: skip

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pulumi.runtime import rpc
-
 from tools import mockrun, replay, vm
 
 HOST_NAME = "vm-cage-01"
@@ -93,10 +91,6 @@ class VmHost:
         return frozenset({*hetzner, self.host_key_command.urn, self.bootstrap_command.urn})
 
 
-def _unwrap(value: Any) -> Any:
-    return rpc.unwrap_rpc_secret(value) if rpc.is_rpc_secret(value) else value
-
-
 def _one(evaluation: mockrun.Evaluation, type_: str, name: str) -> mockrun.Registered:
     found = [r for r in evaluation.resources if r.type == type_ and r.name == name]
     if len(found) != 1:
@@ -125,16 +119,16 @@ def rendered(vm_dir: Path = vm.VM_DIR) -> VmHost:
     bootstrap = _one(evaluation, REMOTE, f"{HOST_NAME}-bootstrap")
     import yaml
 
-    user_data = _unwrap(server.inputs["userData"])
+    user_data = mockrun.unwrap_secrets(server.inputs["userData"])
     keys = yaml.safe_load(user_data)["ssh_keys"]
     return VmHost(
         evaluation=evaluation,
         user_data=user_data,
         first_contact_public=keys["ed25519_public"],
-        host_key_public=_unwrap(bootstrap.inputs["connection"])["hostKey"],
+        host_key_public=mockrun.unwrap_secrets(bootstrap.inputs["connection"])["hostKey"],
         host_key_command=host_key_command,
         bootstrap_command=bootstrap,
-        mock_address=_unwrap(host_key_command.inputs["connection"])["host"],
+        mock_address=mockrun.unwrap_secrets(host_key_command.inputs["connection"])["host"],
         probe_secret=probe_secret,
     )
 
@@ -144,8 +138,8 @@ HostKeyRefused = replay.HostKeyRefused
 
 def run_remote(command: mockrun.Registered, *, address: str, identity: Path, timeout: float = 1800) -> str:
     """A registered remote.Command's create, run as pulumi-command runs it (tools.replay.ssh_exec)."""
-    return replay.ssh_exec(command, _unwrap(command.inputs["connection"]), address, identity,
-                           _unwrap(command.inputs["create"]), _unwrap(command.inputs.get("stdin")), "create",
+    return replay.ssh_exec(command, mockrun.unwrap_secrets(command.inputs["connection"]), address, identity,
+                           mockrun.unwrap_secrets(command.inputs["create"]), mockrun.unwrap_secrets(command.inputs.get("stdin")), "create",
                            timeout=timeout)  # fmt: skip
 
 
@@ -162,7 +156,7 @@ def provision(host: VmHost, machine: vm.Vm) -> dict[str, str]:
 def load_images(host: VmHost, machine: vm.Vm) -> list[str]:
     """The images the cages pin, from this machine's engine into the VM's (no registry here): the
     loaded image keeps its ID, so the containers' `sha256:` pins resolve there as they do here."""
-    pinned = sorted({_unwrap(r.inputs["image"]) for r in host.evaluation.by_type(replay.CONTAINER)})
+    pinned = sorted({mockrun.unwrap_secrets(r.inputs["image"]) for r in host.evaluation.by_type(replay.CONTAINER)})
     for image in pinned:
         if machine.ssh(f"docker image inspect {image} >/dev/null 2>&1", check=False).returncode == 0:
             continue

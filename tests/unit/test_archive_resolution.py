@@ -49,7 +49,7 @@ def test_drift_lists_moved_new_and_gone_packages_and_marks_security():
     assert archive.drift({n: p.version for n, p in current.items()}, current) == []
 
 
-def test_release_fields_and_date():
+def test_release_fields_stop_at_the_signature():
     text = (
         "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nSuite: stable-security\n"
         "Codename: trixie-security\nDate: Mon, 30 Nov 2026 00:22:33 UTC\nSHA256:\n abc 12 main/x\n"
@@ -57,7 +57,6 @@ def test_release_fields_and_date():
     )
     fields = archive.parse_release(text)
     assert fields["Codename"] == "trixie-security" and fields["Date"] == "Mon, 30 Nov 2026 00:22:33 UTC"
-    assert archive.release_epoch(fields["Date"]) == 1795998153
 
 
 def _ar(path: Path, mtime: int) -> Path:

@@ -4,12 +4,12 @@ host-side facts of isolation that only such a host shows, and a teardown that le
 
 from __future__ import annotations
 
-import json
 import shlex
 
 import pytest
 
 from components.conventions import CAGE_VOLUME_MOUNT, CGROUP_ROOT, HOST_KEY_ROOT, HOST_VOLUME_ROOT, LABEL_ROLE
+from components import hostscripts
 from tools import replay, vmhost
 
 pytestmark = pytest.mark.vm
@@ -87,8 +87,7 @@ FORK_BOMB = (
 
 def limits_facts(host, claw: str) -> dict:
     limits = next(r for r in host.evaluation.resources if r.name == f"{claw}-limits")
-    script = shlex.split(limits.inputs["create"])[2]
-    return json.loads(next(line for line in script.splitlines() if line.startswith("# clawcage-facts: "))[18:])
+    return hostscripts.script_facts(shlex.split(limits.inputs["create"])[2])
 
 
 def test_a_fork_bomb_stops_at_the_cages_pids_limit_and_the_neighbour_still_runs(cages):

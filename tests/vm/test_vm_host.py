@@ -90,7 +90,7 @@ def test_a_wrong_host_key_makes_the_deployment_refuse(vm_host):
     """A connection pinned to another key than the host presents: refused before anything runs."""
     host, machine, _, _ = vm_host
     impostor = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlBtDA0i5ihElhG3/PErDdYCsd0LYDdWGvMgnr6swy5 impostor"
-    connection = dict(vmhost._unwrap(host.bootstrap_command.inputs["connection"]), hostKey=impostor)
+    connection = dict(vmhost.mockrun.unwrap_secrets(host.bootstrap_command.inputs["connection"]), hostKey=impostor)
     command = vmhost.mockrun.Registered(
         urn=host.bootstrap_command.urn, type=host.bootstrap_command.type, name="impostor-check", custom=True,
         inputs={**host.bootstrap_command.inputs, "connection": connection, "create": "touch /root/ran", "stdin": ""},
