@@ -43,6 +43,7 @@ from components.conventions import (
     cage_bridge_name,
 )
 from components.egress import PROXY_PORT, egress_allowlist, render_proxy_config
+from components.hostconfig import LOCAL_CGROUP_DRIVER
 from components.model import Endpoint
 from components.sealing import CLAW_ENV, cage_key_file_text, derive_cage_key, seal_credentials
 from components.units import MiB
@@ -102,7 +103,7 @@ def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str)
         mem_limit=cage_component.memory_mb(memory) * MiB,
         memswap_limit=cage_component.memory_mb(memory) * MiB,
         nano_cpus=int(cpus * 10**9),
-        cgroup_parent=cagehost.cgroup_parent(claw),
+        cgroup_parent=cagehost.cgroup_parent(claw, LOCAL_CGROUP_DRIVER),
         ipc_mode="private",
         sysctls={"net.ipv6.conf.all.disable_ipv6": "1"},
         log_config={"Type": "json-file", "Config": dict(cage_component.LOG_OPTS)},

@@ -91,7 +91,7 @@ def labels(claw: Claw, host_name: str, role: str) -> list[docker.ContainerLabelA
     ]
 
 
-def hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw_name: str) -> dict:
+def hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, cgroup_parent: str) -> dict:
     """What the claw and its proxy share: no privilege, no host namespace, bounded everything.
 
     The cgroup parent holds the whole cage's pids, memory and cpu limits (the Docker provider has no
@@ -111,7 +111,7 @@ def hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw_name: 
         memory=memory_mb(memory),
         memory_swap=memory_mb(memory),  # memory+swap = memory: no swap
         cpus=str(cpus),
-        cgroup_parent=cagehost.cgroup_parent(claw_name),
+        cgroup_parent=cgroup_parent,
         ipc_mode="private",
         # IPv6 stays off inside the cage: Docker 20.10 filters IPv6 only with experimental ip6tables.
         sysctls={"net.ipv6.conf.all.disable_ipv6": "1"},
@@ -150,12 +150,14 @@ class ClawCage(pulumi.ComponentResource):
 
         # Host-side state, each a command with idempotent create and delete scripts.
         cage_memory = claw.memory + PROXY_MEMORY
+        driver = host.cgroup_driver
+        cgroup_parent = cagehost.cgroup_parent(claw.name, driver)
         limits = self._host_command(
             f"{name}-limits",
             create=cagehost.render_limits_create(
-                claw.name, cpus=claw.cpus + PROXY_CPUS, memory=cage_memory, pids=claw.pids + PROXY_PIDS
+                claw.name, cpus=claw.cpus + PROXY_CPUS, memory=cage_memory, pids=claw.pids + PROXY_PIDS, driver=driver
             ),
-            delete=cagehost.render_limits_delete(claw.name),
+            delete=cagehost.render_limits_delete(claw.name, driver=driver),
         )
         cage_key = derive_cage_key(args.sealing_key, claw.name)
         key = self._host_command(
@@ -220,7 +222,7 @@ class ClawCage(pulumi.ComponentResource):
                     label="clawstaff.config-sha256", value=hashlib.sha256(proxy_config.encode()).hexdigest()
                 )
             ],
-            **hardening(args.proxy_uid, PROXY_MEMORY, PROXY_CPUS, PROXY_TMPFS, claw.name),
+            **hardening(args.proxy_uid, PROXY_MEMORY, PROXY_CPUS, PROXY_TMPFS, cgroup_parent),
             opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[limits, proxy_config_file]),
         )
 
@@ -258,7 +260,7 @@ class ClawCage(pulumi.ComponentResource):
                 retries=3,
                 start_period="10s",
             ),
-            **hardening(args.claw_uid, claw.memory, claw.cpus, claw.tmpfs, claw.name),
+            **hardening(args.claw_uid, claw.memory, claw.cpus, claw.tmpfs, cgroup_parent),
             opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[proxy, *host_state]),
         )
         self.network = network

@@ -3,9 +3,12 @@
 Pulumi runs these as the create/delete steps of `pulumi_command.local.Command` (the local host) and
 `pulumi_command.remote.Command` (Hetzner hosts). Three pieces, each a create/delete pair:
 
-- limits: a parent cgroup per cage (`/clawstaff/<claw>`) holding the hard pids, memory(+swap) and
-  cpu limits of the whole cage; the claw and its proxy run below it through Docker's `cgroup_parent`
-  (the Docker provider has no pids field, and one parent caps claw + proxy together);
+- limits: one parent cgroup per cage holding the hard pids, memory(+swap), cpu (and io weight) limits of
+  the whole cage; the claw and its proxy run below it through Docker's `cgroup_parent` (the Docker
+  provider has no pids field, and one parent caps claw + proxy together). On a systemd host (every host
+  the program provisions) it is a slice unit, `clawstaff-<claw>.slice`, that the script writes and
+  systemd keeps across container replacement and reboot; on an engine without systemd (this machine's)
+  it is the cgroup `/clawstaff/<claw>` (components.conventions.cage_cgroup);
 - key: the cage key on a tmpfs (never disk), owned by the host uid the cage user maps to;
 - volume: an ext4 filesystem on a sparse loop file, the cage's directory in it encrypted with an
   fscrypt v2 policy under a key made on the host and stored only wrapped.
@@ -16,7 +19,7 @@ fscrypt helper `fscrypt.py`); this module validates the names, sizes and uids an
 Rules every script follows: `set -euo pipefail`; running create twice converges to the same state
 (Pulumi re-runs create when an input changes); delete of something absent succeeds; secrets travel
 only on stdin (Pulumi's secret `stdin`), never in the script text, argv, env or output. The scripts
-work on cgroup v1 and v2, with or without systemd.
+work on cgroup v1 and v2; the systemd form needs systemd and cgroup v2 (what bootstrap requires).
 
 Wiring (components): pass `shell_command(render_..._create(...))` as `create` and the delete script
 likewise as `delete`, the secret as `stdin`, and no `update` (then create re-runs on any change and
@@ -36,9 +39,13 @@ import shlex
 from decimal import Decimal
 
 from components.conventions import (
+    CGROUP_DRIVERS,
     CGROUP_ROOT,
     HOST_KEY_ROOT,
     HOST_PROXY_CONFIG_ROOT,
+    cage_cgroup,
+    cage_cgroup_parent,
+    cage_slice,
     host_key_dir,
     host_volume_dir,
     is_dns_label,
@@ -51,6 +58,9 @@ from components.units import MiB
 # The cgroup below which every cage's parent cgroup lives, in every hierarchy.
 CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1_000  # the kernel refuses a CFS quota below 1 ms
+# systemd's IOWeight of every cage slice: equal shares of a contended disk (systemd's default is 100).
+# It takes effect where the disk's scheduler honours weights (BFQ, or io.cost); docs/vm-host.md.
+CAGE_IO_WEIGHT = 100
 VOLUME_KEY_BYTES = 64  # fscrypt AES-256-XTS needs a 64-byte master key
 VOLUME_KEK_BYTES = 32
 MIN_VOLUME_BYTES = 16 * MiB  # ext4 with a journal needs a few MiB before any data fits
@@ -87,9 +97,15 @@ def shell_command(script: str) -> str:
     return "/bin/bash -c " + shlex.quote(script)
 
 
-def cgroup_parent(claw: str) -> str:
-    """The containers' `cgroup_parent`: with the cgroupfs driver they land below this cgroup."""
-    return f"/{CGROUP_ROOT}/{_claw_name(claw)}"
+def _driver(driver: str) -> str:
+    if driver not in CGROUP_DRIVERS:
+        raise ValueError(f"cgroup driver {driver!r} is not one of {', '.join(CGROUP_DRIVERS)}")
+    return driver
+
+
+def cgroup_parent(claw: str, driver: str) -> str:
+    """The containers' `cgroup_parent`: the cage's slice (systemd driver) or cgroup (cgroupfs)."""
+    return cage_cgroup_parent(_claw_name(claw), _driver(driver))
 
 
 def host_key_path(claw: str) -> str:
@@ -151,26 +167,39 @@ def _render(piece: str, name: str, claw: str, facts: dict | None = None, **varia
     )
 
 
-def render_limits_create(claw: str, *, cpus: Decimal, memory: int, pids: int) -> str:
+def render_limits_create(claw: str, *, cpus: Decimal, memory: int, pids: int, driver: str) -> str:
     """Create the cage's parent cgroup and write its hard limits (the whole cage: claw + proxy).
 
     Why a parent cgroup: the Docker provider cannot set a pids limit, and one parent caps the claw
     and its proxy together, so a runaway cage is throttled or OOM-killed inside its own cgroup while
     its neighbours are untouched. Memory means memory+swap. Re-running it applies changed limits.
-    The facts line carries the cgroup and the limits (what the policy `cage-limits-enforced` reads).
+    With `driver` "systemd" the cgroup is the cage's slice: a unit file in /etc/systemd/system (so
+    the limits hold again after a reboot, before any container starts in it), applied at once. The
+    facts line carries the driver, the cgroup and the limits (what `cage-limits-enforced` reads).
     """
     claw = _claw_name(claw)
+    driver = _driver(driver)
     quota = cpu_quota_us(cpus)
     memory = _positive_int("memory", memory, 4 * MiB)
     pids = _positive_int("pids", pids, 2)
-    cgroup = cgroup_parent(claw).lstrip("/")
-    facts = {"cgroup": cgroup, "pids": pids, "memory": memory, "cpu_quota": quota, "cpu_period": CPU_PERIOD_US}
+    cgroup = cage_cgroup(claw, driver)
+    facts = {
+        "driver": driver,
+        "cgroup": cgroup,
+        "pids": pids,
+        "memory": memory,
+        "cpu_quota": quota,
+        "cpu_period": CPU_PERIOD_US,
+    }
     return _render(
         "limits",
         "limits-create.sh",
         claw,
         facts,
+        DRIVER=driver,
         CG=cgroup,
+        SLICE=cage_slice(claw),
+        IO_WEIGHT=CAGE_IO_WEIGHT,
         CGROUP_ROOT=CGROUP_ROOT,
         PIDS=pids,
         MEMORY=memory,
@@ -179,16 +208,26 @@ def render_limits_create(claw: str, *, cpus: Decimal, memory: int, pids: int) ->
     )
 
 
-def render_limits_delete(claw: str) -> str:
-    """Remove the cage's cgroup from every hierarchy (runc creates it in those we do not limit too).
+def render_limits_delete(claw: str, *, driver: str) -> str:
+    """Remove the cage's cgroup from every hierarchy (runc creates it in those we do not limit too),
+    and with the systemd driver the slice unit and its drop-ins.
 
     Refuses, naming the cgroup, while a process is still inside: a running container would otherwise
     keep its cgroup and leak. Empty leftover children (a dead container's) are removed. The shared
-    /clawstaff parent stays: another cage's create may be using it at the same moment.
+    parent (/clawstaff, clawstaff.slice) stays: another cage's create may be using it at that moment.
     """
     claw = _claw_name(claw)
-    cgroup = cgroup_parent(claw).lstrip("/")
-    return _render("limits", "limits-delete.sh", claw, {"cgroup": cgroup}, CG=cgroup)
+    driver = _driver(driver)
+    cgroup = cage_cgroup(claw, driver)
+    return _render(
+        "limits",
+        "limits-delete.sh",
+        claw,
+        {"driver": driver, "cgroup": cgroup},
+        DRIVER=driver,
+        CG=cgroup,
+        SLICE=cage_slice(claw),
+    )
 
 
 def render_key_create(

@@ -100,5 +100,35 @@ HOST_PROXY_CONFIG_ROOT = "/etc/clawstaff/proxies"
 PROXY_CONFIG_MOUNT = "/etc/clawcage"
 # The proxy's name on its cage network: the claw's HTTPS_PROXY points here.
 PROXY_ALIAS = "egress-proxy"
-# Cgroup parent of a cage's containers (cgroupfs driver): the whole-cage limits live there.
+# Where a cage's whole-cage limits live, by the engine's cgroup driver (components.cagehost):
+# - "systemd" (every host the program provisions: systemd and cgroup v2): the slice
+#   clawstaff-<claw>.slice below clawstaff.slice, a unit the limits script writes; the containers'
+#   `cgroupParent` is the slice's name. `-` in a claw's name is escaped as systemd escapes it (`\x2d`):
+#   unescaped, `acme` would be the parent slice of `acme-support` and hold its limits too;
+# - "cgroupfs" (this machine's engine: no systemd): the cgroup /clawstaff/<claw>, made by the script.
 CGROUP_ROOT = "clawstaff"
+CGROUP_DRIVERS = ("systemd", "cgroupfs")
+
+
+def systemd_escape(name: str) -> str:
+    """A DNS label as one component of a systemd unit name (`systemd-escape`: `-` is `\x2d`)."""
+    return name.replace("-", "\\x2d")
+
+
+def cage_slice(claw: str) -> str:
+    """The systemd slice of a cage: a child of clawstaff.slice."""
+    return f"{CGROUP_ROOT}-{systemd_escape(claw)}.slice"
+
+
+def cage_cgroup(claw: str, driver: str) -> str:
+    """The cage's cgroup, relative to the cgroup mount (for systemd: where the slice lives)."""
+    if driver == "systemd":
+        return f"{CGROUP_ROOT}.slice/{cage_slice(claw)}"
+    if driver == "cgroupfs":
+        return f"{CGROUP_ROOT}/{claw}"
+    raise ValueError(f"cgroup driver {driver!r} is not one of {', '.join(CGROUP_DRIVERS)}")
+
+
+def cage_cgroup_parent(claw: str, driver: str) -> str:
+    """The `cgroupParent` of a cage's containers: the slice's name, or the cgroup's absolute path."""
+    return cage_slice(claw) if driver == "systemd" else "/" + cage_cgroup(claw, driver)

@@ -33,6 +33,7 @@ from components.conventions import (
 from components.hostconfig import (
     BOOTSTRAP_PATH,
     DEFAULT_HOST_IMAGE,
+    cgroup_driver,
     render_bootstrap_script,
     render_cloud_init,
     render_host_key_install,
@@ -101,11 +102,13 @@ class ClawHost(pulumi.ComponentResource):
     connection: Optional[command.remote.ConnectionArgs]  # None: the local host, commands run here
     egress_network: docker.Network
     ready: list[pulumi.Resource]  # what must exist before anything runs on the host (its bootstrap)
+    cgroup_driver: str  # its engine's: the form of each cage's limits (components.cagehost)
 
     def __init__(self, name: str, args: ClawHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("clawstaff:fleet:ClawHost", name, {}, opts)
         host = args.host
         self.kind = host.kind
+        self.cgroup_driver = cgroup_driver(host.kind)  # what its engine's daemon.json names
         self.connection = None
         self.ready = []
         if host.kind == "local":

@@ -107,7 +107,19 @@ _SSH_PUBLIC_KEY = re.compile(
 # Docker daemon
 
 
-def daemon_config(*, dns: Sequence[str] = HETZNER_RESOLVERS) -> dict:
+# The engine's cgroup driver, which decides the form of a cage's limits (components.cagehost): systemd
+# on every host the program provisions (Hetzner's images run systemd on cgroup v2, and bootstrap
+# refuses anything else); cgroupfs on the local engine tools/engine.py starts, which has no systemd.
+PROVISIONED_CGROUP_DRIVER = "systemd"
+LOCAL_CGROUP_DRIVER = "cgroupfs"
+
+
+def cgroup_driver(host_kind: str) -> str:
+    """The cgroup driver of a host's engine: "local" is this machine's engine, the rest are provisioned."""
+    return LOCAL_CGROUP_DRIVER if host_kind == "local" else PROVISIONED_CGROUP_DRIVER
+
+
+def daemon_config(*, dns: Sequence[str] = HETZNER_RESOLVERS, cgroup_driver: str = PROVISIONED_CGROUP_DRIVER) -> dict:
     """The hardened daemon.json. Every key is here for an isolation or audit reason.
 
     No "hosts" key: the engine listens only on its unix socket, which the packaged systemd unit
@@ -132,10 +144,10 @@ def daemon_config(*, dns: Sequence[str] = HETZNER_RESOLVERS) -> dict:
         "experimental": False,
         # A container gets its own cgroup namespace and cannot see the host's cgroup tree.
         "default-cgroupns-mode": "private",
-        # cgroupfs, not systemd: a cage's containers then land below its own parent cgroup
-        # (/clawstaff/<claw>, components.cagehost), which holds the whole cage's pids, memory and cpu
-        # limits; the same path works on cgroup v1 and v2 hosts, with or without systemd.
-        "exec-opts": ["native.cgroupdriver=cgroupfs"],
+        # A cage's containers land below its own parent cgroup (components.cagehost), which holds the
+        # whole cage's pids, memory and cpu limits: with systemd, the cage's slice, which systemd owns
+        # like every other cgroup on the host; without systemd, the cgroup /clawstaff/<claw>.
+        "exec-opts": [f"native.cgroupdriver={cgroup_driver}"],
         "default-address-pools": [{"base": CAGE_ADDRESS_POOL, "size": CAGE_SUBNET_PREFIX}],
         # The default bridge keeps Docker's usual subnet instead of taking a /29 from the cage pool;
         # no cage is ever attached to it (policy), image builds use it.

@@ -134,7 +134,11 @@ _HARDENING: dict[str, Row] = {
     "memorySwap": Row(Judged("container-memory-limited", "= memory", (99999,)), "no swap beyond memory"),
     "cpus": Row(Judged("container-cpu-limited", "at most maxCpus", ("64",)), "a CPU limit"),
     "cgroupParent": Row(
-        Judged("cage-limits-enforced", "/clawstaff/<claw>", ("/system.slice", "/clawstaff/other-claw")),
+        Judged(
+            "cage-limits-enforced",
+            "clawstaff-<claw>.slice (systemd, `-` as \\x2d) or /clawstaff/<claw> (cgroupfs)",
+            ("/system.slice", "/clawstaff/other-claw", "clawstaff-acme.slice"),
+        ),
         "inside the whole cage's pids, memory and cpu limits",
     ),
     "ipcMode": Row(Is("private"), "a private IPC namespace nobody can join"),

@@ -49,7 +49,7 @@ SEALED_PREFIX = "clawcage-v1:"
 SEALED_MIN_BYTES = 16 + 1
 
 # Whole-cage limits (components/cagehost.py, components/hostscripts/limits-*.sh): the claw and its proxy run
-# below the parent cgroup /CGROUP_ROOT/<claw> (`cgroupParent`); one command resource creates it. Its `create`
+# below the cage's parent cgroup (`cgroupParent`, below); one command resource creates it. Its `create`
 # is `/bin/bash -c '<script>'`; the script's header (written by components/hostscripts.render_script) holds
 # the marker line, one JSON facts line `# clawcage-facts: {...}` naming the script (`limits-create`), the
 # cage (`claw`), its cgroup and its limits, then the assignments below, which must agree with the facts;
@@ -69,9 +69,27 @@ LIMITS_FACTS = {"PIDS": "pids", "MEMORY": "memory", "CPU_QUOTA": "cpu_quota", "C
 LIMITS_DELETE_COMMAND = "rmdir"
 
 
-def cgroup_parent(claw: str) -> str:
+# Two forms, by the engine's cgroup driver (the facts line's `driver`): "systemd", the slice
+# clawstaff-<claw>.slice below clawstaff.slice (`-` in the claw's name escaped as `\x2d`), whose name
+# is the containers' `cgroupParent`; "cgroupfs", the cgroup /clawstaff/<claw>, whose path it is.
+CGROUP_DRIVERS = ("systemd", "cgroupfs")
+LIMITS_DRIVER_FACT = "driver"
+LIMITS_DRIVER_VAR = "DRIVER"
+
+
+def cage_slice(claw: str) -> str:
+    """The systemd slice of a cage (same rule as components.conventions.cage_slice)."""
+    return f"{CGROUP_ROOT}-{claw.replace('-', chr(92) + 'x2d')}.slice"
+
+
+def cage_cgroup(claw: str, driver: str) -> str:
+    """The cage's cgroup relative to the cgroup mount: the `CG` of its limits scripts."""
+    return f"{CGROUP_ROOT}.slice/{cage_slice(claw)}" if driver == "systemd" else f"{CGROUP_ROOT}/{claw}"
+
+
+def cgroup_parent(claw: str, driver: str) -> str:
     """The `cgroupParent` of a cage's containers (same rule as components.cagehost.cgroup_parent)."""
-    return f"/{CGROUP_ROOT}/{claw}"
+    return cage_slice(claw) if driver == "systemd" else f"/{CGROUP_ROOT}/{claw}"
 
 
 # What the cage's allowlist (policies/allowlist.py) names beyond the above: resource names, the proxy's

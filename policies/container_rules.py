@@ -269,16 +269,22 @@ def check_labels(props: Props, config: Config) -> Iterator[str]:
         yield f"label {LABEL_ROLE} is {labels.get(LABEL_ROLE)!r}, not one of {list(CONTAINER_ROLES)}."
 
 
+# A child of clawstaff.slice: systemd reads `-` as a level, so the name after the prefix has none.
+_SLICE_BELOW_ROOT = re.compile(rf"{re.escape(CGROUP_ROOT)}-[a-z0-9\\]+\.slice")
+
+
 def check_cgroup_parent(props: Props, config: Config) -> Iterator[str]:
     parent = field(props, "cgroupParent")
     if parent is None or parent == "":
         return
     parent = str(parent)
     root = f"/{CGROUP_ROOT}/"
-    if not parent.startswith(root) or posixpath.normpath(parent) != parent:
+    below_root = parent.startswith(root) and posixpath.normpath(parent) == parent
+    if not below_root and not _SLICE_BELOW_ROOT.fullmatch(parent):
         yield (
-            f"`cgroupParent` is {parent!r}, not a cgroup below {root}: in a cgroup the cage's limits "
-            f"command did not create the container escapes its cage's pids, memory and cpu limits."
+            f"`cgroupParent` is {parent!r}, neither a cgroup below {root} nor a slice below "
+            f"{CGROUP_ROOT}.slice ({CGROUP_ROOT}-<name>.slice): in a cgroup the cage's limits command did not "
+            f"create, the container escapes its cage's pids, memory and cpu limits."
         )
 
 
@@ -453,8 +459,8 @@ POLICIES = [
     ),
     resource_policy(
         "container-cgroup-parent-confined",
-        f"Leave `cgroupParent` unset or put it below /{CGROUP_ROOT}/ (a cage's own parent cgroup "
-        f"/{CGROUP_ROOT}/<claw>, which holds the whole cage's limits).",
+        f"Leave `cgroupParent` unset or put it in a cage's own parent cgroup, which holds the whole cage's "
+        f"limits: below /{CGROUP_ROOT}/ (cgroupfs driver) or a slice {CGROUP_ROOT}-<claw>.slice (systemd).",
         CONTAINER_TYPES,
         check_cgroup_parent,
     ),

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cage_conventions import (
+    CGROUP_DRIVERS,
     CGROUP_ROOT,
     FACTS_PREFIX,
     LABEL_CLAW,
@@ -21,6 +22,8 @@ from cage_conventions import (
     LIMITS_CGROUP_VAR,
     LIMITS_CREATE_SCRIPT,
     LIMITS_DELETE_COMMAND,
+    LIMITS_DRIVER_FACT,
+    LIMITS_DRIVER_VAR,
     LIMITS_DELETE_SCRIPT,
     LIMITS_FACTS,
     LIMITS_MARKER,
@@ -29,6 +32,7 @@ from cage_conventions import (
     LOCAL_COMMAND,
     ROLE_CLAW,
     ROLE_PROXY,
+    cage_cgroup,
     cgroup_parent,
 )
 from command_rules import public_keys_in
@@ -54,13 +58,21 @@ Found = Iterator[tuple[str, str | None]]
 _MARKER_PREFIX, _MARKER_SUFFIX = LIMITS_MARKER.split("{claw}")
 _MARKER = re.compile("^" + re.escape(_MARKER_PREFIX) + r"(?P<claw>\S+?)" + re.escape(_MARKER_SUFFIX), re.MULTILINE)
 _CGROUP_OF = re.compile(rf"^{LIMITS_CGROUP_VAR}=['\"]?{re.escape(CGROUP_ROOT)}/(?P<claw>[^'\"\s/]+)", re.MULTILINE)
-_INTEGER = re.compile(r"[0-9]+")
-# What the limits script must write where: a line that names the limit file and the variable.
-_LIMIT_WRITES = (
-    ("PIDS", ("pids.max",)),
-    ("MEMORY", ("memory.max", "memory.limit_in_bytes")),
-    ("CPU_QUOTA", ("cpu.max", "cpu.cfs_quota_us")),
+_SLICE_OF = re.compile(
+    rf"^{LIMITS_CGROUP_VAR}=['\"]?{re.escape(CGROUP_ROOT)}\.slice/{re.escape(CGROUP_ROOT)}-(?P<claw>[^'\"\s/]+)\.slice",
+    re.MULTILINE,
 )
+_INTEGER = re.compile(r"[0-9]+")
+# What the limits script must write where, by driver: a line that names the limit file (cgroupfs) or the
+# slice's property (systemd) and the variable.
+_LIMIT_WRITES = {
+    "cgroupfs": (
+        ("PIDS", ("pids.max",)),
+        ("MEMORY", ("memory.max", "memory.limit_in_bytes")),
+        ("CPU_QUOTA", ("cpu.max", "cpu.cfs_quota_us")),
+    ),
+    "systemd": (("PIDS", ("TasksMax=",)), ("MEMORY", ("MemoryMax=",)), ("CPU_QUOTA", ("CPUQuota=",))),
+}
 
 
 def bash_script(command: Any) -> str | None:
@@ -96,6 +108,7 @@ def limits_claws(command: Any) -> set[str]:
         return set()
     text = bash_script(command) or command
     claws = {m.group("claw") for m in _MARKER.finditer(text)} | {m.group("claw") for m in _CGROUP_OF.finditer(text)}
+    claws |= {m.group("claw").replace("\\x2d", "-") for m in _SLICE_OF.finditer(text)}
     facts, _ = script_facts(text)
     if (
         facts
@@ -123,12 +136,18 @@ def _identity_problems(
     kind: str, script: str, claw: str, facts: Mapping[str, Any] | None, expected_script: str
 ) -> Iterator[str]:
     """The facts, the marker line and the cgroup assignment that tie a limits script to one cage."""
-    expected = cgroup_parent(claw).lstrip("/")
+    driver = facts.get(LIMITS_DRIVER_FACT) if facts is not None else None
+    expected = cage_cgroup(claw, driver) if driver in CGROUP_DRIVERS else None
     if facts is not None:
         if (facts.get("script"), facts.get("claw")) != (expected_script, claw):
             yield (
                 f"its `{kind}` script's facts line declares {facts.get('script')!r} of cage "
                 f"{facts.get('claw')!r}, not {expected_script!r} of cage {claw}"
+            )
+        elif expected is None:
+            yield (
+                f"its `{kind}` script's facts line gives the cgroup driver {driver!r}, not one of "
+                f"{', '.join(CGROUP_DRIVERS)}"
             )
         elif facts.get(LIMITS_CGROUP_FACT) != expected:
             yield f"its `{kind}` script's facts line gives the cgroup {facts.get(LIMITS_CGROUP_FACT)!r}, not {expected}"
@@ -138,8 +157,14 @@ def _identity_problems(
     value, problem = _assignment(script, LIMITS_CGROUP_VAR)
     if problem:
         yield f"its `{kind}` script {problem}"
-    elif value != expected:
+    elif expected is not None and value != expected:
         yield f"its `{kind}` script sets {LIMITS_CGROUP_VAR}={value}, not {expected}"
+    if driver in CGROUP_DRIVERS:
+        value, problem = _assignment(script, LIMITS_DRIVER_VAR)
+        if problem:
+            yield f"its `{kind}` script {problem}"
+        elif value != driver:
+            yield f"its `{kind}` script sets {LIMITS_DRIVER_VAR}={value}, but its facts line gives the driver {driver}"
 
 
 def _facts_or_problem(kind: str, script: str) -> tuple[dict[str, Any] | None, list[str]]:
@@ -183,9 +208,11 @@ def limits_create_problems(kind: str, command: Any, claw: str, max_pids: int) ->
                 f"{fact!r}: a script and its facts must agree"
             )
     lines = script.splitlines()
-    for name, files in _LIMIT_WRITES:
-        used = (f"${name}", f"${{{name}}}")
-        if not any(any(f in line for f in files) and any(u in line for u in used) for line in lines):
+    driver = facts.get(LIMITS_DRIVER_FACT) if facts is not None else None
+    for name, files in _LIMIT_WRITES.get(driver, ()):
+        # $NAME, ${NAME}, or NAME inside $(( ... )) arithmetic.
+        used = re.compile(rf"\$\{{?{name}\b|\$\(\(.*(?<![A-Z0-9_]){name}(?![A-Z0-9_]).*\)\)")
+        if not any(any(f in line for f in files) and used.search(line) for line in lines):
             yield f"its `{kind}` script never writes ${name} to {' or '.join(files)}"
 
 
@@ -194,8 +221,8 @@ def limits_delete_problems(command: Any, claw: str) -> Iterator[str]:
     script = bash_script(command)
     if script is None:
         yield (
-            f"its `delete` is not `{' '.join(LIMITS_SHELL)} '<script>'` removing the cgroup "
-            f"{cgroup_parent(claw)}: the cage's limits would outlive it"
+            f"its `delete` is not `{' '.join(LIMITS_SHELL)} '<script>'` removing cage {claw}'s cgroup: "
+            f"the cage's limits would outlive it"
         )
         return
     facts, problems = _facts_or_problem("delete", script)
@@ -219,6 +246,23 @@ def _limits_command_problems(command: StackItem, claw: str, max_pids: int) -> It
         yield unverifiable_message("delete")
     else:
         yield from limits_delete_problems(delete, claw)
+
+
+def _driver_problems(command: StackItem, claw: str, container_drivers: set[str]) -> Found:
+    """The limits script must make the form of cgroup the containers name as their parent."""
+    script = bash_script(command.props.get("create"))
+    facts, _ = script_facts(script) if script else (None, None)
+    driver = facts.get(LIMITS_DRIVER_FACT) if facts else None
+    if driver in CGROUP_DRIVERS and len(container_drivers) == 1 and driver not in container_drivers:
+        (used,) = container_drivers
+        yield (
+            (
+                f"the limits command of cage {claw} makes its limits for the {driver} driver "
+                f"({cage_cgroup(claw, driver)}), but its containers' `cgroupParent` is the {used} form "
+                f"{cgroup_parent(claw, used)!r}: they would run outside the cage's limits."
+            ),
+            command.urn,
+        )
 
 
 def _state(value: Any) -> str:
@@ -340,6 +384,7 @@ def check_limits_enforced(items: Sequence[StackItem], config: Config) -> Found:
     graph = Graph(items)
     yield from graph.problems
     cages: dict[str, list[StackItem]] = defaultdict(list)
+    drivers: dict[str, set[str]] = defaultdict(set)  # the forms of `cgroupParent` a cage's containers use
     for container, labels, _ in graph.containers:
         role = labels.get(LABEL_ROLE)
         if role not in (ROLE_CLAW, ROLE_PROXY):
@@ -360,11 +405,15 @@ def check_limits_enforced(items: Sequence[StackItem], config: Config) -> Found:
         except Unverifiable as unknown:
             yield unverifiable_message(unknown.path), container.urn
             continue
-        if parent != cgroup_parent(claw):
+        forms = {cgroup_parent(claw, d): d for d in CGROUP_DRIVERS}
+        if parent in forms:
+            drivers[claw].add(forms[parent])
+        else:
             yield (
                 (
-                    f"`cgroupParent` is {parent!r}, not {cgroup_parent(claw)!r}: the {role} container of cage "
-                    f"{claw} would run outside the cage's pids, memory and cpu limits."
+                    f"`cgroupParent` is {parent!r}, not {' or '.join(map(repr, forms))} (the cage's slice, or its "
+                    f"cgroup on an engine without systemd): the {role} container of cage {claw} would run outside "
+                    f"the cage's pids, memory and cpu limits."
                 ),
                 container.urn,
             )
@@ -398,7 +447,7 @@ def check_limits_enforced(items: Sequence[StackItem], config: Config) -> Found:
             else:
                 yield (
                     (
-                        f"no command creates cage {claw}'s parent cgroup {cgroup_parent(claw)} with its limits: a "
+                        f"no command creates cage {claw}'s parent cgroup with its limits: a "
                         f"fork bomb or a leak in the cage would reach the host's pids and memory."
                     ),
                     anchor,
@@ -412,7 +461,16 @@ def check_limits_enforced(items: Sequence[StackItem], config: Config) -> Found:
                 ),
                 anchor,
             )
+        if len(drivers[claw]) > 1:
+            yield (
+                (
+                    f"the containers of cage {claw} use both forms of `cgroupParent` ({', '.join(sorted(drivers[claw]))}): "
+                    f"one of them runs outside the limits its cage's command makes."
+                ),
+                anchor,
+            )
         for command in commands:
             for problem in _limits_command_problems(command, claw, max_pids):
                 yield f"the limits command of cage {claw}: {problem}.", command.urn
+            yield from _driver_problems(command, claw, drivers[claw])
             yield from _host_problems(graph, command, claw, containers)

@@ -14,18 +14,21 @@ name used twice is reported, because every rule here knows a network by its name
 
 The whole-cage limits (pulumi-docker's Container has no pids field; one parent cgroup caps claw and proxy
 together) follow the components' convention, restated in cage_conventions.py and checked by
-`cage-limits-enforced`: both cage containers have `cgroupParent` `/clawstaff/<claw>`; exactly one
-`command:local:Command` or `command:remote:Command` creates that cgroup, its `create` being
+`cage-limits-enforced`: both cage containers have the same `cgroupParent`, the cage's own: the slice
+`clawstaff-<claw>.slice` (systemd driver, `-` in the name escaped as `\x2d`) or the cgroup `/clawstaff/<claw>`
+(cgroupfs); exactly one `command:local:Command` or `command:remote:Command` creates it, its `create` being
 `/bin/bash -c '<script>'`. What the script sets is read from its facts line, one JSON object the renderer
-writes into the header (`# clawcage-facts: {"script": "limits-create", "claw": ..., "cgroup":
-"clawstaff/<claw>", "pids": ..., "memory": ..., "cpu_quota": ..., "cpu_period": ...}`), not from the
-shell. The script must agree with it, or it is refused: the header carries the line `# clawstaff limits
-of cage <claw>: ...` and assigns `CG`, `PIDS`, `MEMORY`, `CPU_QUOTA`, `CPU_PERIOD` once each, to exactly
-the facts' values (integer literals, nothing assigns them again), and the body writes them to the
-cgroup's pids, memory and cpu limits. Its `delete` is the matching script (facts of `limits-delete`)
+writes into the header (`# clawcage-facts: {"script": "limits-create", "claw": ..., "driver": "systemd",
+"cgroup": "clawstaff.slice/clawstaff-<claw>.slice", "pids": ..., "memory": ..., "cpu_quota": ...,
+"cpu_period": ...}`), not from the shell; its driver must be the form the containers use. The script must
+agree with it, or it is refused: the header carries the line `# clawstaff limits of cage <claw>: ...` and
+assigns `DRIVER`, `CG`, `PIDS`, `MEMORY`, `CPU_QUOTA`, `CPU_PERIOD` once each, to exactly the facts' values
+(integer literals, nothing assigns them again), and the body writes them to the cgroup's pids, memory and
+cpu limits (cgroupfs) or the slice's TasksMax, MemoryMax and CPUQuota (systemd). Its `delete` is the matching script (facts of `limits-delete`)
 that removes the cgroup; and it runs on the host whose Docker engine runs the containers. A script
 whose facts are missing, unreadable or disagree is refused; so is any other command whose script names
-a cage's cgroup (`CG=clawstaff/<claw>`) or marker without declaring it. Where the host cannot be seen
+a cage's cgroup (`CG=clawstaff/<claw>`, `CG=clawstaff.slice/clawstaff-<claw>.slice`) or marker without
+declaring it. Where the host cannot be seen
 (a remote command's address and host key unknown at preview), the rule fails closed.
 
 Plaintext-secret detection (`secrets-reach-containers-sealed`) is a heuristic, because policy config can
@@ -252,7 +255,8 @@ POLICIES = [
     ),
     stack_policy(
         "cage-limits-enforced",
-        "Run both cage containers in the cage's parent cgroup (`cgroupParent` /clawstaff/<claw>), "
+        "Run both cage containers in the cage's parent cgroup (`cgroupParent` the slice clawstaff-<claw>.slice, "
+        "or /clawstaff/<claw> on an engine without systemd), "
         "created on their host by exactly one command whose `create` is the cage's limits script "
         "(PIDS 1..maxPids, MEMORY and CPU_QUOTA positive) and whose `delete` removes the cgroup.",
         check_limits_enforced,

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.hostconfig import NFT_TABLE, SYSCTLS, render_daemon_json, render_nftables
+from components.hostconfig import LOCAL_CGROUP_DRIVER, NFT_TABLE, SYSCTLS, render_daemon_json, render_nftables
 
 ADMIN_SSH_CIDRS = ("127.0.0.1/32",)
 START_TIMEOUT_S = 60.0
@@ -93,7 +93,7 @@ def host_resolvers(resolv_conf: str) -> list[str]:
 def desired_files(resolv_conf: str) -> tuple[str, str]:
     """(daemon.json text, nft rules text) for this machine."""
     resolvers = host_resolvers(resolv_conf)
-    daemon_json = render_daemon_json(dns=resolvers)
+    daemon_json = render_daemon_json(dns=resolvers, cgroup_driver=LOCAL_CGROUP_DRIVER)
     rules = render_nftables(ssh_allowed_cidrs=ADMIN_SSH_CIDRS, dns_resolvers=resolvers, guard_host_input=False)
     return daemon_json, rules
 

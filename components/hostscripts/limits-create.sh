@@ -1,11 +1,57 @@
 # shellcheck shell=bash
 # Create the cage's parent cgroup CG and write the whole cage's hard limits (claw + proxy): PIDS,
 # MEMORY (memory+swap) and CPU_QUOTA per CPU_PERIOD microseconds. Re-running it applies changed limits.
-# Header: CLAW, PIECE, CG, CGROUP_ROOT, PIDS, MEMORY, CPU_QUOTA, CPU_PERIOD.
+# DRIVER systemd: CG is the slice unit SLICE, written to /etc/systemd/system (it holds its limits again
+# after a reboot) and applied now; DRIVER cgroupfs: CG is a cgroup this script makes in every hierarchy.
+# Header: CLAW, PIECE, DRIVER, CG, SLICE, IO_WEIGHT, CGROUP_ROOT, PIDS, MEMORY, CPU_QUOTA, CPU_PERIOD.
 
 put() { printf '%s\n' "$2" > "$1" || die "cannot write $2 to $1"; }
+expect() {  # expect FILE VALUE: the kernel holds VALUE in FILE
+  local got
+  got=$(cat "$1" 2>/dev/null) || die "cannot read $1"
+  [[ $got == "$2" ]] || die "$1 holds '$got', not '$2': systemd did not apply the cage's limits"
+}
 
-if cgroup_v2; then
+if [[ $DRIVER == systemd ]]; then
+  [[ -d /run/systemd/system ]] || die "the systemd cgroup driver needs systemd as init, and this host has none"
+  cgroup_v2 || die "the systemd cgroup driver needs the unified cgroup hierarchy (cgroup v2)"
+  # With the cgroupfs driver, Docker would take the slice's name as a cgroup of its own beside the
+  # slice: the containers would run outside these limits. Refuse instead.
+  engine=$(docker info --format '{{.CgroupDriver}}' 2>/dev/null) \
+    || die "cannot ask the Docker engine for its cgroup driver (docker info failed)"
+  [[ $engine == systemd ]] \
+    || die "the Docker engine uses the '$engine' cgroup driver, not systemd: the cage's containers would run outside its slice"
+  (( CPU_QUOTA * 100 % CPU_PERIOD == 0 )) || die "CPU_QUOTA $CPU_QUOTA is not a whole percent of $CPU_PERIOD"
+  properties=(
+    "TasksMax=$PIDS"
+    "MemoryMax=$MEMORY"
+    "MemorySwapMax=0"
+    "CPUQuota=$(( CPU_QUOTA * 100 / CPU_PERIOD ))%"
+    "CPUQuotaPeriodSec=${CPU_PERIOD}us"
+    "IOWeight=$IO_WEIGHT"
+  )
+  unit=/etc/systemd/system/$SLICE
+  tmp=$(mktemp "$unit.XXXXXX")
+  trap 'rm -f -- "$tmp"' EXIT
+  {
+    printf '# clawstaff: the whole-cage limits of cage %s (claw and proxy). Written by its limits script.\n' "$CLAW"
+    printf '[Unit]\nDescription=ClawCage %s\n[Slice]\n' "$CLAW"
+    printf '%s\n' "${properties[@]}"
+  } > "$tmp"
+  chmod 0644 "$tmp"
+  mv -f -- "$tmp" "$unit"
+  systemctl daemon-reload
+  systemctl start "$SLICE"
+  # Applied now as well: a reload alone does not promise to rewrite a running slice's cgroup.
+  systemctl set-property --runtime "$SLICE" "${properties[@]}"
+  d=/sys/fs/cgroup/$CG
+  [[ -d $d ]] || die "systemd started $SLICE but its cgroup $d does not exist"
+  chmod 0755 "$d" "${d%/*}"  # see below: a container's remapped root must traverse its ancestors
+  expect "$d/pids.max" "$PIDS"
+  expect "$d/memory.max" "$MEMORY"
+  expect "$d/memory.swap.max" 0
+  expect "$d/cpu.max" "$CPU_QUOTA $CPU_PERIOD"
+elif cgroup_v2; then
   root=/sys/fs/cgroup
   for c in cpu memory pids; do
     grep -qw "$c" "$root/cgroup.controllers" || die "the cgroup v2 controller $c is not available on this host"

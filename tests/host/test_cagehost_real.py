@@ -27,12 +27,14 @@ import pytest
 
 from components import cagehost, hostscripts
 from components.conventions import host_key_dir, host_volume_dir
+from components.hostconfig import LOCAL_CGROUP_DRIVER
 from tests.host.conftest import IN_CI, require_root, require_tool, run
 
 pytestmark = pytest.mark.host
 
 MiB = 1024 * 1024
 CONTAINER_UID = 65532
+DRIVER = LOCAL_CGROUP_DRIVER  # this machine's engine has no systemd (the slice form runs on the VM tier)
 SUBID_START = 300000  # the test's stand-in for dockremap's range (this host may run without userns-remap)
 
 
@@ -149,14 +151,14 @@ def limited_cage() -> Iterator[str]:
     require_root()
     claw = claw_name("lim")
     yield claw
-    for d in every_cgroup_dir(cagehost.cgroup_parent(claw)):
+    for d in every_cgroup_dir(cagehost.cgroup_parent(claw, DRIVER)):
         remove_cgroup_tree(d)
 
 
 def probe_cgroups(claw: str) -> list[Path]:
     """A leaf below the cage's cgroup in the pids, memory and cpu hierarchies (v2 forbids processes in
     a cgroup that hands controllers down, so probes never sit in the cage cgroup itself)."""
-    leaves = {controller_dir(c, cagehost.cgroup_parent(claw)) / "probe" for c in ("pids", "memory", "cpu")}
+    leaves = {controller_dir(c, cagehost.cgroup_parent(claw, DRIVER)) / "probe" for c in ("pids", "memory", "cpu")}
     for leaf in leaves:
         leaf.mkdir(exist_ok=True)
     return sorted(leaves)
@@ -226,12 +228,12 @@ def read(path: Path) -> str:
 
 def test_limits_are_written_and_converge_on_rerun(limited_cage: str) -> None:
     claw = limited_cage
-    bash(cagehost.render_limits_create(claw, cpus=Decimal("1.5"), memory=256 * MiB, pids=100))
+    bash(cagehost.render_limits_create(claw, cpus=Decimal("1.5"), memory=256 * MiB, pids=100, driver=DRIVER))
     # Pulumi re-runs create when an input changes: the new, smaller limits must apply.
-    script = cagehost.render_limits_create(claw, cpus=Decimal("0.25"), memory=64 * MiB, pids=20)
+    script = cagehost.render_limits_create(claw, cpus=Decimal("0.25"), memory=64 * MiB, pids=20, driver=DRIVER)
     bash(script)
     bash(script)
-    parent = cagehost.cgroup_parent(claw)
+    parent = cagehost.cgroup_parent(claw, DRIVER)
     assert read(controller_dir("pids", parent) / "pids.max") == "20"
     if cgroup_v2():
         d = controller_dir("memory", parent)
@@ -250,14 +252,14 @@ def test_limits_are_written_and_converge_on_rerun(limited_cage: str) -> None:
 
 def test_pids_memory_and_cpu_limits_bite(limited_cage: str) -> None:
     claw = limited_cage
-    bash(cagehost.render_limits_create(claw, cpus=Decimal("0.2"), memory=64 * MiB, pids=12))
+    bash(cagehost.render_limits_create(claw, cpus=Decimal("0.2"), memory=64 * MiB, pids=12, driver=DRIVER))
     leaves = probe_cgroups(claw)
 
     # A bounded fork bomb: the 12th task of the cage (the forker is the 1st) is refused with EAGAIN.
     result = run_in_cgroups(leaves, FORK_UNTIL_REFUSED, "200")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["11", "EAGAIN"]
-    assert refused_forks(controller_dir("pids", cagehost.cgroup_parent(claw))) >= 1
+    assert refused_forks(controller_dir("pids", cagehost.cgroup_parent(claw, DRIVER))) >= 1
 
     # 256 MiB of touched memory in a 64 MiB cage (no swap allowed): the OOM killer ends it.
     hog = run_in_cgroups(leaves, "b = b'x' * (256 << 20); print('survived')")
@@ -270,35 +272,35 @@ def test_pids_memory_and_cpu_limits_bite(limited_cage: str) -> None:
 
     for leaf in leaves:
         leaf.rmdir()
-    bash(cagehost.render_limits_delete(claw))
-    assert not any(d.exists() for d in every_cgroup_dir(cagehost.cgroup_parent(claw)))
+    bash(cagehost.render_limits_delete(claw, driver=DRIVER))
+    assert not any(d.exists() for d in every_cgroup_dir(cagehost.cgroup_parent(claw, DRIVER)))
 
 
 def test_delete_refuses_while_a_process_is_inside_then_removes_everything(limited_cage: str) -> None:
     claw = limited_cage
-    bash(cagehost.render_limits_create(claw, cpus=Decimal(1), memory=64 * MiB, pids=20))
+    bash(cagehost.render_limits_create(claw, cpus=Decimal(1), memory=64 * MiB, pids=20, driver=DRIVER))
     leaves = probe_cgroups(claw)
     sleeper = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"],
         preexec_fn=lambda: [(leaf / "cgroup.procs").write_text(str(os.getpid())) for leaf in leaves],
     )
     try:
-        refused = bash(cagehost.render_limits_delete(claw), check=False)
+        refused = bash(cagehost.render_limits_delete(claw, driver=DRIVER), check=False)
         assert refused.returncode == 1
         assert "still holds 1 processes" in refused.stderr and "still running" in refused.stderr
-        assert controller_dir("pids", cagehost.cgroup_parent(claw)).is_dir()
+        assert controller_dir("pids", cagehost.cgroup_parent(claw, DRIVER)).is_dir()
     finally:
         sleeper.kill()
         sleeper.wait()
     # The empty probe leaves are removed with the cage's cgroup; a second delete is a no-op.
-    bash(cagehost.render_limits_delete(claw))
-    bash(cagehost.render_limits_delete(claw))
-    assert not any(d.exists() for d in every_cgroup_dir(cagehost.cgroup_parent(claw)))
+    bash(cagehost.render_limits_delete(claw, driver=DRIVER))
+    bash(cagehost.render_limits_delete(claw, driver=DRIVER))
+    assert not any(d.exists() for d in every_cgroup_dir(cagehost.cgroup_parent(claw, DRIVER)))
 
 
 def test_delete_of_a_cage_never_created_succeeds() -> None:
     require_root()
-    bash(cagehost.render_limits_delete(claw_name("none")))
+    bash(cagehost.render_limits_delete(claw_name("none"), driver=DRIVER))
 
 
 # --- 1b. limits with the real Docker engine --------------------------------------------------------
@@ -353,7 +355,7 @@ def test_a_container_below_the_cage_cgroup_is_held_to_its_pids_limit(
     limited_cage: str, busybox_image: str, container_names: list[str]
 ) -> None:
     claw = limited_cage
-    bash(cagehost.render_limits_create(claw, cpus=Decimal("0.5"), memory=64 * MiB, pids=16))
+    bash(cagehost.render_limits_create(claw, cpus=Decimal("0.5"), memory=64 * MiB, pids=16, driver=DRIVER))
     name = f"clawstaff-test-{claw}"
     container_names.append(name)
     docker(
@@ -364,7 +366,7 @@ def test_a_container_below_the_cage_cgroup_is_held_to_its_pids_limit(
         "--network",
         "none",
         "--cgroup-parent",
-        cagehost.cgroup_parent(claw),
+        cagehost.cgroup_parent(claw, DRIVER),
         busybox_image,
         "/bin/sleep",
         "300",
@@ -372,9 +374,9 @@ def test_a_container_below_the_cage_cgroup_is_held_to_its_pids_limit(
     container_id = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
     pid = docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
     cgroups = Path(f"/proc/{pid}/cgroup").read_text()
-    assert f"{cagehost.cgroup_parent(claw)}/{container_id}" in cgroups  # the container is below the cage
+    assert f"{cagehost.cgroup_parent(claw, DRIVER)}/{container_id}" in cgroups  # the container is below the cage
 
-    parent = controller_dir("pids", cagehost.cgroup_parent(claw))
+    parent = controller_dir("pids", cagehost.cgroup_parent(claw, DRIVER))
     own = parent / container_id
     assert read(own / "pids.max") == "max"  # Docker set no limit of its own: only the cage's can bite
     # Inside the container: start up to 40 sleepers; the cage allows 16 tasks in all.
@@ -391,15 +393,15 @@ def test_a_container_below_the_cage_cgroup_is_held_to_its_pids_limit(
     assert int(read(parent / "pids.current")) <= 16
     assert refused_forks(parent) >= 1
 
-    refused = bash(cagehost.render_limits_delete(claw), check=False)
+    refused = bash(cagehost.render_limits_delete(claw, driver=DRIVER), check=False)
     assert refused.returncode == 1 and "a container of this cage is still running" in refused.stderr
 
     docker("rm", "-f", name)
     deadline = time.monotonic() + 20
     while own.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    bash(cagehost.render_limits_delete(claw))
-    assert not any(d.exists() for d in every_cgroup_dir(cagehost.cgroup_parent(claw)))
+    bash(cagehost.render_limits_delete(claw, driver=DRIVER))
+    assert not any(d.exists() for d in every_cgroup_dir(cagehost.cgroup_parent(claw, DRIVER)))
 
 
 # --- 2. key delivery -------------------------------------------------------------------------------

@@ -52,6 +52,10 @@ Props = dict[str, Any]
 StackEntry = tuple[str, str, Props, str]  # (type, resource name, props, provider urn)
 
 
+# The cage's limits as the local engine has them (no systemd); the slice form has tests of its own.
+DRIVER = "cgroupfs"
+
+
 def urn(type_: str, name: str, parent_type: str = CAGE_TYPE) -> str:
     """A resource's URN; a provider's has no parent type, as the harness and the engine name it."""
     if type_.startswith("pulumi:providers:"):
@@ -119,7 +123,7 @@ def proxy_config(claw: str, org: str) -> str:
     )
 
 
-def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str) -> Props:
+def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str, driver: str) -> Props:
     """components.cage.hardening, as inputs: what claw and proxy share."""
     return {
         "user": f"{uid}:{uid}",
@@ -134,7 +138,7 @@ def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str)
         "memory": cage_component.memory_mb(memory),
         "memorySwap": cage_component.memory_mb(memory),
         "cpus": str(cpus),
-        "cgroupParent": cagehost.cgroup_parent(claw),
+        "cgroupParent": cagehost.cgroup_parent(claw, driver),
         "ipcMode": "private",
         "sysctls": {"net.ipv6.conf.all.disable_ipv6": "1"},
         "logDriver": "json-file",
@@ -143,7 +147,9 @@ def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str)
     }
 
 
-def claw_container(claw: str = CLAW, org: str = ORG, host: str = HOST, volume: bool = True) -> Props:
+def claw_container(
+    claw: str = CLAW, org: str = ORG, host: str = HOST, volume: bool = True, driver: str = DRIVER
+) -> Props:
     proxy_url = f"http://{cv.PROXY_ALIAS}:{PROXY_PORT}"
     mounts = [
         {
@@ -191,11 +197,11 @@ def claw_container(claw: str = CLAW, org: str = ORG, host: str = HOST, volume: b
             "retries": 3,
             "startPeriod": "10s",
         },
-        **_hardening(CLAW_UID, CLAW_MEMORY, CLAW_CPUS, CLAW_TMPFS, claw),
+        **_hardening(CLAW_UID, CLAW_MEMORY, CLAW_CPUS, CLAW_TMPFS, claw, driver),
     }
 
 
-def proxy_container(claw: str = CLAW, org: str = ORG, host: str = HOST) -> Props:
+def proxy_container(claw: str = CLAW, org: str = ORG, host: str = HOST, driver: str = DRIVER) -> Props:
     return {
         "name": proxy_container_name(claw),
         "image": PROXY_IMAGE,
@@ -214,7 +220,7 @@ def proxy_container(claw: str = CLAW, org: str = ORG, host: str = HOST) -> Props
         "labels": labels(claw, org, host, cv.ROLE_PROXY)
         + [{"label": "clawstaff.config-sha256", "value": hashlib.sha256(proxy_config(claw, org).encode()).hexdigest()}],
         **_hardening(
-            CLAW_UID + 1, cage_component.PROXY_MEMORY, cage_component.PROXY_CPUS, 16 * cage_component.MiB, claw
+            CLAW_UID + 1, cage_component.PROXY_MEMORY, cage_component.PROXY_CPUS, 16 * cage_component.MiB, claw, driver
         ),
     }
 
@@ -289,16 +295,21 @@ def _command(create: str, delete: str, stdin: str | None, host: str, remote: boo
     return props
 
 
-def limits_command(claw: str = CLAW, host: str = HOST, remote: bool = False, pids: int = CLAW_PIDS) -> Props:
-    """The cage's parent cgroup with the whole cage's limits (claw + proxy), as ClawCage sizes it."""
+def limits_command(
+    claw: str = CLAW, host: str = HOST, remote: bool = False, pids: int = CLAW_PIDS, driver: str | None = None
+) -> Props:
+    """The cage's parent cgroup with the whole cage's limits (claw + proxy), as ClawCage sizes it: by
+    default a slice on a Hetzner host (remote) and a cgroup on the local engine, as cage() has it."""
+    driver = driver or ("systemd" if remote else "cgroupfs")
     return _command(
         cagehost.render_limits_create(
             claw,
             cpus=CLAW_CPUS + cage_component.PROXY_CPUS,
             memory=CLAW_MEMORY + cage_component.PROXY_MEMORY,
             pids=pids + cage_component.PROXY_PIDS,
+            driver=driver,
         ),
-        cagehost.render_limits_delete(claw),
+        cagehost.render_limits_delete(claw, driver=driver),
         None,
         host,
         remote,
@@ -343,20 +354,22 @@ def cage(
     """One compliant cage in the order cage.py creates it; the host's provider and egress network are apart.
 
     remote: the host is a Hetzner host reached over SSH (pair with host_resources(host)); False: the local
-    host (pair with host_resources(host, local=True))."""
+    host (pair with host_resources(host, local=True)). A Hetzner host's cage is a systemd slice, the local
+    engine's a cgroup (components.hostconfig.cgroup_driver)."""
     provider = docker_provider_urn(host)
     command_type = REMOTE_COMMAND if remote else COMMAND
+    driver = "systemd" if remote else "cgroupfs"
     entries: list[StackEntry] = [
         (NETWORK, f"{claw}-network", cage_network(claw, org, host), provider),
-        (command_type, f"{claw}-limits", limits_command(claw, host, remote), COMMAND_PROVIDER),
+        (command_type, f"{claw}-limits", limits_command(claw, host, remote, driver=driver), COMMAND_PROVIDER),
         (command_type, f"{claw}-key", key_command(claw, host, remote), COMMAND_PROVIDER),
         (command_type, f"{claw}-proxy-config", proxy_config_command(claw, org, host, remote), COMMAND_PROVIDER),
     ]
     if volume:
         entries.append((command_type, f"{claw}-volume", volume_command(claw, host, remote), COMMAND_PROVIDER))
     entries += [
-        (CONTAINER, f"{claw}-proxy", proxy_container(claw, org, host), provider),
-        (CONTAINER, f"{claw}-claw", claw_container(claw, org, host, volume), provider),
+        (CONTAINER, f"{claw}-proxy", proxy_container(claw, org, host, driver), provider),
+        (CONTAINER, f"{claw}-claw", claw_container(claw, org, host, volume, driver), provider),
     ]
     return entries
 

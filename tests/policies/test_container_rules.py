@@ -250,20 +250,41 @@ VIOLATIONS: list[tuple[str, Callable[[Props], None], str]] = [
         "decodes to 16 bytes, fewer than an AES-SIV tag (16 bytes) and data",
     ),
     ("container-env-no-plaintext-credentials", set_("envs", ["CLAWCAGE_SEALED=clawcage-v1:"]), "decodes to 0 bytes"),
-    ("container-cgroup-parent-confined", set_("cgroupParent", "/docker"), "not a cgroup below /clawstaff/"),
-    ("container-cgroup-parent-confined", set_("cgroupParent", "/clawstaff"), "not a cgroup below /clawstaff/"),
-    ("container-cgroup-parent-confined", set_("cgroupParent", "/clawstaff/"), "not a cgroup below /clawstaff/"),
+    (
+        "container-cgroup-parent-confined",
+        set_("cgroupParent", "/docker"),
+        "neither a cgroup below /clawstaff/ nor a slice",
+    ),
+    (
+        "container-cgroup-parent-confined",
+        set_("cgroupParent", "/clawstaff"),
+        "neither a cgroup below /clawstaff/ nor a slice",
+    ),
+    (
+        "container-cgroup-parent-confined",
+        set_("cgroupParent", "/clawstaff/"),
+        "neither a cgroup below /clawstaff/ nor a slice",
+    ),
     (
         "container-cgroup-parent-confined",
         set_("cgroupParent", "/clawstaff/../system.slice"),
-        "not a cgroup below /clawstaff/",
+        "neither a cgroup below /clawstaff/ nor a slice",
     ),
     (
         "container-cgroup-parent-confined",
         set_("cgroupParent", "clawstaff/acme-support"),
-        "not a cgroup below /clawstaff/",
+        "neither a cgroup below /clawstaff/ nor a slice",
     ),
-    ("container-cgroup-parent-confined", set_("cgroupParent", "clawstaff.slice"), "not a cgroup below /clawstaff/"),
+    (
+        "container-cgroup-parent-confined",
+        set_("cgroupParent", "clawstaff.slice"),
+        "neither a cgroup below /clawstaff/ nor a slice",
+    ),
+    # A slice elsewhere, or a grandchild spelled with `-` levels, is not a cage's slice.
+    ("container-cgroup-parent-confined", set_("cgroupParent", "system.slice"), "nor a slice below clawstaff.slice"),
+    ("container-cgroup-parent-confined", set_("cgroupParent", "clawstaff-a-b.slice"), "nor a slice below clawstaff"),
+    ("container-cgroup-parent-confined", set_("cgroupParent", "clawstaff-.slice"), "nor a slice below clawstaff"),
+    ("container-cgroup-parent-confined", set_("cgroupParent", "clawstaff-a.slice/x"), "nor a slice below clawstaff"),
 ]
 
 
@@ -335,6 +356,7 @@ def test_config_tightens_a_limit(name: str, change: Callable[[Props], None], con
         ("container-no-docker-socket", with_(set_("volumes", [{"volumeName": "docker.sock.d"}]))),
         ("container-cgroup-parent-confined", with_(drop("cgroupParent"))),
         ("container-cgroup-parent-confined", with_(set_("cgroupParent", ""))),
+        ("container-cgroup-parent-confined", with_(set_("cgroupParent", "clawstaff-acme\\x2dsupport.slice"))),
         ("container-mounts-confined", with_(lambda p: p["mounts"][0].update(target="/run/clawcage/"))),
         ("container-mounts-confined", with_(lambda p: p["mounts"].pop())),  # a claw without a volume
         ("container-env-no-plaintext-credentials", with_(set_("envs", ["CLAWCAGE_CLAW=acme-support"]))),

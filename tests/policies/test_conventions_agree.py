@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import base64
 import shlex
@@ -49,7 +51,10 @@ def test_the_pack_and_the_components_agree_on_what_a_dns_label_is() -> None:
 
 def test_the_pack_knows_where_the_components_put_the_cages_host_state() -> None:
     claw = "acme-support"
-    assert cage_conventions.cgroup_parent(claw) == cagehost.cgroup_parent(claw)
+    assert cage_conventions.CGROUP_DRIVERS == conventions.CGROUP_DRIVERS
+    for driver in conventions.CGROUP_DRIVERS:
+        assert cage_conventions.cgroup_parent(claw, driver) == cagehost.cgroup_parent(claw, driver)
+        assert cage_conventions.cage_cgroup(claw, driver) == conventions.cage_cgroup(claw, driver)
     assert f"{cage_conventions.HOST_PROXY_CONFIG_ROOT}/{claw}" == cagehost.proxy_config_dir(claw)
     assert f"{cage_conventions.HOST_KEY_ROOT}/{claw}" == conventions.host_key_dir(claw)
     # cage.py mounts the key *directory* at the parent of CAGE_KEY_MOUNT.
@@ -63,10 +68,13 @@ def test_the_pack_reads_the_sealed_format_the_components_write() -> None:
     assert len(base64.b64decode(sealed.removeprefix(sealing.FORMAT_PREFIX))) >= cage_conventions.SEALED_MIN_BYTES
 
 
-def test_the_pack_recognises_the_components_limits_scripts() -> None:
+@pytest.mark.parametrize("driver", conventions.CGROUP_DRIVERS)
+def test_the_pack_recognises_the_components_limits_scripts(driver: str) -> None:
     claw = "acme-support"
-    create = cagehost.shell_command(cagehost.render_limits_create(claw, cpus=Decimal("1.25"), memory=1 << 30, pids=320))
-    delete = cagehost.shell_command(cagehost.render_limits_delete(claw))
+    create = cagehost.shell_command(
+        cagehost.render_limits_create(claw, cpus=Decimal("1.25"), memory=1 << 30, pids=320, driver=driver)
+    )
+    delete = cagehost.shell_command(cagehost.render_limits_delete(claw, driver=driver))
     assert tuple(shlex.split(create)[:2]) == cage_conventions.LIMITS_SHELL
     assert stack_rules.limits_claws(create) == {claw} and stack_rules.limits_claws(delete) == {claw}
     assert list(stack_rules.limits_create_problems("create", create, claw, max_pids=320)) == []
@@ -77,10 +85,11 @@ def test_the_pack_recognises_the_components_limits_scripts() -> None:
         assert line in script.splitlines()
 
 
-def test_the_pack_reads_the_facts_line_the_renderer_writes() -> None:
+@pytest.mark.parametrize("driver", conventions.CGROUP_DRIVERS)
+def test_the_pack_reads_the_facts_line_the_renderer_writes(driver: str) -> None:
     claw = "acme-support"
-    create = cagehost.render_limits_create(claw, cpus=Decimal("1.25"), memory=1 << 30, pids=320)
-    delete = cagehost.render_limits_delete(claw)
+    create = cagehost.render_limits_create(claw, cpus=Decimal("1.25"), memory=1 << 30, pids=320, driver=driver)
+    delete = cagehost.render_limits_delete(claw, driver=driver)
     assert cage_conventions.FACTS_PREFIX == hostscripts.FACTS_PREFIX
     for script, name in (
         (create, cage_conventions.LIMITS_CREATE_SCRIPT),
@@ -89,13 +98,15 @@ def test_the_pack_reads_the_facts_line_the_renderer_writes() -> None:
         facts, problem = stack_rules.script_facts(script)
         assert problem is None and facts == hostscripts.script_facts(script)
         assert facts["script"] == name and facts["claw"] == claw
-        assert facts[cage_conventions.LIMITS_CGROUP_FACT] == cagehost.cgroup_parent(claw).lstrip("/")
+        assert facts[cage_conventions.LIMITS_CGROUP_FACT] == conventions.cage_cgroup(claw, driver)
+        assert facts[cage_conventions.LIMITS_DRIVER_FACT] == driver
     header = hostscripts.header_variables(create)
     facts = hostscripts.script_facts(create)
     assert set(cage_conventions.LIMITS_FACTS) == set(cage_conventions.LIMITS_VARS)
     for var, key in cage_conventions.LIMITS_FACTS.items():
         assert header[var] == str(facts[key]), var
     assert header[cage_conventions.LIMITS_CGROUP_VAR] == facts[cage_conventions.LIMITS_CGROUP_FACT]
+    assert header[cage_conventions.LIMITS_DRIVER_VAR] == driver
 
 
 def test_the_pack_imports_nothing_from_the_program() -> None:

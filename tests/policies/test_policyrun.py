@@ -92,7 +92,7 @@ def test_violations_carry_policy_level_urn_and_message() -> None:
     ]
     assert violations[0].message.startswith("Containers are never privileged")
     assert "`privileged` is true" in violations[0].message
-    assert "no command creates cage globex-ops's parent cgroup /clawstaff/globex-ops" in violations[1].message
+    assert "no command creates cage globex-ops's parent cgroup with its limits" in violations[1].message
 
 
 def test_an_unsafe_cage_is_refused_on_every_count() -> None:

@@ -253,8 +253,8 @@ def test_two_cages_with_the_same_sealed_blob_share_a_key() -> None:
 
 
 def limits_script(claw: str = "acme-support") -> str:
-    """The script inside the fixture's limits `create` (what render_limits_create returns)."""
-    create = fx.limits_command(claw)["create"]
+    """The script inside the fixture's limits `create` for a Hetzner host (a slice), as two_cages has it."""
+    create = fx.limits_command(claw, remote=True)["create"]
     return create[len("/bin/bash -c ") :].strip("'").replace("'\"'\"'", "'")
 
 
@@ -275,14 +275,14 @@ PIDS_LINE = f"PIDS={fx.CLAW_PIDS + 64}\n"
 
 
 def test_limits_script_helper_round_trips() -> None:
-    assert cagehost.shell_command(limits_script()) == fx.limits_command()["create"]
+    assert cagehost.shell_command(limits_script()) == fx.limits_command(remote=True)["create"]
 
 
 def test_a_cage_without_a_limits_command_is_refused() -> None:
     found = check(LIMITS, without(two_cages(), "acme-sales-limits"))
     assert found == [
         (
-            "no command creates cage acme-sales's parent cgroup /clawstaff/acme-sales with its limits: a "
+            "no command creates cage acme-sales's parent cgroup with its limits: a "
             "fork bomb or a leak in the cage would reach the host's pids and memory.",
             fx.urn(fx.CONTAINER, "acme-sales-claw"),
         )
@@ -295,10 +295,14 @@ def test_a_cage_without_a_limits_command_is_refused() -> None:
         (
             "acme-support-proxy",
             "/clawstaff/acme-sales",
-            "`cgroupParent` is '/clawstaff/acme-sales', not "
-            "'/clawstaff/acme-support': the proxy container of cage acme-support would run outside",
+            "`cgroupParent` is '/clawstaff/acme-sales', not 'clawstaff-acme\\\\x2dsupport.slice' or "
+            "'/clawstaff/acme-support' (the cage's slice, or its cgroup on an engine without systemd): the proxy "
+            "container of cage acme-support would run outside",
         ),
-        ("acme-support-claw", None, "`cgroupParent` is None, not '/clawstaff/acme-support'"),
+        ("acme-support-claw", None, "`cgroupParent` is None, not 'clawstaff-acme\\\\x2dsupport.slice'"),
+        # The slice of another cage, and acme's slice (the parent of acme-support's, were `-` not escaped).
+        ("acme-support-claw", "clawstaff-acme\\x2dsales.slice", "is 'clawstaff-acme\\\\x2dsales.slice', not"),
+        ("acme-support-claw", "clawstaff-acme-support.slice", "is 'clawstaff-acme-support.slice', not"),
         ("acme-support-claw", "/docker", "`cgroupParent` is '/docker'"),
         ("acme-support-claw", "/clawstaff/acme-support/../acme-sales", "is '/clawstaff/acme-support/../acme-sales'"),
     ],
@@ -324,23 +328,36 @@ def test_a_container_outside_its_cages_cgroup_is_refused(container: str, value: 
         (lambda p: p.update(create=edited("\nfi\n", "\nfi\nPIDS=999999\n")), "assigns PIDS 2 times"),
         (lambda p: p.update(create=edited("\nfi\n", "\nfi\nexport PIDS=999999\n")), "assigns PIDS 2 times"),
         (
-            lambda p: p.update(create=edited('put "$d/pids.max" "$PIDS"', 'put "$d/pids.max" max')),
-            "never writes $PIDS to pids.max",
+            lambda p: p.update(create=edited('"TasksMax=$PIDS"', '"TasksMax=infinity"')),
+            "never writes $PIDS to TasksMax=",
         ),
         (
-            lambda p: p.update(create=edited("CG=clawstaff/acme-support", "CG=clawstaff/../system.slice")),
-            "sets CG=clawstaff/../system.slice, not clawstaff/acme-support",
+            lambda p: p.update(create=edited('"CPUQuota=$(( CPU_QUOTA * 100 / CPU_PERIOD ))%"', '"CPUQuota=100%"')),
+            "never writes $CPU_QUOTA to CPUQuota=",
+        ),
+        (
+            lambda p: p.update(create=with_var("DRIVER", "cgroupfs")),
+            "sets DRIVER=cgroupfs, but its facts line gives the driver systemd",
+        ),
+        (
+            lambda p: p.update(create=with_var("CG", "clawstaff/../system.slice")),
+            "sets CG=clawstaff/../system.slice, not clawstaff.slice/clawstaff-acme\\x2dsupport.slice",
         ),
         (lambda p: p.update(create=limits_script()), "its `create` is not `/bin/bash -c '<script>'`"),
         (lambda p: p.update(create="/bin/sh -c " + p["create"][len("/bin/bash -c ") :]), "is not `/bin/bash -c"),
-        (lambda p: p.update(delete=None), "its `delete` is not `/bin/bash -c '<script>'` removing the cgroup"),
+        (
+            lambda p: p.update(delete=None),
+            "its `delete` is not `/bin/bash -c '<script>'` removing cage acme-support's cgroup",
+        ),
         (
             lambda p: p.update(delete=fx.key_command()["delete"]),
             "its `delete` script does not carry the line '# clawstaff limits of cage acme-support:'",
         ),
         (
             lambda p: p.update(
-                delete=cagehost.shell_command(cagehost.render_limits_delete("acme-support").replace("rmdir", "ls"))
+                delete=cagehost.shell_command(
+                    cagehost.render_limits_delete("acme-support", driver="cgroupfs").replace("rmdir", "ls")
+                )
             ),
             "its `delete` script does not remove the cgroup (rmdir)",
         ),
@@ -388,7 +405,9 @@ def facts_replaced(text: str, /, **changes: Any) -> str:
         (
             lambda p: p.update(
                 delete=cagehost.shell_command(
-                    facts_replaced(cagehost.render_limits_delete("acme-support"), claw=None, script=None)
+                    facts_replaced(
+                        cagehost.render_limits_delete("acme-support", driver="cgroupfs"), claw=None, script=None
+                    )
                 )
             ),
             "its `delete` script's facts line declares None of cage None, not 'limits-delete' of cage acme-support",
@@ -417,7 +436,7 @@ def facts_replaced(text: str, /, **changes: Any) -> str:
         ),
         (
             lambda p: p.update(create=cagehost.shell_command(facts_replaced(limits_script(), cgroup="clawstaff"))),
-            "its `create` script's facts line gives the cgroup 'clawstaff', not clawstaff/acme-support",
+            "its `create` script's facts line gives the cgroup 'clawstaff', not clawstaff.slice/clawstaff-acme\\x2dsupport.slice",
         ),
         (
             lambda p: p.update(update=cagehost.shell_command(facts_replaced(limits_script(), pids=99999))),
@@ -445,7 +464,8 @@ def test_the_limits_are_read_from_the_facts_line() -> None:
     assert facts == {
         "script": "limits-create",
         "claw": "acme-support",
-        "cgroup": "clawstaff/acme-support",
+        "driver": "systemd",
+        "cgroup": "clawstaff.slice/clawstaff-acme\\x2dsupport.slice",
         "pids": fx.CLAW_PIDS + 64,
         "memory": props_memory(),
         "cpu_quota": 125_000,

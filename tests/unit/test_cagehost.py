@@ -16,20 +16,31 @@ from decimal import Decimal
 import pytest
 
 from components import cagehost, hostscripts, sealing
-from components.conventions import CAGE_VOLUME_MOUNT, HOST_KEY_ROOT, HOST_VOLUME_ROOT
+from components.conventions import CAGE_VOLUME_MOUNT, HOST_KEY_ROOT, HOST_VOLUME_ROOT, cage_cgroup
 
 MiB = 1024 * 1024
 CLAW = "acme-support"
 
 RENDERERS: dict[str, Callable[[str], str]] = {
-    "limits_create": lambda claw: cagehost.render_limits_create(claw, cpus=Decimal("1.5"), memory=512 * MiB, pids=256),
-    "limits_delete": cagehost.render_limits_delete,
+    "limits_create": lambda claw: cagehost.render_limits_create(
+        claw, cpus=Decimal("1.5"), memory=512 * MiB, pids=256, driver="cgroupfs"
+    ),
+    "limits_create_systemd": lambda claw: cagehost.render_limits_create(
+        claw, cpus=Decimal("1.5"), memory=512 * MiB, pids=256, driver="systemd"
+    ),
+    "limits_delete": lambda claw: cagehost.render_limits_delete(claw, driver="cgroupfs"),
+    "limits_delete_systemd": lambda claw: cagehost.render_limits_delete(claw, driver="systemd"),
     "key_create": lambda claw: cagehost.render_key_create(claw, uid=65532),
     "key_delete": cagehost.render_key_delete,
     "volume_create": lambda claw: cagehost.render_volume_create(claw, size=5 * 1024 * MiB, uid=65532),
     "volume_delete": cagehost.render_volume_delete,
 }
-PATHS: list[Callable[[str], str]] = [cagehost.cgroup_parent, cagehost.host_key_path, cagehost.volume_mount_path]
+PATHS: list[Callable[[str], str]] = [
+    lambda claw: cagehost.cgroup_parent(claw, "cgroupfs"),
+    lambda claw: cagehost.cgroup_parent(claw, "systemd"),
+    cagehost.host_key_path,
+    cagehost.volume_mount_path,
+]
 
 
 @pytest.mark.parametrize("render", RENDERERS.values(), ids=RENDERERS.keys())
@@ -87,11 +98,17 @@ def test_the_name_enters_the_script_quoted_in_one_assignment(render: Callable[[s
     # Paths built from the name are assigned once, quoted, and used as "$VAR" afterwards.
     for line in script.splitlines():
         if "a1-b2" in line and not line.startswith("#"):
-            assert re.match(r"^(CLAW|CG|DIR|KEY|VDIR|DATA)=\S+$", line), line
+            assert re.match(r"^(CLAW|CG|DIR|KEY|VDIR|DATA|SLICE)=\S+$", line), line
 
 
 def test_paths_follow_the_shared_conventions() -> None:
-    assert cagehost.cgroup_parent(CLAW) == "/clawstaff/acme-support"
+    assert cagehost.cgroup_parent(CLAW, "cgroupfs") == "/clawstaff/acme-support"
+    # systemd reads `-` as a level of slices: escaped, acme-support is not a child of acme's slice.
+    assert cagehost.cgroup_parent(CLAW, "systemd") == "clawstaff-acme\\x2dsupport.slice"
+    assert cage_cgroup(CLAW, "systemd") == "clawstaff.slice/clawstaff-acme\\x2dsupport.slice"
+    assert cage_cgroup("acme", "systemd") == "clawstaff.slice/clawstaff-acme.slice"
+    with pytest.raises(ValueError, match="cgroup driver 'cgroupv1' is not one of systemd, cgroupfs"):
+        cagehost.cgroup_parent(CLAW, "cgroupv1")
     assert cagehost.host_key_path(CLAW) == f"{HOST_KEY_ROOT}/acme-support/key"
     assert cagehost.volume_mount_path(CLAW) == f"{HOST_VOLUME_ROOT}/acme-support/mnt/data"
     assert CAGE_VOLUME_MOUNT == "/data"
@@ -218,7 +235,7 @@ def test_volume_delete_shreds_the_key_before_the_data() -> None:
 )
 def test_bad_limits_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        cagehost.render_limits_create(CLAW, **kwargs)
+        cagehost.render_limits_create(CLAW, **kwargs, driver="cgroupfs")
 
 
 def test_cpu_quota() -> None:

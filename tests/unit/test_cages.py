@@ -8,6 +8,7 @@ from pulumi.runtime import rpc
 
 from components import cagehost, seccomp
 from components.config import load_stack_file, parse_stack_config
+from components.hostconfig import cgroup_driver
 from components.conventions import CAGE_KEY_MOUNT, LABEL_CLAW, LABEL_ORG, LABEL_ROLE, SEALED_ENV, host_key_dir
 from components.sealing import derive_cage_key, open_credentials
 from tests.conftest import ROOT, evaluate_stack, fixture_images_record
@@ -68,6 +69,7 @@ def test_cage_network_is_internal_with_only_claw_and_proxy(stack):
 @pytest.mark.parametrize("role", ["claw", "proxy"])
 def test_containers_are_hardened(stack, role):
     _, evaluation, config = stack
+    (driver,) = {cgroup_driver(h.kind) for h in config.hosts}  # local: cgroupfs; cloud and dedicated: systemd
     uids = set()
     for claw in config.claws:
         c = _cage(evaluation, claw.name)[role].inputs
@@ -78,7 +80,7 @@ def test_containers_are_hardened(stack, role):
         assert c["restart"] == "on-failure" and 0 < c["maxRetryCount"] <= 5
         assert c["memory"] == c["memorySwap"] > 0
         assert float(c["cpus"]) > 0
-        assert c["cgroupParent"] == cagehost.cgroup_parent(claw.name)
+        assert c["cgroupParent"] == cagehost.cgroup_parent(claw.name, driver)
         assert all(k not in c for k in ("networkMode", "pidMode", "usernsMode", "ports", "devices", "publishAllPorts"))
         assert c["ipcMode"] == "private"
         for options in c["tmpfs"].values():

@@ -184,11 +184,14 @@ def test_a_script_without_one_facts_line_has_no_facts() -> None:
 
 
 def test_the_cage_scripts_carry_their_facts() -> None:
-    create = cagehost.render_limits_create("acme-support", cpus=Decimal("1.25"), memory=1 << 30, pids=320)
+    create = cagehost.render_limits_create(
+        "acme-support", cpus=Decimal("1.25"), memory=1 << 30, pids=320, driver="systemd"
+    )
     assert hostscripts.script_facts(create) == {
         "script": "limits-create",
         "claw": "acme-support",
-        "cgroup": "clawstaff/acme-support",
+        "driver": "systemd",
+        "cgroup": "clawstaff.slice/clawstaff-acme\\x2dsupport.slice",
         "pids": 320,
         "memory": 1 << 30,
         "cpu_quota": 125_000,

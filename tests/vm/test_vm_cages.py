@@ -8,7 +8,14 @@ import shlex
 
 import pytest
 
-from components.conventions import CAGE_VOLUME_MOUNT, CGROUP_ROOT, HOST_KEY_ROOT, HOST_VOLUME_ROOT, LABEL_ROLE
+from components.conventions import (
+    CAGE_VOLUME_MOUNT,
+    HOST_KEY_ROOT,
+    HOST_VOLUME_ROOT,
+    LABEL_ROLE,
+    cage_cgroup,
+    cage_slice,
+)
 from components import hostscripts
 from tools import replay, vmhost
 
@@ -49,20 +56,63 @@ def test_every_cage_runs_on_the_vm_engine(cages):
         assert names.get(f"proxy-{claw}") == "running", names
 
 
-def test_whole_cage_limits_in_cgroup_v2(cages):
+def cage_dir(claw: str) -> str:
+    """The cage's slice in the VM's cgroup tree, quoted for the shell (its name holds a backslash)."""
+    return shlex.quote(f"/sys/fs/cgroup/{cage_cgroup(claw, 'systemd')}")
+
+
+def test_whole_cage_limits_are_a_systemd_slice_on_cgroup_v2(cages):
     host, machine, _ = cages
     facts = limits_facts(host, PROBE)
-    d = f"/sys/fs/cgroup/{CGROUP_ROOT}/{PROBE}"
+    assert facts["driver"] == "systemd"
+    slice_ = shlex.quote(cage_slice(PROBE))
+    shown = dict(
+        line.split("=", 1)
+        for line in ssh(machine, f"systemctl show -p TasksMax,MemoryMax,MemorySwapMax,CPUQuotaPerSecUSec,"
+                                 f"IOWeight,ActiveState,FragmentPath {slice_}").stdout.split("\n") if "=" in line
+    )  # fmt: skip
+    assert shown["ActiveState"] == "active"
+    assert shown["FragmentPath"] == f"/etc/systemd/system/{cage_slice(PROBE)}"  # a unit file: it outlives a reboot
+    assert shown["TasksMax"] == str(facts["pids"]) and shown["MemoryMax"] == str(facts["memory"])
+    assert shown["MemorySwapMax"] == "0" and shown["IOWeight"] == "100"
+    d = cage_dir(PROBE)
     assert ssh(machine, f"cat {d}/pids.max").stdout.strip() == str(facts["pids"])
     assert ssh(machine, f"cat {d}/memory.max").stdout.strip() == str(facts["memory"])
     assert ssh(machine, f"cat {d}/memory.swap.max").stdout.strip() == "0"
     assert ssh(machine, f"cat {d}/cpu.max").stdout.split() == [str(facts["cpu_quota"]), str(facts["cpu_period"])]
-    # Both containers of the cage live below it; the neighbour's below its own.
-    procs = ssh(machine, f"cat $(find {d} -mindepth 2 -name cgroup.procs) | wc -l").stdout.strip()
-    assert int(procs) >= 2
-    for name in (f"claw-{PROBE}", f"proxy-{PROBE}"):
-        pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' {name}").stdout.strip()
-        assert f"/{CGROUP_ROOT}/{PROBE}/" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
+    # Both containers of the cage are scopes in its slice; the neighbour's are in its own.
+    for claw in (PROBE, NEIGHBOUR):
+        for name in (f"claw-{claw}", f"proxy-{claw}"):
+            pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' {name}").stdout.strip()
+            cgroup = ssh(machine, f"cat /proc/{pid}/cgroup").stdout.strip()
+            assert cgroup.startswith(f"0::/{cage_cgroup(claw, 'systemd')}/docker-"), (name, cgroup)
+
+
+def test_the_slice_and_its_limits_outlive_the_cages_containers(cages):
+    host, machine, _ = cages
+    facts = limits_facts(host, PROBE)
+    d = cage_dir(PROBE)
+    assert ssh(machine, f"docker stop -t 2 claw-{PROBE} proxy-{PROBE}").returncode == 0
+    try:
+        assert ssh(machine, f"systemctl is-active {shlex.quote(cage_slice(PROBE))}").stdout.strip() == "active"
+        assert ssh(machine, f"cat {d}/pids.max").stdout.strip() == str(facts["pids"])
+        # A new container given the slice as its parent lands in it, below the same limits.
+        image = state_image(machine, f"claw-{PROBE}")
+        joined = ssh(machine, f"docker run -d --name slice-join --cgroup-parent {shlex.quote(cage_slice(PROBE))} "
+                              f"--entrypoint sleep {image} 60")  # fmt: skip
+        assert joined.returncode == 0, joined.stderr
+        pid = ssh(machine, "docker inspect -f '{{.State.Pid}}' slice-join").stdout.strip()
+        assert f"/{cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
+    finally:
+        ssh(machine, "docker rm -f slice-join")
+        assert ssh(machine, f"docker start proxy-{PROBE} claw-{PROBE}").returncode == 0
+    pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' claw-{PROBE}").stdout.strip()
+    assert f"/{cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
+    assert ssh(machine, f"cat {d}/memory.max").stdout.strip() == str(facts["memory"])
+
+
+def state_image(machine, container: str) -> str:
+    return ssh(machine, f"docker inspect -f '{{{{.Image}}}}' {container}").stdout.strip()
 
 
 FORK_BOMB = (
@@ -96,7 +146,7 @@ def test_a_fork_bomb_stops_at_the_cages_pids_limit_and_the_neighbour_still_runs(
     out = in_claw(machine, PROBE, FORK_BOMB).split()
     assert len(out) == 2 and out[1] == "11", out  # EAGAIN long before the thousandth fork
     assert int(out[0]) < pids_max
-    peak = ssh(machine, f"cat /sys/fs/cgroup/{CGROUP_ROOT}/{PROBE}/pids.peak").stdout.strip()
+    peak = ssh(machine, f"cat {cage_dir(PROBE)}/pids.peak").stdout.strip()
     assert int(peak) <= pids_max
     assert in_claw(machine, NEIGHBOUR, "import os; print(len(os.listdir('/proc')) > 0)").strip() == "True"
 
@@ -138,7 +188,8 @@ def test_teardown_leaves_nothing_on_the_vm(cages):
     assert ssh(machine, f"docker ps -aq --filter label={LABEL_ROLE}").stdout.strip() == ""
     assert ssh(machine, f"docker network ls -q --filter label={LABEL_ROLE}").stdout.strip() == ""
     for claw in (PROBE, NEIGHBOUR):
-        assert ssh(machine, f"test -e /sys/fs/cgroup/{CGROUP_ROOT}/{claw}").returncode == 1
+        assert ssh(machine, f"test -e {cage_dir(claw)}").returncode == 1
+        assert ssh(machine, f"test -e {shlex.quote('/etc/systemd/system/' + cage_slice(claw))}").returncode == 1
         assert ssh(machine, f"test -e {HOST_KEY_ROOT}/{claw}").returncode == 1
     assert ssh(machine, "losetup -a").stdout.strip() == ""
     assert HOST_VOLUME_ROOT not in ssh(machine, "findmnt -rn -o TARGET").stdout
