@@ -382,6 +382,27 @@ def wait_for_cloud_init(vm: Vm) -> dict:
     return status
 
 
+def boot_id(vm: Vm) -> str:
+    return vm.ssh("cat /proc/sys/kernel/random/boot_id", timeout=60).stdout.strip()
+
+
+def reboot(vm: Vm) -> float:
+    """Reboot the guest as an operator would (`systemctl reboot`; QEMU resets and boots the same disk)
+    and wait until sshd answers with the pinned key from a new boot; the seconds it took."""
+    before = boot_id(vm)
+    started = time.monotonic()
+    vm.ssh("systemctl reboot", check=False, timeout=60)  # the session may end before it returns
+    while time.monotonic() - started < BOOT_TIMEOUT_S:
+        if not vm.alive():
+            raise VmError(f"qemu exited during the reboot; console tail:\n{tail(vm.console)}")
+        time.sleep(5)
+        if _listening(vm.address, 22):
+            done = vm.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=30)
+            if done.returncode == 0 and done.stdout.strip() not in ("", before):
+                return time.monotonic() - started
+    raise VmError(f"no SSH from a new boot after {BOOT_TIMEOUT_S} s; console tail:\n{tail(vm.console)}")
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -17,7 +17,7 @@ from components.conventions import (
     cage_slice,
 )
 from components import hostscripts
-from tools import replay, vmhost
+from tools import recover, replay, vm, vmhost
 
 pytestmark = pytest.mark.vm
 
@@ -99,7 +99,7 @@ def test_the_slice_and_its_limits_outlive_the_cages_containers(cages):
         # A new container given the slice as its parent lands in it, below the same limits.
         image = state_image(machine, f"claw-{PROBE}")
         joined = ssh(machine, f"docker run -d --name slice-join --cgroup-parent {shlex.quote(cage_slice(PROBE))} "
-                              f"--entrypoint sleep {image} 60")  # fmt: skip
+                              f"--entrypoint /usr/bin/python3 {image} -I -c 'import time; time.sleep(60)'")  # fmt: skip
         assert joined.returncode == 0, joined.stderr
         pid = ssh(machine, "docker inspect -f '{{.State.Pid}}' slice-join").stdout.strip()
         assert f"/{cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
@@ -178,6 +178,44 @@ def test_the_key_lives_on_tmpfs_and_the_volume_is_encrypted(cages):
     assert volume.strip() == "kept"
     mounts = ssh(machine, "findmnt -rn -o SOURCE,TARGET,FSTYPE").stdout
     assert f"{HOST_VOLUME_ROOT}/" in mounts and "ext4" in mounts
+
+
+def test_a_reboot_fails_closed_and_one_command_brings_every_cage_back(cages):
+    host, machine, _ = cages
+    in_claw(machine, PROBE, f"open('{CAGE_VOLUME_MOUNT}/before-reboot', 'w').write('kept')")
+    seconds = vm.reboot(machine)
+    print(f"reboot to SSH: {seconds:.0f} s")
+    target = recover.Host(host.evaluation, vmhost.HOST_NAME, machine.address, machine.operator_key)
+    after = {s.claw: s for s in target.observe()}
+    # What holds a secret is gone, and the claw cannot start without it: every cage failed closed.
+    for claw in (PROBE, NEIGHBOUR):
+        assert not after[claw].key and not after[claw].claw_running, after[claw]
+        assert ssh(machine, f"test -e {HOST_KEY_ROOT}/{claw}").returncode == 1
+    assert not after[PROBE].volume_mounted
+    assert ssh(machine, "losetup -a").stdout.strip() == ""
+    # What holds none is on disk and came back: the slice's unit with the cage's limits.
+    facts = limits_facts(host, PROBE)
+    unit = ssh(machine, f"cat {shlex.quote('/etc/systemd/system/' + cage_slice(PROBE))}").stdout
+    assert f"TasksMax={facts['pids']}" in unit and f"MemoryMax={facts['memory']}" in unit
+    # No secret reached the disk before the reboot, so none is there after it.
+    paths = f"/var/lib/docker /var/lib/containerd /etc /var/lib/cloud /var/log /root {HOST_VOLUME_ROOT} /srv /var/tmp"
+    assert ssh(machine, f"grep -r -l -a -F {host.probe_secret} {paths} 2>/dev/null | head -5").stdout.strip() == ""
+    # The preview says what the one command will do, and does nothing.
+    preview: list[str] = []
+    recover.recover(target, apply=False, out=preview.append)
+    text = "\n".join(preview)
+    for claw in (PROBE, NEIGHBOUR):
+        assert f"put cage {claw}'s key on the host's tmpfs" in text and f"start claw-{claw}" in text
+    assert f"re-open cage {PROBE}'s encrypted volume" in text
+    assert {s.claw: s for s in target.observe()} == after
+    # The command: every cage runs again, with its key, its volume's data and its limits.
+    states = recover.recover(target, apply=True, out=preview.append)
+    assert all(s.key and s.claw_running and s.proxy_running for s in states), states
+    assert in_claw(machine, PROBE, f"print(open('{CAGE_VOLUME_MOUNT}/before-reboot').read())").strip() == "kept"
+    assert ssh(machine, f"cat {cage_dir(PROBE)}/pids.max").stdout.strip() == str(facts["pids"])
+    pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' claw-{PROBE}").stdout.strip()
+    assert f"/{cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
+    test_the_sealed_secret_is_open_only_in_the_claws_process(cages)
 
 
 def test_teardown_leaves_nothing_on_the_vm(cages):
