@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.hostconfig import NFT_TABLE, SYSCTLS, render_daemon_json, render_nftables
-from tools import engine_cpu
 
 ADMIN_SSH_CIDRS = ("127.0.0.1/32",)
 START_TIMEOUT_S = 60.0
@@ -303,8 +302,6 @@ def start(paths: EnginePaths, resolv_conf: str) -> str:
     if pid is not None and state.get("pid") == pid and state.get("config_sha256") == config_sha:
         info = _docker_info(paths)
         if info:
-            if paths.is_main:
-                sysctls = [*sysctls, engine_cpu.place_engine()]
             return _summary(info, pid, config_sha, firewall_loaded(paths), sysctls) + " [unchanged]"
     previous = _docker_info(paths)
     carried = _save_images(paths, previous) if previous else None
@@ -328,8 +325,6 @@ def start(paths: EnginePaths, resolv_conf: str) -> str:
     pid = _running_pid(paths)
     paths.state.parent.mkdir(parents=True, exist_ok=True)
     paths.state.write_text(json.dumps({"pid": pid, "config_sha256": config_sha}) + "\n")
-    if paths.is_main:  # the engine's copy of cage logs weighs less than a cage (tools/engine_cpu.py)
-        sysctls = [*sysctls, engine_cpu.place_engine()]
     return _summary(info, pid, config_sha, firewall_loaded(paths), sysctls) + " [started]" + note
 
 

@@ -39,7 +39,7 @@ import docker.errors
 
 from components.config import is_secret_placeholder, load_stack_file, parse_stack_config
 from components.egress import egress_allowlist, render_proxy_config
-from tools import engine, engine_cpu, mockrun, replay
+from tools import engine, mockrun, replay
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_JSON = ROOT / "build" / "isolation-report.json"
@@ -474,7 +474,7 @@ def start_bench(scorecard: Scorecard) -> Bench:
     # the engine is shared, and another tree may have loaded its own rendering.
     resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
     engine.load_firewall(engine.EnginePaths(), engine.desired_files(resolv)[1])
-    sysctls = [*engine.apply_sysctls(), engine_cpu.place_engine()]
+    sysctls = engine.apply_sysctls()
     scorecard.notes.append("host: this tree's firewall loaded (tools.engine); " + ", ".join(sysctls))
     leftovers = replay.purge(stack.evaluation)
     if leftovers:
