@@ -16,7 +16,9 @@ plane, by host name *and* port, and nothing else:
 
 Every request, allowed or refused, is logged to stdout (Docker's log driver takes it) as one JSON
 object per line with the claw's name and org and the reason (`access_log_format`, read back by
-`parse_access_line`). The proxy sees only `CONNECT host:port`, never a secret.
+`parse_access_line`). The proxy sees only `CONNECT host:port`, never a secret. Each client connection
+carries one request and a cage's new connections are rate-limited on its bridge, so a claw cannot
+make its proxy log faster than CAGE_CONNECTIONS_PER_SECOND lines of at most ACCESS_LINE_MAX bytes.
 
 Inputs are distrusted: a name, port, claw or org that is not plain DNS syntax raises ValueError, so
 no entry can smuggle Squid directives, ACL flags or regex metacharacters into the file.
@@ -38,6 +40,13 @@ from components.conventions import is_dns_label
 PROXY_PORT = 3128
 # Concurrent connections one client (the claw) may hold to its proxy; more are dropped by Squid.
 MAX_CLIENT_CONNECTIONS = 256
+# New connections per second one cage may open to its proxy, and the burst above that rate; enforced
+# by the host firewall on the cage's bridge (components/firewall.py). With one request per client
+# connection (`client_persistent_connections off`), this is the rate of requests a claw can make its
+# proxy log, allowed or refused (attack-findings finding 4). Above what a busy claw opens (a new
+# tunnel every 50 ms, as the bench's neighbour measures itself, is 20 a second).
+CAGE_CONNECTIONS_PER_SECOND = 25
+CAGE_CONNECTIONS_BURST = 100
 
 # At least two labels; the last one not all digits (so 10.0.0.1 and 2130706433 are not names).
 _HOST_NAME = re.compile(rf"(?:{_LABEL}\.)+(?=[a-z0-9-]*[a-z])(?:{_LABEL})\Z")
@@ -99,10 +108,17 @@ ACCESS_LOG_TAG = "clawcage-egress"
 # every other unsafe byte become %XX), so no value can break the string it sits in, and
 # `parse_access_line` gives back exactly what the client sent. The other fields are Squid's own
 # (addresses, numbers, result codes) or ours (claw, org: DNS labels; reason: fixed annotations).
+#
+# The fields a client chooses are cut at LOGGED_WIDTH characters (after encoding: Squid applies the
+# width last), so one line is at most about ACCESS_LINE_MAX bytes: with the request rate bounded per
+# cage, so is the rate at which a claw fills its proxy's log (attack-findings finding 4). A cut value
+# is marked in what `parse_access_line` returns (`truncated`).
+LOGGED_WIDTH = {"method": 32, "request": 512}
+ACCESS_LINE_MAX = 1024
 ACCESS_LOG_FIELDS: tuple[tuple[str, str], ...] = (
     ("client", "%>a"),
-    ("method", "%#rm"),
-    ("request", "%#ru"),
+    ("method", f"%#.{LOGGED_WIDTH['method']}rm"),
+    ("request", f"%#.{LOGGED_WIDTH['request']}ru"),
     ("status", "%>Hs"),
     ("result", "%Ss"),
     ("reason", "%#{reason}note"),
@@ -134,7 +150,32 @@ def parse_access_line(line: str) -> dict[str, str] | None:
         raise ValueError(f"not an access log object: {text[:200]!r}")
     if not all(isinstance(v, str) for v in entry.values()):
         raise ValueError(f"an access log value is not a string: {text[:200]!r}")
-    return {k: urllib.parse.unquote(v, errors="strict") if k in URL_ENCODED_FIELDS else v for k, v in entry.items()}
+    decoded, cut = {}, []
+    for key, value in entry.items():
+        if key not in URL_ENCODED_FIELDS:
+            decoded[key] = value
+            continue
+        truncated = len(value) >= LOGGED_WIDTH.get(key, len(value) + 1)
+        decoded[key] = _url_decode(value, truncated)
+        if truncated:
+            cut.append(key)
+    if cut:
+        decoded["truncated"] = ",".join(cut)
+    return decoded
+
+
+def _url_decode(value: str, truncated: bool) -> str:
+    """A URL-encoded value back to what the client sent. A value Squid cut at its width may end in
+    part of an escape (`%`, `%X`) or of a UTF-8 sequence: that tail is dropped, nothing else."""
+    if not truncated:
+        return urllib.parse.unquote(value, errors="strict")
+    raw = urllib.parse.unquote_to_bytes(re.sub(r"%[0-9A-Fa-f]?\Z", "", value))
+    for cut in range(4):  # a UTF-8 character is at most 4 bytes: at most 3 of it can be left over
+        try:
+            return raw[: len(raw) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    raise ValueError(f"a cut access log value is not UTF-8: {value[:200]!r}")
 
 
 def carve(blocked: Iterable[str], exempt: Iterable[str]) -> list[str]:
@@ -205,6 +246,11 @@ def render_proxy_config(
         # A claw's connections to its proxy are bounded: connections that never finish their headers
         # are the proxy's memory, and the proxy must outlive its claw (attack-findings finding 5).
         f"client_ip_max_connections {MAX_CLIENT_CONNECTIONS}",
+        # One request per client connection: a refused request ends its connection, so the host
+        # firewall's per-cage rate of new connections bounds the rate of requests, and with it how
+        # fast a claw can fill this log (attack-findings finding 4). A CONNECT tunnel is one
+        # connection either way.
+        "client_persistent_connections off",
         "shutdown_lifetime 1 seconds",
         # No `via off`: Squid 6 warns that HTTP requires Via, and a CONNECT tunnel's bytes carry no
         # header of Squid's either way (plain HTTP is refused).

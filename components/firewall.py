@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from components.addresses import HOST_FIREWALL_FORBIDDEN_V4
 from components.conventions import CAGE_BRIDGE_PREFIX, EGRESS_BRIDGE_PREFIX
-from components.egress import PROXY_PORT
+from components.egress import CAGE_CONNECTIONS_BURST, CAGE_CONNECTIONS_PER_SECOND, PROXY_PORT
 from components.hostscripts import host_file
 
 # Hetzner's recursive resolvers (IPv4; cages have no IPv6).
@@ -90,4 +90,6 @@ def render_nftables(
         host_input=host_input,
         proxy_max_flows=str(PROXY_MAX_FLOWS),
         proxy_port=str(PROXY_PORT),
+        cage_connections_rate=str(CAGE_CONNECTIONS_PER_SECOND),
+        cage_connections_burst=str(CAGE_CONNECTIONS_BURST),
     )

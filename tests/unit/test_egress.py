@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.egress import (
+    ACCESS_LOG_FIELDS,
     BLOCKED_DESTINATIONS,
     access_log_format,
     carve,
@@ -212,6 +213,7 @@ LINE = re.compile(
     r"http_port \d+|pid_filename none|cache deny all|cache_mem 0 MB|coredump_dir /tmp|netdb_filename none|"
     r"pinger_enable off|icp_port 0|htcp_port 0|max_filedescriptors \d+|shutdown_lifetime 1 seconds|"
     r"client_ip_max_connections \d+|"
+    r"client_persistent_connections off|"
     r"forwarded_for delete|httpd_suppress_version_string on|cache_log stdio:/dev/stderr|"
     r'logformat clawcage \{"log":"clawcage-egress","claw":"[a-z0-9-]+","org":"[a-z0-9-]+",.*\}|'
     r"access_log stdio:/dev/stdout logformat=clawcage|logfile_rotate 0|"
@@ -279,9 +281,9 @@ def test_every_access_log_value_survives_the_round_trip(request_):
     from urllib.parse import quote
 
     line = access_log_format("acme-support", "acme")
-    for _, code in (("method", "%#rm"), ("request", "%#ru"), ("reason", "%#{reason}note")):
-        value = {"%#rm": "CONNECT", "%#ru": quote(request_, safe=":"), "%#{reason}note": "not-allowlisted"}[code]
-        line = line.replace(f'"{code}"', f'"{value}"')
+    codes = dict(ACCESS_LOG_FIELDS)
+    for field, value in (("method", "CONNECT"), ("request", quote(request_, safe=":")), ("reason", "not-allowlisted")):
+        line = line.replace(f'"{codes[field]}"', f'"{value}"')
     entry = parse_access_line(line)
     assert entry["request"] == request_ and entry["claw"] == "acme-support" and entry["org"] == "acme"
     assert entry["reason"] == "not-allowlisted"
@@ -291,3 +293,52 @@ def test_an_unreadable_access_line_is_an_error_not_a_skip():
     assert parse_access_line("2026/12/01 squid cache.log message") is None
     with pytest.raises(ValueError, match="unreadable access log line"):
         parse_access_line('{"log":"clawcage-egress","request":"a\\"b"')
+
+
+# --- attack-findings finding 4: one request per connection, bounded log lines ----------------------------
+
+
+def test_one_request_per_client_connection_and_client_fields_cut_in_the_log():
+    from components.egress import LOGGED_WIDTH
+
+    config = render()
+    assert "client_persistent_connections off" in config.splitlines()
+    logformat = next(l for l in config.splitlines() if l.startswith("logformat clawcage "))
+    assert f'"method":"%#.{LOGGED_WIDTH["method"]}rm"' in logformat
+    assert f'"request":"%#.{LOGGED_WIDTH["request"]}ru"' in logformat
+
+
+def test_the_longest_access_line_stays_under_its_bound():
+    from components.egress import ACCESS_LINE_MAX, LOGGED_WIDTH
+
+    line = access_log_format("a" * 63, "b" * 63)
+    widest = {"%>a": "ffff:" * 7 + "ffff", "%>Hs": "999", "%Ss": "TCP_MISS_ABORTED", "%#{reason}note": "x" * 32,
+              "%<a:%<p": "f" * 39 + ":65535", "%st": "9" * 20, "%tr": "9" * 20}  # fmt: skip
+    for code, value in widest.items():
+        line = line.replace(f'"{code}"', f'"{value}"')
+    for field, width in LOGGED_WIDTH.items():
+        code = next(c for f, c in ACCESS_LOG_FIELDS if f == field)
+        line = line.replace(f'"{code}"', '"' + "%22" * (width // 3) + '"')
+    assert len(line.encode()) <= ACCESS_LINE_MAX, len(line)
+
+
+@pytest.mark.parametrize(
+    "sent, shown",
+    [("a" * 600, "a" * 512), ("é" * 200, "é" * 85), ('"' * 200, '"' * 170), ("x" + "%" * 300, "x" + "%" * 170)],
+)
+def test_a_value_squid_cut_reads_back_as_its_prefix_marked_truncated(sent, shown):
+    from urllib.parse import quote
+
+    from components.egress import LOGGED_WIDTH
+
+    width = LOGGED_WIDTH["request"]
+    printed = quote(sent, safe="")[:width]  # what Squid writes: encoded, then cut at the width
+    line = access_log_format("acme-support", "acme").replace('"%#.512ru"', f'"{printed}"')
+    entry = parse_access_line(line)
+    assert entry["request"] == shown and sent.startswith(entry["request"])
+    assert entry["truncated"] == "request"
+
+
+def test_a_value_within_its_width_is_not_marked():
+    line = access_log_format("acme-support", "acme").replace('"%#.512ru"', '"x.example:443"')
+    assert "truncated" not in parse_access_line(line)

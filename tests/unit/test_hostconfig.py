@@ -336,13 +336,41 @@ def test_cage_bridges_are_untracked_and_carry_only_tcp_to_the_proxy_port() -> No
     lines = [l.strip() for l in bridge.strip().splitlines()]
     assert lines[0].startswith("meta l4proto != tcp counter drop")
     assert lines[1].startswith(f"tcp sport {PROXY_PORT} tcp flags & (fin | syn | rst | ack) == syn counter drop")
-    assert lines[2:4] == [f"tcp dport {PROXY_PORT} return", f"tcp sport {PROXY_PORT} return"]
-    assert lines[4].startswith("counter drop")
+    assert lines[3:5] == [f"tcp dport {PROXY_PORT} return", f"tcp sport {PROXY_PORT} return"]
+    assert lines[5].startswith("counter drop")
     # never one negated pair of ports in a rule: nft merges `sport != P dport != P` into a wrong match
     statements = "\n".join(l for l in rules.splitlines() if not l.strip().startswith("#"))
     assert not re.search(r"sport != \S+ tcp dport !=|dport != \S+ tcp sport !=", statements)
     assert f'iifname "{CAGE_BRIDGE_PREFIX}*" oifname "{CAGE_BRIDGE_PREFIX}*" jump cage_bridge' in rules
     assert f"ct count over {PROXY_MAX_FLOWS} }} counter drop" in rules
+
+
+def test_a_cages_new_connections_to_its_proxy_are_rate_limited_per_bridge() -> None:
+    from components.egress import CAGE_CONNECTIONS_BURST, CAGE_CONNECTIONS_PER_SECOND, PROXY_PORT
+
+    rules = render_nftables(ssh_allowed_cidrs=["203.0.113.0/24"])
+    bridge = rules.split("chain cage_bridge {", 1)[1].split("\n    }", 1)[0]
+    lines = [l.strip() for l in bridge.strip().splitlines()]
+    # every SYN to the proxy's port, before the rule that lets it through; keyed by the cage's bridge
+    assert lines[2] == (
+        f"tcp dport {PROXY_PORT} tcp flags & (fin | syn | rst | ack) == syn add @cage_connections "
+        f"{{ iifname limit rate over {CAGE_CONNECTIONS_PER_SECOND}/second burst {CAGE_CONNECTIONS_BURST} packets }} "
+        "jump cage_throttled"
+    )
+    throttled = rules.split("chain cage_throttled {", 1)[1].split("\n    }", 1)[0]
+    assert 'log prefix "clawstaff-cage-throttled: "' in throttled and "limit rate 10/minute" in throttled
+    assert throttled.strip().splitlines()[-1].strip().startswith("counter drop")
+    assert "set cage_connections {" in rules and "type ifname" in rules
+
+
+def test_every_connection_a_proxy_opens_is_logged_by_the_host_when_it_opens() -> None:
+    rules = render_nftables(ssh_allowed_cidrs=["203.0.113.0/24"])
+    forward = rules.split("chain forward {", 1)[1].split("\n    }", 1)[0]
+    last = [l.strip() for l in forward.strip().splitlines()][-1]
+    assert (
+        last
+        == f'iifname "{EGRESS_BRIDGE_PREFIX}*" ct state new meta l4proto tcp log prefix "clawstaff-proxy-open: " level info'
+    )
 
 
 def test_bootstrap_refuses_cgroup_v1_and_hosts_get_yama() -> None:
