@@ -193,7 +193,9 @@ def test_a_reboot_fails_closed_and_one_command_brings_every_cage_back(cages):
         assert ssh(machine, f"test -e {HOST_KEY_ROOT}/{claw}").returncode == 1
     assert not after[PROBE].volume_mounted
     assert ssh(machine, "losetup -a").stdout.strip() == ""
-    # What holds none is on disk and came back: the slice's unit with the cage's limits.
+    # What holds none is on disk and came back: the proxies (Docker's restart policy, at boot, in
+    # their slices) and the slice's unit with the cage's limits.
+    assert all(after[claw].proxy_running for claw in (PROBE, NEIGHBOUR)), after
     facts = limits_facts(host, PROBE)
     unit = ssh(machine, f"cat {shlex.quote('/etc/systemd/system/' + cage_slice(PROBE))}").stdout
     assert f"TasksMax={facts['pids']}" in unit and f"MemoryMax={facts['memory']}" in unit
