@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.types import LogConfig, Mount
 
 from tools.mockrun import Evaluation, Registered, unwrap_secrets
@@ -659,6 +660,19 @@ def deploy(
     return deployment
 
 
+def _engine(call: Callable[..., Any], *args: Any, attempts: int = 3, **kwargs: Any) -> Any:
+    """An engine call that a dropped connection does not fail: a pooled connection to a host that
+    has since rebooted (or an SSH session that ended) is refused once, and the Docker provider would
+    dial again. Deletes are idempotent, so repeating one is safe."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except requests.exceptions.ConnectionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
+
+
 def teardown(deployment: Deployment) -> list[str]:
     """Delete in reverse creation order; run every command's delete script. Keeps going after an
     error so that one stuck resource does not orphan the rest; returns the errors (empty: clean)."""
@@ -669,13 +683,13 @@ def teardown(deployment: Deployment) -> list[str]:
         try:
             if created.type == CONTAINER:
                 try:
-                    client.api.stop(created.engine_id, timeout=STOP_TIMEOUT_S)
-                    client.api.remove_container(created.engine_id, force=True)
+                    _engine(client.api.stop, created.engine_id, timeout=STOP_TIMEOUT_S)
+                    _engine(client.api.remove_container, created.engine_id, force=True)
                 except docker.errors.NotFound:
                     pass
             elif created.type == NETWORK:
                 try:
-                    client.api.remove_network(created.engine_id)
+                    _engine(client.api.remove_network, created.engine_id)
                 except docker.errors.NotFound:
                     pass
             elif created.type == REMOTE_COMMAND and created.delete:
