@@ -11,6 +11,7 @@ import pytest
 from components.conventions import (
     CAGE_VOLUME_MOUNT,
     HOST_KEY_ROOT,
+    HOST_PROXY_CONFIG_ROOT,
     HOST_VOLUME_ROOT,
     LABEL_ROLE,
     cage_cgroup,
@@ -231,5 +232,9 @@ def test_teardown_leaves_nothing_on_the_vm(cages):
         assert ssh(machine, f"test -e {cage_dir(claw)}").returncode == 1
         assert ssh(machine, f"test -e {shlex.quote('/etc/systemd/system/' + cage_slice(claw))}").returncode == 1
         assert ssh(machine, f"test -e {HOST_KEY_ROOT}/{claw}").returncode == 1
+        # Its files: the volume's directory (backing file, wrapped key) and the proxy's config.
+        assert ssh(machine, f"test -e {HOST_VOLUME_ROOT}/{claw}").returncode == 1
+        assert ssh(machine, f"test -e {HOST_PROXY_CONFIG_ROOT}/{claw}").returncode == 1
+    assert ssh(machine, f"ls -A {HOST_VOLUME_ROOT}/.loop 2>/dev/null").stdout.strip() == ""  # no loop alias
     assert ssh(machine, "losetup -a").stdout.strip() == ""
     assert HOST_VOLUME_ROOT not in ssh(machine, "findmnt -rn -o TARGET").stdout
