@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from components.conventions import LABEL_CLAW, LABEL_ORG
-from components.hostconfig import LOG_MAX_FILE, LOG_MAX_SIZE, NOFILE_SOFT, daemon_config, render_daemon_json
+from components.hostconfig import (
+    LOCAL_CGROUP_DRIVER,
+    LOG_MAX_FILE,
+    LOG_MAX_SIZE,
+    NOFILE_SOFT,
+    daemon_config,
+    render_daemon_json,
+)
 from tools.engine import raise_nofile_limit
 from tests.host.conftest import (
     busybox_rootfs_tar,
@@ -51,7 +58,9 @@ def engine() -> Iterator[Engine]:
     root = Path(tempfile.mkdtemp(prefix="clawstaff-dockerd-"))
     root.chmod(0o711)  # userns-remap: the remapped root must traverse to its data directory
     config = root / "daemon.json"
-    config.write_text(render_daemon_json())
+    # The hosts' daemon.json but for the cgroup driver: this machine has no systemd, so runc cannot use
+    # systemd's; the systemd form runs on the VM tier (tests/vm/test_vm_host.py, byte for byte).
+    config.write_text(render_daemon_json(cgroup_driver=LOCAL_CGROUP_DRIVER))
     socket, data_root = root / "docker.sock", root / "data"
     log = open(root / "dockerd.log", "wb")
     run(["ip", "netns", "add", netns])
