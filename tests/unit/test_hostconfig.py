@@ -21,6 +21,7 @@ from components.hostconfig import (
     HETZNER_RESOLVERS,
     NFT_TABLE,
     SYSCTLS,
+    cgroup_driver,
     daemon_config,
     render_bootstrap_script,
     render_cloud_init,
@@ -377,3 +378,11 @@ def test_bootstrap_refuses_cgroup_v1_and_hosts_get_yama() -> None:
     script = render_bootstrap_script(**BOOTSTRAP_ARGS)
     assert "[ -f /sys/fs/cgroup/cgroup.controllers ]" in script and "cgroup v2" in script
     assert ("kernel.yama.ptrace_scope", "2") in {(k, v) for k, v, _ in SYSCTLS}
+
+
+def test_provisioned_hosts_run_the_systemd_cgroup_driver_and_the_local_engine_cgroupfs() -> None:
+    # The cages' limits take the form of the engine's driver (components.cagehost): a slice on a host
+    # the program provisions (systemd on cgroup v2), a cgroup on this machine's engine (no systemd).
+    assert daemon_config()["exec-opts"] == ["native.cgroupdriver=systemd"]
+    assert daemon_config(cgroup_driver="cgroupfs")["exec-opts"] == ["native.cgroupdriver=cgroupfs"]
+    assert [cgroup_driver(kind) for kind in ("cloud", "dedicated", "local")] == ["systemd", "systemd", "cgroupfs"]
