@@ -10,24 +10,11 @@ import pytest
 
 from components.conventions import CAGE_VOLUME_MOUNT, CGROUP_ROOT, HOST_KEY_ROOT, HOST_VOLUME_ROOT, LABEL_ROLE
 from components import hostscripts
-from tools import replay, vmhost
+from tests.vm.conftest import NEIGHBOUR, PROBE, cage_cgroup
+from tools import replay
 
 pytestmark = pytest.mark.vm
-
-PROBE, NEIGHBOUR = "vm-probe", "vm-neighbour"
-
-
-@pytest.fixture(scope="module")
-def cages(vm_host):
-    host, machine, status, _ = vm_host
-    assert status.get("status") == "done", status
-    deployment = vmhost.deploy_cages(host, machine)
-    state = {"deployment": deployment, "torn_down": False}
-    try:
-        yield host, machine, state
-    finally:
-        if not state["torn_down"]:
-            replay.teardown(deployment)
+GROUP = "cages"
 
 
 def ssh(machine, command: str):
@@ -90,18 +77,25 @@ def limits_facts(host, claw: str) -> dict:
     return hostscripts.script_facts(shlex.split(limits.inputs["create"])[2])
 
 
-def test_a_fork_bomb_stops_at_the_cages_pids_limit_and_the_neighbour_still_runs(cages):
+def test_a_fork_bomb_stops_at_the_cages_pids_limit_and_the_neighbour_still_runs(cages, vm_scorecard):
     host, machine, _ = cages
     pids_max = limits_facts(host, PROBE)["pids"]  # the whole cage's: claw and proxy together
     out = in_claw(machine, PROBE, FORK_BOMB).split()
+    peak = ssh(machine, f"cat {cage_cgroup(machine, PROBE)}/pids.peak").stdout.strip()
+    neighbour = in_claw(machine, NEIGHBOUR, "import os; print(len(os.listdir('/proc')) > 0)").strip()
+    ok = len(out) == 2 and out[1] == "11" and int(out[0]) < pids_max and int(peak) <= pids_max  # EAGAIN
+    vm_scorecard.record(
+        GROUP, f"{PROBE}: fork bomb (up to 1000 forks)", f"EAGAIN below the cage's pids.max ({pids_max}); neighbour runs",
+        f"forks, errno: {' '.join(out)}; the cage's pids.peak {peak}; neighbour answers: {neighbour}",
+        ok and neighbour == "True",
+    )  # fmt: skip
     assert len(out) == 2 and out[1] == "11", out  # EAGAIN long before the thousandth fork
     assert int(out[0]) < pids_max
-    peak = ssh(machine, f"cat /sys/fs/cgroup/{CGROUP_ROOT}/{PROBE}/pids.peak").stdout.strip()
     assert int(peak) <= pids_max
-    assert in_claw(machine, NEIGHBOUR, "import os; print(len(os.listdir('/proc')) > 0)").strip() == "True"
+    assert neighbour == "True"
 
 
-def test_the_sealed_secret_is_open_only_in_the_claws_process(cages):
+def test_the_sealed_secret_is_open_only_in_the_claws_process(cages, vm_scorecard):
     host, machine, _ = cages
     found = in_claw(machine, PROBE, (
         "import glob\n"
@@ -116,6 +110,12 @@ def test_the_sealed_secret_is_open_only_in_the_claws_process(cages):
     # Nowhere on the VM's disk: Docker's data root, configs, cloud-init's data, logs, the volume root.
     paths = f"/var/lib/docker /var/lib/containerd /etc /var/lib/cloud /var/log /root {HOST_VOLUME_ROOT} /srv"
     grep = ssh(machine, f"grep -r -l -a -F {host.probe_secret} {paths} 2>/dev/null | head -5")
+    vm_scorecard.record(
+        GROUP, f"{PROBE}: its sealed secret's plaintext, searched in the VM's files",
+        "open in the claw's process; in no file (data root, /etc, cloud-init, logs, volumes)",
+        f"claw processes holding it: {int(found)}; files holding it: {grep.stdout.split() or 'none'}",
+        int(found) >= 1 and grep.stdout.strip() == "",
+    )  # fmt: skip
     assert grep.stdout.strip() == "", grep.stdout
 
 
@@ -130,15 +130,22 @@ def test_the_key_lives_on_tmpfs_and_the_volume_is_encrypted(cages):
     assert f"{HOST_VOLUME_ROOT}/" in mounts and "ext4" in mounts
 
 
-def test_teardown_leaves_nothing_on_the_vm(cages):
+@pytest.mark.vm_teardown
+def test_teardown_leaves_nothing_on_the_vm(cages, vm_scorecard):
     _, machine, state = cages
     errors = replay.teardown(state["deployment"])
     state["torn_down"] = True
+    left = {
+        "containers": ssh(machine, f"docker ps -aq --filter label={LABEL_ROLE}").stdout.split(),
+        "networks": ssh(machine, f"docker network ls -q --filter label={LABEL_ROLE}").stdout.split(),
+        "cgroups": [d for d in state["cgroups"].values() if ssh(machine, f"test -e {d}").returncode != 1],
+        "keys": [c for c in (PROBE, NEIGHBOUR) if ssh(machine, f"test -e {HOST_KEY_ROOT}/{c}").returncode != 1],
+        "loop devices": ssh(machine, "losetup -a").stdout.splitlines(),
+        "mounts": [m for m in ssh(machine, "findmnt -rn -o TARGET").stdout.split() if HOST_VOLUME_ROOT in m],
+    }
+    vm_scorecard.record(
+        GROUP, "teardown of both cages", "no error; no container, network, cgroup, key, loop device or mount left",
+        {"errors": errors, **{k: v or "none" for k, v in left.items()}}, errors == [] and not any(left.values()),
+    )  # fmt: skip
     assert errors == []
-    assert ssh(machine, f"docker ps -aq --filter label={LABEL_ROLE}").stdout.strip() == ""
-    assert ssh(machine, f"docker network ls -q --filter label={LABEL_ROLE}").stdout.strip() == ""
-    for claw in (PROBE, NEIGHBOUR):
-        assert ssh(machine, f"test -e /sys/fs/cgroup/{CGROUP_ROOT}/{claw}").returncode == 1
-        assert ssh(machine, f"test -e {HOST_KEY_ROOT}/{claw}").returncode == 1
-    assert ssh(machine, "losetup -a").stdout.strip() == ""
-    assert HOST_VOLUME_ROOT not in ssh(machine, "findmnt -rn -o TARGET").stdout
+    assert left == {k: [] for k in left}, left
