@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import subprocess
 
 import pytest
 
@@ -62,8 +63,28 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in items if item not in last] + last
 
 
-def ssh(machine, command: str, timeout: float = 600):
-    return machine.ssh(command, check=False, timeout=timeout)
+def ssh_argv(machine) -> list[str]:
+    """The tier's pinned SSH command (tools.vm.Vm.ssh_argv) over one multiplexed connection: under
+    TCG every new SSH handshake costs the VM seconds, and the tests read many small files. The
+    master ends after 5 idle minutes, or with the session's cages."""
+    argv, path = machine.ssh_argv(), machine.workdir / "ssh-mux"
+    options = ["-o", f"ControlPath={path}"]
+    if not path.exists():
+        subprocess.run(
+            [*argv[:-1], *options, "-o", "ControlMaster=yes", "-o", "ControlPersist=300", "-f", "-N", argv[-1]],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+        )  # fmt: skip
+    return [*argv[:-1], *options, "-o", "ControlMaster=no", argv[-1]]
+
+
+def ssh_mux_stop(machine) -> None:
+    argv = machine.ssh_argv()
+    subprocess.run([*argv[:-1], "-o", f"ControlPath={machine.workdir / 'ssh-mux'}", "-O", "exit", argv[-1]],
+                   capture_output=True, timeout=60)  # fmt: skip
+
+
+def ssh(machine, command: str, timeout: float = 600, input: str | None = None):
+    return vm.run([*ssh_argv(machine), command], check=False, timeout=timeout, input=input)
 
 
 def container_cgroup(machine, container: str) -> str:
@@ -115,3 +136,4 @@ def cages(vm_host):
     finally:
         if not state["torn_down"]:
             replay.teardown(deployment)
+        ssh_mux_stop(machine)

@@ -17,7 +17,7 @@ from typing import Any
 from components import hostscripts
 from tests.integration.bench import PRELUDE, PROBE_PYTHON
 from tests.integration.test_isolation_network import REACH, THROUGH_PROXY
-from tests.vm.conftest import PROBE, ssh
+from tests.vm.conftest import PROBE, ssh, ssh_argv
 from tools import mockrun, vm
 
 MiB = 1024**2
@@ -48,7 +48,7 @@ def start(machine, container: str, code: str, arg: Any = None, *, timeout: int =
     """A probe that runs beside the test: its stdin stays open until `stop` (the program may wait
     for that), its output lines are read with `readline`."""
     return subprocess.Popen(
-        [*machine.ssh_argv(), _docker_exec(container, code, arg, timeout, interactive=True)],
+        [*ssh_argv(machine), _docker_exec(container, code, arg, timeout, interactive=True)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -66,39 +66,52 @@ def stop(proc: subprocess.Popen, timeout: int = 120) -> tuple[int, list, str]:
     return proc.returncode, [json.loads(line) for line in stdout.splitlines() if line.strip()], stderr
 
 
-# The neighbour measures itself until its stdin closes: a fixed bit of CPU work plus a TCP round trip
-# to its own proxy, every 50 ms. It prints one line when it has started, one with the figures.
+# The neighbour measures itself for as long as the module runs: a fixed bit of CPU work plus a TCP
+# round trip to its own proxy, every 50 ms. Each line on its stdin asks for the figures of the
+# samples since the previous line (one JSON line back); end of input ends it.
 MEASURE = """
 import hashlib, threading
-done = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+samples, fails, lock = [], [0], threading.Lock()
+def serve():
+    global samples
+    while sys.stdin.readline():
+        with lock:
+            taken, samples, failed = samples, [], fails[0]
+            fails[0] = 0
+        s = sorted(taken) or [0.0]
+        q = lambda f: round(s[min(len(s) - 1, int(f * len(s)))], 1)
+        out({"n": len(taken), "fails": failed, "p50_ms": q(0.5), "p95_ms": q(0.95), "max_ms": round(s[-1], 1)})
+    os._exit(0)
+threading.Thread(target=serve, daemon=True).start()
 out({"ready": True})
-samples, fails = [], 0
-while not done.is_set():
+while True:
     t = time.perf_counter()
     h = hashlib.sha256()
     for _ in range(16): h.update(b"x" * 4096)
-    try: socket.create_connection(("egress-proxy", 3128), 5).close()
-    except OSError: fails += 1
-    samples.append((time.perf_counter() - t) * 1000)
-    done.wait(0.05)
-samples = sorted(samples) or [0.0]
-q = lambda f: round(samples[min(len(samples) - 1, int(f * len(samples)))], 1)
-out({"n": len(samples), "fails": fails, "p50_ms": q(0.5), "p95_ms": q(0.95), "max_ms": round(samples[-1], 1)})
+    try: socket.create_connection(("egress-proxy", 3128), 5).close(); ok = True
+    except OSError: ok = False
+    with lock:
+        samples.append((time.perf_counter() - t) * 1000)
+        fails[0] += not ok
+    time.sleep(0.05)
 """
 
 
 class Neighbour:
-    """The neighbour's claw measuring its latency while a fault runs in the probe cage."""
+    """The neighbour's claw measuring its own latency, all along; `window()` gives the figures of the
+    samples since the previous call."""
 
     def __init__(self, machine, claw: str):
-        self.proc = start(machine, f"claw-{claw}", MEASURE, timeout=600)
+        self.proc = start(machine, f"claw-{claw}", MEASURE, timeout=7200)
         assert readline(self.proc) == {"ready": True}
 
-    def result(self) -> dict:
-        code, lines, stderr = stop(self.proc)
-        assert code == 0 and lines, f"the neighbour's measurement failed ({code}): {stderr[-800:]}"
-        return lines[-1]
+    def window(self) -> dict:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return readline(self.proc)
+
+    def stop(self) -> None:
+        stop(self.proc)
 
 
 # --- host-side facts, read on the VM --------------------------------------------------------------
@@ -209,16 +222,18 @@ def summary(results: dict[str, dict]) -> str:
 # --- programs that only this tier runs ------------------------------------------------------------
 
 # Loopback TCP connections whose receiving end never reads: every byte sent stays in the kernel's
-# socket buffers (the sender's and the receiver's queue). Holds them until stdin closes.
+# socket buffers (the sender's and the receiver's queue), up to a budget well below the claw's memory
+# limit (the probe shows where the kernel charges them; the limit does the bounding). Holds them
+# until stdin closes.
 SOCKET_HOG = """
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(256)
 held, queued, chunk = [], 0, b"x" * 65536
-deadline = time.time() + ARG["seconds"]
+deadline, budget = time.time() + ARG["seconds"], ARG["budget_mib"] << 20
 for _ in range(ARG["conns"]):
-    if time.time() > deadline: break
+    if time.time() > deadline or queued >= budget: break
     c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()
     c.setblocking(False)
-    while time.time() < deadline:
+    while time.time() < deadline and queued < budget:
         try: queued += c.send(chunk)
         except OSError: break
     held.append((c, a))

@@ -10,15 +10,11 @@ import pytest
 
 from components.conventions import CAGE_VOLUME_MOUNT, CGROUP_ROOT, HOST_KEY_ROOT, HOST_VOLUME_ROOT, LABEL_ROLE
 from components import hostscripts
-from tests.vm.conftest import NEIGHBOUR, PROBE, cage_cgroup
+from tests.vm.conftest import NEIGHBOUR, PROBE, cage_cgroup, ssh
 from tools import replay
 
 pytestmark = pytest.mark.vm
 GROUP = "cages"
-
-
-def ssh(machine, command: str):
-    return machine.ssh(command, check=False, timeout=600)
 
 
 def in_claw(machine, claw: str, program: str) -> str:

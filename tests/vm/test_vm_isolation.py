@@ -30,13 +30,18 @@ METADATA_IP, METADATA_IF = "169.254.169.254", "clawmeta0"
 
 
 @pytest.fixture(scope="module")
-def rest(cages, vm_scorecard):
+def neighbour(cages, vm_scorecard):
+    """The neighbour cage measuring itself through the whole module; its figures at rest first."""
     _, machine, _ = cages
-    neighbour = probes.Neighbour(machine, NEIGHBOUR)
-    time.sleep(4)
-    result = neighbour.result()
-    vm_scorecard.latency.append({"fault": "at rest", "neighbour": NEIGHBOUR, **result})
-    return result
+    measuring = probes.Neighbour(machine, NEIGHBOUR)
+    try:
+        measuring.window()
+        time.sleep(10)
+        measuring.rest = measuring.window()
+        vm_scorecard.latency.append({"fault": "at rest", "neighbour": NEIGHBOUR, **measuring.rest})
+        yield measuring
+    finally:
+        measuring.stop()
 
 
 def neighbour_row(card, fault: str, during: dict, rest: dict) -> bool:
@@ -55,15 +60,15 @@ def neighbour_row(card, fault: str, during: dict, rest: dict) -> bool:
 # --- limits: memory, CPU, disk ----------------------------------------------------------------------------
 
 
-def test_a_memory_hog_is_oom_killed_inside_its_own_cage(cages, vm_scorecard, rest):
+def test_a_memory_hog_is_oom_killed_inside_its_own_cage(cages, vm_scorecard, neighbour):
     _, machine, _ = cages
     cage, other = cage_cgroup(machine, PROBE), cage_cgroup(machine, NEIGHBOUR)
     limit = probes.cgroup_file(machine, container_cgroup(machine, f"claw-{PROBE}"), "memory.max").strip()
     before = [probes.keyed(probes.cgroup_file(machine, d, "memory.events"))["oom_kill"] for d in (cage, other)]
     state_before = probes.restarts_and_state(machine, NEIGHBOUR)
-    neighbour = probes.Neighbour(machine, NEIGHBOUR)
+    neighbour.window()  # from here on: during the fault
     hog = probes.run(machine, f"claw-{PROBE}", MEMORY_HOG, timeout=120)
-    during = neighbour.result()
+    during = neighbour.window()
     after = [probes.keyed(probes.cgroup_file(machine, d, "memory.events"))["oom_kill"] for d in (cage, other)]
     state_after = probes.restarts_and_state(machine, NEIGHBOUR)
     ok = hog.returncode == 137 and after[0] > before[0] and after[1] == before[1] and state_after == state_before
@@ -75,40 +80,42 @@ def test_a_memory_hog_is_oom_killed_inside_its_own_cage(cages, vm_scorecard, res
         f"neighbour's {before[1]} -> {after[1]}; neighbour claw/proxy (restarts status) {state_before} -> "
         f"{state_after}", ok,
     )  # fmt: skip
-    held = neighbour_row(vm_scorecard, "memory hog in the probe cage", during, rest)
+    held = neighbour_row(vm_scorecard, "memory hog in the probe cage", during, neighbour.rest)
     assert ok and held, (hog.returncode, hog.stderr[-300:], before, after, state_before, state_after)
 
 
-def test_a_cpu_spin_is_throttled_at_its_quota(cages, vm_scorecard, rest):
+def test_a_cpu_spin_is_throttled_at_its_quota(cages, vm_scorecard, neighbour):
     _, machine, _ = cages
     claw_dir, cage = container_cgroup(machine, f"claw-{PROBE}"), cage_cgroup(machine, PROBE)
     quota = probes.cgroup_file(machine, claw_dir, "cpu.max").split()
     stats = lambda: [probes.keyed(probes.cgroup_file(machine, d, "cpu.stat")) for d in (claw_dir, cage)]  # noqa: E731
     before = stats()
-    neighbour = probes.Neighbour(machine, NEIGHBOUR)
-    spin = probes.probe(machine, f"claw-{PROBE}", CPU_SPIN, {"procs": 2, "seconds": 4}, timeout=60)
-    during = neighbour.result()
-    after = stats()
+    neighbour.window()  # from here on: during the fault
+    t0 = time.monotonic()
+    spin = probes.probe(machine, f"claw-{PROBE}", CPU_SPIN, {"procs": 2, "seconds": 4}, timeout=120)
+    after, wall = stats(), time.monotonic() - t0
+    during = neighbour.window()
     delta = [{k: a[k] - b[k] for k in ("usage_usec", "nr_throttled", "throttled_usec")} for a, b in zip(after, before)]
     ok = spin["spinners"] == 2 and delta[0]["nr_throttled"] > 0 and delta[0]["throttled_usec"] > 0
     vm_scorecard.record(
         GROUP, f"{PROBE}: two processes spin for 4 s",
         f"throttled at the claw's quota (cpu.max {' '.join(quota)}): nr_throttled and throttled_usec rise",
-        f"claw cgroup: {delta[0]['usage_usec'] / 4e6:.3f} CPU over the spin, nr_throttled +{delta[0]['nr_throttled']}, "
+        f"claw cgroup: {delta[0]['usage_usec'] / 1e6:.1f} CPU-s in the probe's {wall:.1f} s (exec included) = "
+        f"{delta[0]['usage_usec'] / 1e6 / wall:.3f} CPU, nr_throttled +{delta[0]['nr_throttled']}, "
         f"throttled +{delta[0]['throttled_usec'] / 1e6:.2f} s; whole cage: nr_throttled +{delta[1]['nr_throttled']}, "
         f"throttled +{delta[1]['throttled_usec'] / 1e6:.2f} s", ok,
     )  # fmt: skip
-    held = neighbour_row(vm_scorecard, "CPU spin in the probe cage", during, rest)
+    held = neighbour_row(vm_scorecard, "CPU spin in the probe cage", during, neighbour.rest)
     assert ok and held, (spin, delta, during)
 
 
-def test_filling_the_volume_stops_inside_it_and_spares_the_hosts_disk(cages, vm_scorecard, rest):
+def test_filling_the_volume_stops_inside_it_and_spares_the_hosts_disk(cages, vm_scorecard, neighbour):
     host, machine, _ = cages
     size = probes.script_facts(host, f"{PROBE}-volume")["size"]
     free_before = probes.root_free(machine)
-    neighbour = probes.Neighbour(machine, NEIGHBOUR)
+    neighbour.window()  # from here on: during the fault
     fill = probes.probe(machine, f"claw-{PROBE}", FILL, {"dir": "/data", "limit": size + 64 * MiB}, timeout=300)
-    during = neighbour.result()
+    during = neighbour.window()
     used = free_before - probes.root_free(machine)
     # The volume is a sparse file: filling it can take at most its own size from the host's disk.
     ok = fill["error"] == "ENOSPC" and fill["written"] <= size and used <= size + 8 * MiB
@@ -119,19 +126,29 @@ def test_filling_the_volume_stops_inside_it_and_spares_the_hosts_disk(cages, vm_
         f"{fill['error']} after {fill['written'] // MiB} MiB; root filesystem free space {free_before // MiB} "
         f"-> {(free_before - used) // MiB} MiB ({used / MiB:+.1f} MiB used)", ok,
     )  # fmt: skip
-    held = neighbour_row(vm_scorecard, "volume fill in the probe cage", during, rest)
+    held = neighbour_row(vm_scorecard, "volume fill in the probe cage", during, neighbour.rest)
     assert ok and held, (fill, used, during)
 
 
 # --- lateral traffic, host addresses, the metadata address ------------------------------------------------
 
 
-def test_from_the_cage_no_neighbour_and_no_host_address_answers(cages, vm_scorecard, metadata_standin):
+@pytest.fixture(scope="module")
+def lateral(cages, metadata_standin):
+    """From the probe cage's claw, once: every port of the list, UDP and ICMP to the neighbour's
+    containers, every address of the VM (the metadata stand-in's included) and this machine; and a
+    CONNECT to each through the cage's own proxy."""
     _, machine, _ = cages
     neighbour = {f"{c}-{NEIGHBOUR} on {net}": ip for c in ("claw", "proxy") for net, ip in probes.addresses(machine, f"{c}-{NEIGHBOUR}").items()}  # fmt: skip
     own = probes.host_addresses(machine) | {"this machine (the VM's only peer)": vm.HOST_IP}
     res = probes.reach(machine, neighbour | own)
-    proxied = probes.through_proxy(machine, {k: f"{ip}:3128" for k, ip in neighbour.items()} | {k: f"{ip}:22" for k, ip in own.items()})  # fmt: skip
+    cases = {k: f"{ip}:3128" for k, ip in neighbour.items()} | {k: f"{ip}:22" for k, ip in own.items()}
+    proxied = probes.through_proxy(machine, cases | {"metadata": f"{METADATA_IP}:80"})
+    return neighbour, own, res, proxied
+
+
+def test_from_the_cage_no_neighbour_and_no_host_address_answers(cages, vm_scorecard, lateral):
+    neighbour, own, res, proxied = lateral
     rows = (("the neighbour cage's claw and proxy", neighbour), ("the VM host's addresses and this machine", own))
     ok_all = True
     for what, targets in rows:
@@ -184,12 +201,11 @@ FETCH = (
 )
 
 
-def test_the_metadata_stand_in_answers_root_on_the_host_only(cages, vm_scorecard, metadata_standin):
+def test_the_metadata_stand_in_answers_root_on_the_host_only(cages, vm_scorecard, metadata_standin, lateral):
     _, machine, _ = cages
     as_root = ssh(machine, FETCH)
     as_nobody = ssh(machine, f"runuser -u nobody -- {FETCH}")
-    res = probes.reach(machine, {"metadata": METADATA_IP})[METADATA_IP]
-    proxied = probes.through_proxy(machine, {"metadata": f"{METADATA_IP}:80"})["metadata"]
+    res, proxied = lateral[2][METADATA_IP], lateral[3]["metadata"]
     ok = (
         as_root.returncode == 0 and as_root.stdout.strip() == metadata_standin
         and as_nobody.returncode != 0 and "refused" in as_nobody.stderr.lower()
@@ -224,15 +240,19 @@ def dns_counted(cages, vm_scorecard):
     machine's tap): nothing the VM sends can leave another way (tools/vm.py)."""
     _, machine, _ = cages
     rule = "meta l4proto { tcp, udp } th dport 53 counter"
-    vm_side = f'table inet {VM_DNS_TABLE} {{ chain post {{ type filter hook postrouting priority 300; oifname "eth0" {rule}; }} }}'  # fmt: skip
-    tier_side = f'table inet {TIER_DNS_TABLE} {{ chain pre {{ type filter hook prerouting priority -400; iifname "{vm.TAP}" {rule}; }} }}'  # fmt: skip
+    chain = (
+        "table inet {} {{\n  chain {} {{\n    type filter hook {} priority {}; policy accept;\n    {} {}\n  }}\n}}\n"
+    )
+    vm_side = chain.format(VM_DNS_TABLE, "post", "postrouting", 300, 'oifname "eth0"', rule)
+    tier_side = chain.format(TIER_DNS_TABLE, "pre", "prerouting", -400, f'iifname "{vm.TAP}"', rule)
     vm_scorecard.notes.append(
         "nft counters of port-53 packets on the VM's eth0 (postrouting, table clawprobe_dns) and on this "
         "machine's tap (prerouting), added for the DNS probe and removed after it"
     )
-    assert machine.ssh("nft -f -", check=False, input=vm_side + "\n").returncode == 0
-    subprocess.run(["nft", "-f", "-"], input=tier_side + "\n", text=True, check=True)
     try:
+        added = machine.ssh("nft -f -", check=False, input=vm_side)
+        assert added.returncode == 0, added.stderr
+        subprocess.run(["nft", "-f", "-"], input=tier_side, text=True, check=True)
         yield
     finally:
         ssh(machine, f"nft delete table inet {VM_DNS_TABLE}")
@@ -273,17 +293,17 @@ def test_a_lookup_from_the_claw_gets_no_answer_and_no_query_leaves_the_vm(cages,
 # --- issue 12 rows 1-3 on cgroup v2 -----------------------------------------------------------------------
 
 
-def test_a_udp_flood_to_its_own_proxy_does_not_grow_the_hosts_conntrack_table(cages, vm_scorecard, rest):
+def test_a_udp_flood_to_its_own_proxy_does_not_grow_the_hosts_conntrack_table(cages, vm_scorecard, neighbour):
     _, machine, _ = cages
     claw_nets, proxy_nets = probes.addresses(machine, f"claw-{PROBE}"), probes.addresses(machine, f"proxy-{PROBE}")
     target = next(ip for net, ip in proxy_nets.items() if net in claw_nets)  # the proxy on the cage's bridge
     pids = [probes.pid_of(machine, f"{c}-{PROBE}") for c in ("proxy", "claw")]
     counts = lambda: [probes.conntrack(machine), *(probes.conntrack(machine, pid) for pid in pids)]  # noqa: E731
     before = counts()
-    neighbour = probes.Neighbour(machine, NEIGHBOUR)
+    neighbour.window()  # from here on: during the fault
     flood = probes.probe(machine, f"claw-{PROBE}", FLOOD, {"target": target, "seconds": 4}, timeout=60)
     after = counts()
-    during = neighbour.result()
+    during = neighbour.window()
     grew = [a - b for a, b in zip(after, before)]
     limit = ssh(machine, "cat /proc/sys/net/netfilter/nf_conntrack_max").stdout.strip()
     ok = flood["sent"] > 1000 and grew[0] < flood["sent"] // 20 + 100 and grew[1] < flood["sent"] // 20 + 100
@@ -294,11 +314,11 @@ def test_a_udp_flood_to_its_own_proxy_does_not_grow_the_hosts_conntrack_table(ca
         f"{flood['sent']} datagrams; conntrack entries: host {before[0]} -> {after[0]}, proxy's namespace "
         f"{before[1]} -> {after[1]}, claw's own {before[2]} -> {after[2]} (nf_conntrack_max {limit})", ok,
     )  # fmt: skip
-    held = neighbour_row(vm_scorecard, "UDP flood (conntrack) in the probe cage", during, rest)
+    held = neighbour_row(vm_scorecard, "UDP flood (conntrack) in the probe cage", during, neighbour.rest)
     assert ok and held, (flood, before, after, during)
 
 
-def test_socket_buffers_are_charged_to_the_cages_memory_cgroup(cages, vm_scorecard, rest):
+def test_socket_buffers_are_charged_to_the_cages_memory_cgroup(cages, vm_scorecard, neighbour):
     """Finding 2 on cgroup v2: what loopback sockets that never read hold in the kernel is charged to
     the cage (memory.stat `sock`), so the host's available memory cannot fall by more than the cage's
     limit. (On cgroup v1 it was not: docs/attack-findings.md #2.)"""
@@ -308,30 +328,31 @@ def test_socket_buffers_are_charged_to_the_cages_memory_cgroup(cages, vm_scoreca
     sock = lambda: probes.keyed(probes.cgroup_file(machine, cage, "memory.stat"))["sock"]  # noqa: E731
     kills = lambda: probes.keyed(probes.cgroup_file(machine, cage, "memory.events"))["oom_kill"]  # noqa: E731
     before, kills_before, available = sock(), kills(), probes.meminfo(machine)["MemAvailable"] * 1024
-    neighbour = probes.Neighbour(machine, NEIGHBOUR)
-    hog = probes.start(machine, f"claw-{PROBE}", probes.SOCKET_HOG, {"conns": 24, "seconds": 20}, timeout=180)
+    neighbour.window()  # from here on: during the fault
+    arg = {"conns": 64, "budget_mib": 128, "seconds": 30}
+    hog = probes.start(machine, f"claw-{PROBE}", probes.SOCKET_HOG, arg, timeout=180)
     held = probes.readline(hog)
     peak, available_peak = sock(), probes.meminfo(machine)["MemAvailable"] * 1024
     current = int(probes.cgroup_file(machine, cage, "memory.current"))
     code, _, stderr = probes.stop(hog)
-    during = neighbour.result()
+    during = neighbour.window()
     after, kills_after = sock(), kills()
     queued = int(held["queued_mib"] * MiB)
     fell = available - available_peak
     ok = code == 0 and peak - before >= queued // 2 and fell <= cage_max + 32 * MiB
     vm_scorecard.record(
-        GROUP, f"{PROBE}: {held['conns']} loopback TCP connections that never read, send until the kernel refuses",
+        GROUP, f"{PROBE}: {held['conns']} loopback TCP connections that never read; sends up to {arg['budget_mib']} MiB",
         "the buffers are charged to the cage's memory cgroup (memory.stat sock rises by at least half of what "
         f"was queued); host MemAvailable falls by no more than the cage's memory.max ({cage_max // MiB} MiB)",
         f"{held['queued_mib']} MiB queued; the cage's sock {before / MiB:.1f} -> {peak / MiB:.1f} MiB (memory.current "
         f"{current / MiB:.1f} MiB) -> {after / MiB:.1f} MiB after release; host MemAvailable {fell / MiB:+.1f} MiB "
         f"fall; oom_kill {kills_before} -> {kills_after}; hog exit {code}", ok,
     )  # fmt: skip
-    neighbour_ok = neighbour_row(vm_scorecard, "socket-buffer hog in the probe cage", during, rest)
+    neighbour_ok = neighbour_row(vm_scorecard, "socket-buffer hog in the probe cage", during, neighbour.rest)
     assert ok and neighbour_ok, (held, before, peak, after, fell, code, stderr[-500:])
 
 
-def test_a_log_flood_stays_within_its_rotation_and_the_neighbour_keeps_answering(cages, vm_scorecard, rest):
+def test_a_log_flood_stays_within_its_rotation_and_the_neighbour_keeps_answering(cages, vm_scorecard, neighbour):
     """Finding 3 (residual: no rate limit; docs/attack-findings.md #3): the log's size is bounded;
     what the engine spent on it is a figure."""
     _, machine, _ = cages
@@ -341,9 +362,9 @@ def test_a_log_flood_stays_within_its_rotation_and_the_neighbour_keeps_answering
     )
     bound = int(opts["max-size"].rstrip("m")) * MiB * int(opts["max-file"])
     engine_before, t0 = probes.engine_cpu_s(machine), time.monotonic()
-    neighbour = probes.Neighbour(machine, NEIGHBOUR)
+    neighbour.window()  # from here on: during the fault
     flood = probes.probe(machine, f"claw-{PROBE}", LOG_FLOOD, {"seconds": 4}, timeout=60)
-    during = neighbour.result()
+    during = neighbour.window()
     engine, wall = probes.engine_cpu_s(machine) - engine_before, time.monotonic() - t0
     size = int(ssh(machine, f"cat {log_path}* | wc -c").stdout)
     ok = size <= bound + MiB
@@ -353,7 +374,7 @@ def test_a_log_flood_stays_within_its_rotation_and_the_neighbour_keeps_answering
         f"{flood['mib']} MiB written; log files now {size / MiB:.1f} MiB; dockerd, containerd and shims spent "
         f"{engine:.1f} CPU-s in {wall:.1f} s", ok,
     )  # fmt: skip
-    held = neighbour_row(vm_scorecard, "log flood in the probe cage", during, rest)
+    held = neighbour_row(vm_scorecard, "log flood in the probe cage", during, neighbour.rest)
     assert ok and held, (flood, size, during)
 
 
