@@ -9,6 +9,7 @@ here differ because the VM is ~27x slower (TCG) or because only this host shows 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import textwrap
@@ -21,6 +22,12 @@ from tests.vm.conftest import PROBE, ssh, ssh_argv
 from tools import mockrun, vm
 
 MiB = 1024**2
+METADATA_IP = "169.254.169.254"
+# The host reads the metadata stand-in's one file (tests/vm/test_vm_isolation.py).
+FETCH = (
+    'python3 -I -c "import urllib.request; print(urllib.request.urlopen('
+    f"'http://{METADATA_IP}/user-data', timeout=5).read().decode())\""
+)
 
 
 def _docker_exec(container: str, code: str, arg: Any, timeout: int, interactive: bool = False) -> str:
@@ -159,15 +166,23 @@ def root_free(machine) -> int:
 
 
 # CPU seconds the engine has spent so far: dockerd, containerd and every containerd shim.
-ENGINE_CPU = (
-    "python3 -c \"import os; t = os.sysconf('SC_CLK_TCK'); print(sum(sum(map(int, open(f'/proc/{p}/stat')"
-    ".read().rsplit(')', 1)[1].split()[11:13])) for p in os.listdir('/proc') if p.isdigit() and "
-    "open(f'/proc/{p}/comm').read().strip() in ('dockerd', 'containerd', 'containerd-shim') ) / t)\""
-)
+ENGINE_CPU = """
+import os
+ticks = 0
+for p in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if open(f"/proc/{p}/comm").read().strip() in ("dockerd", "containerd", "containerd-shim"):
+            ticks += sum(map(int, open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[11:13]))
+    except OSError:
+        pass
+print(ticks / os.sysconf("SC_CLK_TCK"))
+"""
 
 
 def engine_cpu_s(machine) -> float:
-    return float(ssh(machine, ENGINE_CPU).stdout)
+    done = ssh(machine, "python3 -I -", input=ENGINE_CPU)
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout)
 
 
 # --- lateral traffic: what answers the probe cage's claw --------------------------------------------
@@ -217,6 +232,31 @@ def summary(results: dict[str, dict]) -> str:
     udp = sorted({v for r in results.values() for v in r["udp"].values()})
     icmp = sorted({r["icmp"] for r in results.values()})
     return f"TCP {errors}, UDP {udp}, ICMP {icmp}"
+
+
+# --- DNS leaving the VM: counted on both ends of its only link -----------------------------------------
+
+VM_DNS_TABLE, TIER_DNS_TABLE = "clawprobe_dns", f"clawprobe_dns{vm.SLOT}"
+
+
+def dns_counter_tables() -> tuple[str, str]:
+    """nft tables counting port-53 packets: (on the VM, leaving by eth0; on this machine, arriving
+    from the VM's tap), for `nft -f -`."""
+    rule = "meta l4proto { tcp, udp } th dport 53 counter"
+    chain = (
+        "table inet {} {{\n  chain {} {{\n    type filter hook {} priority {}; policy accept;\n    {} {}\n  }}\n}}\n"
+    )
+    return (
+        chain.format(VM_DNS_TABLE, "post", "postrouting", 300, 'oifname "eth0"', rule),
+        chain.format(TIER_DNS_TABLE, "pre", "prerouting", -400, f'iifname "{vm.TAP}"', rule),
+    )
+
+
+def dns_counters(machine) -> tuple[int, int]:
+    """Packets to port 53 seen leaving the VM: (on the VM's eth0, arriving on this machine's tap)."""
+    count = lambda text: sum(int(n) for n in re.findall(r"counter packets (\d+)", text))  # noqa: E731
+    tier = subprocess.run(["nft", "list", "table", "inet", TIER_DNS_TABLE], capture_output=True, text=True)
+    return count(ssh(machine, f"nft list table inet {VM_DNS_TABLE}").stdout), count(tier.stdout)
 
 
 # --- programs that only this tier runs ------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 import secrets
 import subprocess
 import time
@@ -26,7 +25,7 @@ from tools import vm
 pytestmark = pytest.mark.vm
 GROUP = "vm host"
 MiB = probes.MiB
-METADATA_IP, METADATA_IF = "169.254.169.254", "clawmeta0"
+METADATA_IP, METADATA_IF = probes.METADATA_IP, "clawmeta0"
 
 
 @pytest.fixture(scope="module")
@@ -190,21 +189,13 @@ exit 1""")  # fmt: skip
         assert up.returncode == 0, up.stderr
         yield marker
     finally:
-        ssh(
-            machine, f"kill $(cat /run/clawmeta.pid); ip link del {METADATA_IF}; rm -rf /run/clawmeta /run/clawmeta.pid"
-        )
-
-
-FETCH = (
-    'python3 -I -c "import urllib.request; print(urllib.request.urlopen('
-    f"'http://{METADATA_IP}/user-data', timeout=5).read().decode())\""
-)
+        ssh(machine, f"kill $(cat /run/clawmeta.pid); ip link del {METADATA_IF}; rm -rf /run/clawmeta*")
 
 
 def test_the_metadata_stand_in_answers_root_on_the_host_only(cages, vm_scorecard, metadata_standin, lateral):
     _, machine, _ = cages
-    as_root = ssh(machine, FETCH)
-    as_nobody = ssh(machine, f"runuser -u nobody -- {FETCH}")
+    as_root = ssh(machine, probes.FETCH)
+    as_nobody = ssh(machine, f"runuser -u nobody -- {probes.FETCH}")
     res, proxied = lateral[2][METADATA_IP], lateral[3]["metadata"]
     ok = (
         as_root.returncode == 0 and as_root.stdout.strip() == metadata_standin
@@ -224,55 +215,47 @@ def test_the_metadata_stand_in_answers_root_on_the_host_only(cages, vm_scorecard
 
 # --- DNS exfiltration under Docker 26 ---------------------------------------------------------------------
 
-VM_DNS_TABLE, TIER_DNS_TABLE = "clawprobe_dns", f"clawprobe_dns{vm.SLOT}"
-
-
-def dns_counters(machine) -> tuple[int, int]:
-    """Packets to port 53 seen leaving the VM: (on the VM's eth0, arriving on this machine's tap)."""
-    count = lambda text: sum(int(n) for n in re.findall(r"counter packets (\d+)", text))  # noqa: E731
-    tier = subprocess.run(["nft", "list", "table", "inet", TIER_DNS_TABLE], capture_output=True, text=True)
-    return count(ssh(machine, f"nft list table inet {VM_DNS_TABLE}").stdout), count(tier.stdout)
-
 
 @pytest.fixture
 def dns_counted(cages, vm_scorecard):
     """nft counters for DNS out of the VM, on both ends of its only link (the VM's eth0 and this
-    machine's tap): nothing the VM sends can leave another way (tools/vm.py)."""
+    machine's tap): nothing the VM sends can leave another way (tools/vm.py). For the probe the VM
+    gets the default route a cloud server has (via this machine, which drops what it routes), so
+    that a query forwarded from the host would leave, and be counted."""
     _, machine, _ = cages
-    rule = "meta l4proto { tcp, udp } th dport 53 counter"
-    chain = (
-        "table inet {} {{\n  chain {} {{\n    type filter hook {} priority {}; policy accept;\n    {} {}\n  }}\n}}\n"
-    )
-    vm_side = chain.format(VM_DNS_TABLE, "post", "postrouting", 300, 'oifname "eth0"', rule)
-    tier_side = chain.format(TIER_DNS_TABLE, "pre", "prerouting", -400, f'iifname "{vm.TAP}"', rule)
+    vm_side, tier_side = probes.dns_counter_tables()
     vm_scorecard.notes.append(
         "nft counters of port-53 packets on the VM's eth0 (postrouting, table clawprobe_dns) and on this "
-        "machine's tap (prerouting), added for the DNS probe and removed after it"
+        "machine's tap (prerouting), and a default route via this machine (which drops what it gets), "
+        "added for the DNS probe and removed after it"
     )
     try:
         added = machine.ssh("nft -f -", check=False, input=vm_side)
         assert added.returncode == 0, added.stderr
         subprocess.run(["nft", "-f", "-"], input=tier_side, text=True, check=True)
+        routed = ssh(machine, f"ip route add default via {vm.HOST_IP} dev eth0")
+        assert routed.returncode == 0, routed.stderr
         yield
     finally:
-        ssh(machine, f"nft delete table inet {VM_DNS_TABLE}")
-        subprocess.run(["nft", "delete", "table", "inet", TIER_DNS_TABLE], capture_output=True)
+        ssh(machine, f"ip route del default via {vm.HOST_IP} dev eth0")
+        ssh(machine, f"nft delete table inet {probes.VM_DNS_TABLE}")
+        subprocess.run(["nft", "delete", "table", "inet", probes.TIER_DNS_TABLE], capture_output=True)
 
 
 def test_a_lookup_from_the_claw_gets_no_answer_and_no_query_leaves_the_vm(cages, vm_scorecard, dns_counted):
     from components.firewall import HETZNER_RESOLVERS
 
     _, machine, _ = cages
-    start = dns_counters(machine)
+    start = probes.dns_counters(machine)
     # Control: one datagram from the host itself to its resolver is seen at both ends.
     send = f"socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(bytes(12), ('{HETZNER_RESOLVERS[0]}', 53))"
     ssh(machine, f'python3 -c "import socket; {send}"')
     time.sleep(1)
-    control = dns_counters(machine)
+    control = probes.dns_counters(machine)
     names = {"name": f"exfil-{secrets.token_hex(8)}.leak.example", "proxied": f"tunnel-{secrets.token_hex(8)}.leak.example"}  # fmt: skip
     looked = probes.probe(machine, f"claw-{PROBE}", probes.LOOKUP, names, timeout=90)
     time.sleep(2)
-    end = dns_counters(machine)
+    end = probes.dns_counters(machine)
     seen = [c - s for c, s in zip(control, start)]
     leaked = [e - c for e, c in zip(end, control)]
     ok = (
