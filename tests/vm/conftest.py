@@ -17,6 +17,7 @@ import os
 import posixpath
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -70,10 +71,17 @@ def ssh_argv(machine) -> list[str]:
     argv, path = machine.ssh_argv(), machine.workdir / "ssh-mux"
     options = ["-o", f"ControlPath={path}"]
     if not path.exists():
+        # ServerAlive: the master also ends when the VM goes away. Wait for its socket, so that the
+        # next call cannot start a second connection that finds no master.
+        alive = ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         subprocess.run(
-            [*argv[:-1], *options, "-o", "ControlMaster=yes", "-o", "ControlPersist=300", "-f", "-N", argv[-1]],
+            [*argv[:-1], *options, *alive, "-o", "ControlMaster=yes", "-o", "ControlPersist=300", "-f", "-N", argv[-1]],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
         )  # fmt: skip
+        for _ in range(100):
+            if path.exists():
+                break
+            time.sleep(0.1)
     return [*argv[:-1], *options, "-o", "ControlMaster=no", argv[-1]]
 
 
