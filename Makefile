@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STACK ?= local
 JSON ?=
 
-.PHONY: venv preview test unit lint up engine vm vm-down isolation-report isolation-report-show bench controls allowlist policy-schema policy-bundle
+.PHONY: venv preview test unit lint up engine vm vm-down vm-isolation-report isolation-report isolation-report-show bench controls allowlist policy-schema policy-bundle
 
 venv: $(VENV)/.installed
 
@@ -64,6 +64,11 @@ vm: venv
 
 vm-down: venv
 	$(PY) -m tools.vm down
+
+# The VM tier (boot, provision, cages, probes, teardown) and the VM host's isolation scorecard
+# (build/vm-isolation-report.json; the committed copy is docs/vm-isolation-report.md).
+vm-isolation-report: venv
+	$(PY) -m tools.isolation_report --vm --markdown docs/vm-isolation-report.md
 
 # The isolation suite on the real engine (needs root, `make engine`, `make images`): attacks the local
 # stack's cages and prints the scorecard (also build/isolation-report.json).

@@ -40,9 +40,9 @@ import docker.errors
 from components.config import is_secret_placeholder, load_stack_file, parse_stack_config
 from components.egress import egress_allowlist, render_proxy_config
 from tools import engine, mockrun, replay
+from tools.isolation_report import Scorecard
 
 ROOT = Path(__file__).resolve().parents[2]
-REPORT_JSON = ROOT / "build" / "isolation-report.json"
 
 NETNS = "clawbench-out"
 VETH_HOST, VETH_NS = "cbo-h", "cbo-n"
@@ -55,39 +55,7 @@ GREETING = "HELLO-FROM-OUTSIDE"
 CAGE_A, CAGE_B, CAGE_C = "acme-reports", "globex-triage", "acme-support"
 
 
-# --- scorecard ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Scorecard:
-    rows: list[dict] = field(default_factory=list)
-    latency: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def record(self, group: str, probe: str, expected: str, observed: Any, ok: bool) -> bool:
-        self.rows.append(
-            {
-                "group": group,
-                "probe": probe,
-                "expected": expected,
-                "observed": observed if isinstance(observed, str) else json.dumps(observed, default=str),
-                "verdict": "PASS" if ok else "FAIL",
-            }
-        )
-        self.write()
-        return ok
-
-    def write(self) -> None:
-        REPORT_JSON.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "bench_changes": self.notes,
-            "rows": self.rows,
-            "latency": self.latency,
-        }
-        tmp = REPORT_JSON.with_suffix(".tmp")
-        tmp.write_text(json.dumps(document, indent=2) + "\n")
-        tmp.replace(REPORT_JSON)
+# --- scorecard: tools.isolation_report.Scorecard (one writer for the engine's and the VM's reports) -----
 
 
 # --- the bench's version of the program's graph --------------------------------------------------------

@@ -8,38 +8,20 @@ import shlex
 
 import pytest
 
+from components import conventions, hostscripts
 from components.conventions import (
     CAGE_VOLUME_MOUNT,
     HOST_KEY_ROOT,
     HOST_PROXY_CONFIG_ROOT,
     HOST_VOLUME_ROOT,
     LABEL_ROLE,
-    cage_cgroup,
     cage_slice,
 )
-from components import hostscripts
+from tests.vm.conftest import NEIGHBOUR, PROBE, cage_cgroup, ssh, ssh_mux_stop
 from tools import recover, replay, vm, vmhost
 
 pytestmark = pytest.mark.vm
-
-PROBE, NEIGHBOUR = "vm-probe", "vm-neighbour"
-
-
-@pytest.fixture(scope="module")
-def cages(vm_host):
-    host, machine, status, _ = vm_host
-    assert status.get("status") == "done", status
-    deployment = vmhost.deploy_cages(host, machine)
-    state = {"deployment": deployment, "torn_down": False}
-    try:
-        yield host, machine, state
-    finally:
-        if not state["torn_down"]:
-            replay.teardown(deployment)
-
-
-def ssh(machine, command: str):
-    return machine.ssh(command, check=False, timeout=600)
+GROUP = "cages"
 
 
 def in_claw(machine, claw: str, program: str) -> str:
@@ -59,7 +41,7 @@ def test_every_cage_runs_on_the_vm_engine(cages):
 
 def cage_dir(claw: str) -> str:
     """The cage's slice in the VM's cgroup tree, quoted for the shell (its name holds a backslash)."""
-    return shlex.quote(f"/sys/fs/cgroup/{cage_cgroup(claw, 'systemd')}")
+    return shlex.quote(f"/sys/fs/cgroup/{conventions.cage_cgroup(claw, 'systemd')}")
 
 
 def test_whole_cage_limits_are_a_systemd_slice_on_cgroup_v2(cages):
@@ -86,7 +68,7 @@ def test_whole_cage_limits_are_a_systemd_slice_on_cgroup_v2(cages):
         for name in (f"claw-{claw}", f"proxy-{claw}"):
             pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' {name}").stdout.strip()
             cgroup = ssh(machine, f"cat /proc/{pid}/cgroup").stdout.strip()
-            assert cgroup.startswith(f"0::/{cage_cgroup(claw, 'systemd')}/docker-"), (name, cgroup)
+            assert cgroup.startswith(f"0::/{conventions.cage_cgroup(claw, 'systemd')}/docker-"), (name, cgroup)
 
 
 def test_the_slice_and_its_limits_outlive_the_cages_containers(cages):
@@ -103,12 +85,12 @@ def test_the_slice_and_its_limits_outlive_the_cages_containers(cages):
                               f"--entrypoint /usr/bin/python3 {image} -I -c 'import time; time.sleep(60)'")  # fmt: skip
         assert joined.returncode == 0, joined.stderr
         pid = ssh(machine, "docker inspect -f '{{.State.Pid}}' slice-join").stdout.strip()
-        assert f"/{cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
+        assert f"/{conventions.cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
     finally:
         ssh(machine, "docker rm -f slice-join")
         assert ssh(machine, f"docker start proxy-{PROBE} claw-{PROBE}").returncode == 0
     pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' claw-{PROBE}").stdout.strip()
-    assert f"/{cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
+    assert f"/{conventions.cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
     assert ssh(machine, f"cat {d}/memory.max").stdout.strip() == str(facts["memory"])
 
 
@@ -141,18 +123,25 @@ def limits_facts(host, claw: str) -> dict:
     return hostscripts.script_facts(shlex.split(limits.inputs["create"])[2])
 
 
-def test_a_fork_bomb_stops_at_the_cages_pids_limit_and_the_neighbour_still_runs(cages):
+def test_a_fork_bomb_stops_at_the_cages_pids_limit_and_the_neighbour_still_runs(cages, vm_scorecard):
     host, machine, _ = cages
     pids_max = limits_facts(host, PROBE)["pids"]  # the whole cage's: claw and proxy together
     out = in_claw(machine, PROBE, FORK_BOMB).split()
+    peak = ssh(machine, f"cat {shlex.quote(cage_cgroup(machine, PROBE) + '/pids.peak')}").stdout.strip()
+    neighbour = in_claw(machine, NEIGHBOUR, "import os; print(len(os.listdir('/proc')) > 0)").strip()
+    ok = len(out) == 2 and out[1] == "11" and int(out[0]) < pids_max and int(peak) <= pids_max  # EAGAIN
+    vm_scorecard.record(
+        GROUP, f"{PROBE}: fork bomb (up to 1000 forks)", f"EAGAIN below the cage's pids.max ({pids_max}); neighbour runs",
+        f"forks, errno: {' '.join(out)}; the cage's pids.peak {peak}; neighbour answers: {neighbour}",
+        ok and neighbour == "True",
+    )  # fmt: skip
     assert len(out) == 2 and out[1] == "11", out  # EAGAIN long before the thousandth fork
     assert int(out[0]) < pids_max
-    peak = ssh(machine, f"cat {cage_dir(PROBE)}/pids.peak").stdout.strip()
     assert int(peak) <= pids_max
-    assert in_claw(machine, NEIGHBOUR, "import os; print(len(os.listdir('/proc')) > 0)").strip() == "True"
+    assert neighbour == "True"
 
 
-def test_the_sealed_secret_is_open_only_in_the_claws_process(cages):
+def test_the_sealed_secret_is_open_only_in_the_claws_process(cages, vm_scorecard):
     host, machine, _ = cages
     found = in_claw(machine, PROBE, (
         "import glob\n"
@@ -167,6 +156,12 @@ def test_the_sealed_secret_is_open_only_in_the_claws_process(cages):
     # Nowhere on the VM's disk: Docker's data root, configs, cloud-init's data, logs, the volume root.
     paths = f"/var/lib/docker /var/lib/containerd /etc /var/lib/cloud /var/log /root {HOST_VOLUME_ROOT} /srv"
     grep = ssh(machine, f"grep -r -l -a -F {host.probe_secret} {paths} 2>/dev/null | head -5")
+    vm_scorecard.record(
+        GROUP, f"{PROBE}: its sealed secret's plaintext, searched in the VM's files",
+        "open in the claw's process; in no file (data root, /etc, cloud-init, logs, volumes)",
+        f"claw processes holding it: {int(found)}; files holding it: {grep.stdout.split() or 'none'}",
+        int(found) >= 1 and grep.stdout.strip() == "",
+    )  # fmt: skip
     assert grep.stdout.strip() == "", grep.stdout
 
 
@@ -181,60 +176,92 @@ def test_the_key_lives_on_tmpfs_and_the_volume_is_encrypted(cages):
     assert f"{HOST_VOLUME_ROOT}/" in mounts and "ext4" in mounts
 
 
-def test_a_reboot_fails_closed_and_one_command_brings_every_cage_back(cages):
+@pytest.mark.vm_reboot
+def test_a_reboot_fails_closed_and_one_command_brings_every_cage_back(cages, vm_scorecard):
     host, machine, _ = cages
     in_claw(machine, PROBE, f"open('{CAGE_VOLUME_MOUNT}/before-reboot', 'w').write('kept')")
+    ssh_mux_stop(machine)  # the shared connection would not survive the reboot
     seconds = vm.reboot(machine)
-    print(f"reboot to SSH: {seconds:.0f} s")
     target = recover.Host(host.evaluation, vmhost.HOST_NAME, machine.address, machine.operator_key)
     after = {s.claw: s for s in target.observe()}
     # What holds a secret is gone, and the claw cannot start without it: every cage failed closed.
-    for claw in (PROBE, NEIGHBOUR):
-        assert not after[claw].key and not after[claw].claw_running, after[claw]
-        assert ssh(machine, f"test -e {HOST_KEY_ROOT}/{claw}").returncode == 1
-    assert not after[PROBE].volume_mounted
-    assert ssh(machine, "losetup -a").stdout.strip() == ""
+    failed_closed = all(not s.key and not s.claw_running for s in after.values()) and not after[PROBE].volume_mounted
+    keys_left = [c for c in (PROBE, NEIGHBOUR) if left_at(machine, f"{HOST_KEY_ROOT}/{c}")]
+    loops = ssh(machine, "losetup -a").stdout.split()
     # What holds none is on disk and came back: the proxies (Docker's restart policy, at boot, in
     # their slices) and the slice's unit with the cage's limits.
-    assert all(after[claw].proxy_running for claw in (PROBE, NEIGHBOUR)), after
     facts = limits_facts(host, PROBE)
     unit = ssh(machine, f"cat {shlex.quote('/etc/systemd/system/' + cage_slice(PROBE))}").stdout
-    assert f"TasksMax={facts['pids']}" in unit and f"MemoryMax={facts['memory']}" in unit
+    kept_by_itself = all(s.proxy_running for s in after.values()) and f"TasksMax={facts['pids']}" in unit
     # No secret reached the disk before the reboot, so none is there after it.
     paths = f"/var/lib/docker /var/lib/containerd /etc /var/lib/cloud /var/log /root {HOST_VOLUME_ROOT} /srv /var/tmp"
-    assert ssh(machine, f"grep -r -l -a -F {host.probe_secret} {paths} 2>/dev/null | head -5").stdout.strip() == ""
+    on_disk = ssh(machine, f"grep -r -l -a -F {host.probe_secret} {paths} 2>/dev/null | head -5").stdout.split()
     # The preview says what the one command will do, and does nothing.
     preview: list[str] = []
     recover.recover(target, apply=False, out=preview.append)
     text = "\n".join(preview)
-    for claw in (PROBE, NEIGHBOUR):
-        assert f"put cage {claw}'s key on the host's tmpfs" in text and f"start claw-{claw}" in text
-    assert f"re-open cage {PROBE}'s encrypted volume" in text
-    assert {s.claw: s for s in target.observe()} == after
+    planned = all(f"put cage {c}'s key on the host's tmpfs" in text and f"start claw-{c}" in text for c in after)
+    planned = planned and f"re-open cage {PROBE}'s encrypted volume" in text
+    unchanged = {s.claw: s for s in target.observe()} == after
     # The command: every cage runs again, with its key, its volume's data and its limits.
     states = recover.recover(target, apply=True, out=preview.append)
-    assert all(s.key and s.claw_running and s.proxy_running for s in states), states
-    assert in_claw(machine, PROBE, f"print(open('{CAGE_VOLUME_MOUNT}/before-reboot').read())").strip() == "kept"
-    assert ssh(machine, f"cat {cage_dir(PROBE)}/pids.max").stdout.strip() == str(facts["pids"])
+    back = all(s.key and s.claw_running and s.proxy_running for s in states)
+    kept = in_claw(machine, PROBE, f"print(open('{CAGE_VOLUME_MOUNT}/before-reboot').read())").strip()
+    pids = ssh(machine, f"cat {cage_dir(PROBE)}/pids.max").stdout.strip()
     pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' claw-{PROBE}").stdout.strip()
-    assert f"/{cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
-    test_the_sealed_secret_is_open_only_in_the_claws_process(cages)
+    in_slice = f"/{conventions.cage_cgroup(PROBE, 'systemd')}/docker-" in ssh(machine, f"cat /proc/{pid}/cgroup").stdout
+    vm_scorecard.record(
+        GROUP, "reboot of the VM, then `python -m tools.recover --vm` (preview) and `--apply`",
+        "every claw fails closed (no key, not running, no volume); proxies and slices come back by themselves; "
+        "no secret on disk; the preview changes nothing; the command brings every cage back, data and limits kept",
+        f"rebooted to SSH in {seconds:.0f} s; after it (claw, key, claw running, proxy running): "
+        f"{[(s.claw, s.key, s.claw_running, s.proxy_running) for s in after.values()]}, keys left {keys_left or 'none'}, "
+        f"loop devices {loops or 'none'}, secret in files {on_disk or 'none'}; preview planned every step: {planned}, "
+        f"changed nothing: {unchanged}; after --apply every cage runs: {back}, the file written before reads "
+        f"{kept!r}, pids.max {pids}, claw in its slice: {in_slice}",
+        failed_closed and not keys_left and not loops and kept_by_itself and not on_disk and planned and unchanged
+        and back and kept == "kept" and pids == str(facts["pids"]) and in_slice,
+    )  # fmt: skip
+    assert failed_closed and not keys_left and not loops, after
+    assert kept_by_itself, (after, unit)
+    assert on_disk == []
+    assert planned and unchanged, text
+    assert back, states
+    assert kept == "kept" and pids == str(facts["pids"]) and in_slice
+    test_the_sealed_secret_is_open_only_in_the_claws_process(cages, vm_scorecard)
 
 
-def test_teardown_leaves_nothing_on_the_vm(cages):
+def left_at(machine, path: str) -> bool:
+    """True while `path` is still on the VM."""
+    return ssh(machine, f"test -e {shlex.quote(path)}").returncode != 1
+
+
+@pytest.mark.vm_teardown
+def test_teardown_leaves_nothing_on_the_vm(cages, vm_scorecard):
     _, machine, state = cages
     errors = replay.teardown(state["deployment"])
     state["torn_down"] = True
+    left = {
+        "containers": ssh(machine, f"docker ps -aq --filter label={LABEL_ROLE}").stdout.split(),
+        "networks": ssh(machine, f"docker network ls -q --filter label={LABEL_ROLE}").stdout.split(),
+        "cgroups": [d for d in state["cgroups"].values() if left_at(machine, d)],
+        "slice units": [c for c in (PROBE, NEIGHBOUR) if left_at(machine, f"/etc/systemd/system/{cage_slice(c)}")],
+        "keys": [c for c in (PROBE, NEIGHBOUR) if left_at(machine, f"{HOST_KEY_ROOT}/{c}")],
+        # Its files: the volume's directory (backing file, wrapped key), the proxy's config, loop aliases.
+        "files": [
+            p
+            for c in (PROBE, NEIGHBOUR)
+            for p in (f"{HOST_VOLUME_ROOT}/{c}", f"{HOST_PROXY_CONFIG_ROOT}/{c}")
+            if left_at(machine, p)
+        ]
+        + ssh(machine, f"ls -A {HOST_VOLUME_ROOT}/.loop 2>/dev/null").stdout.split(),
+        "loop devices": ssh(machine, "losetup -a").stdout.splitlines(),
+        "mounts": [m for m in ssh(machine, "findmnt -rn -o TARGET").stdout.split() if HOST_VOLUME_ROOT in m],
+    }
+    vm_scorecard.record(
+        GROUP, "teardown of both cages",
+        "no error; no container, network, slice (cgroup or unit), key, file, loop device or mount left",
+        {"errors": errors, **{k: v or "none" for k, v in left.items()}}, errors == [] and not any(left.values()),
+    )  # fmt: skip
     assert errors == []
-    assert ssh(machine, f"docker ps -aq --filter label={LABEL_ROLE}").stdout.strip() == ""
-    assert ssh(machine, f"docker network ls -q --filter label={LABEL_ROLE}").stdout.strip() == ""
-    for claw in (PROBE, NEIGHBOUR):
-        assert ssh(machine, f"test -e {cage_dir(claw)}").returncode == 1
-        assert ssh(machine, f"test -e {shlex.quote('/etc/systemd/system/' + cage_slice(claw))}").returncode == 1
-        assert ssh(machine, f"test -e {HOST_KEY_ROOT}/{claw}").returncode == 1
-        # Its files: the volume's directory (backing file, wrapped key) and the proxy's config.
-        assert ssh(machine, f"test -e {HOST_VOLUME_ROOT}/{claw}").returncode == 1
-        assert ssh(machine, f"test -e {HOST_PROXY_CONFIG_ROOT}/{claw}").returncode == 1
-    assert ssh(machine, f"ls -A {HOST_VOLUME_ROOT}/.loop 2>/dev/null").stdout.strip() == ""  # no loop alias
-    assert ssh(machine, "losetup -a").stdout.strip() == ""
-    assert HOST_VOLUME_ROOT not in ssh(machine, "findmnt -rn -o TARGET").stdout
+    assert left == {k: [] for k in left}, left

@@ -9,13 +9,10 @@ import json
 import pytest
 
 from components.hostconfig import HOST_KEY_PATH, NFT_TABLE, SYSCTL_PATH, render_daemon_json
+from tests.vm.conftest import ssh
 from tools import vmhost
 
 pytestmark = pytest.mark.vm
-
-
-def ssh(machine, command: str, **kwargs):
-    return machine.ssh(command, check=False, **kwargs)
 
 
 def test_cloud_init_ran_the_programs_user_data_without_errors(vm_host):
