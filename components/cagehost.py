@@ -39,7 +39,6 @@ import shlex
 from decimal import Decimal
 
 from components.conventions import (
-    CGROUP_DRIVERS,
     CGROUP_ROOT,
     HOST_KEY_ROOT,
     HOST_PROXY_CONFIG_ROOT,
@@ -97,15 +96,10 @@ def shell_command(script: str) -> str:
     return "/bin/bash -c " + shlex.quote(script)
 
 
-def _driver(driver: str) -> str:
-    if driver not in CGROUP_DRIVERS:
-        raise ValueError(f"cgroup driver {driver!r} is not one of {', '.join(CGROUP_DRIVERS)}")
-    return driver
-
-
 def cgroup_parent(claw: str, driver: str) -> str:
-    """The containers' `cgroup_parent`: the cage's slice (systemd driver) or cgroup (cgroupfs)."""
-    return cage_cgroup_parent(_claw_name(claw), _driver(driver))
+    """The containers' `cgroup_parent`: the cage's slice (systemd driver) or cgroup (cgroupfs); an
+    unknown driver is refused by conventions.cage_cgroup."""
+    return cage_cgroup_parent(_claw_name(claw), driver)
 
 
 def host_key_path(claw: str) -> str:
@@ -178,11 +172,10 @@ def render_limits_create(claw: str, *, cpus: Decimal, memory: int, pids: int, dr
     facts line carries the driver, the cgroup and the limits (what `cage-limits-enforced` reads).
     """
     claw = _claw_name(claw)
-    driver = _driver(driver)
+    cgroup = cage_cgroup(claw, driver)  # refuses an unknown driver
     quota = cpu_quota_us(cpus)
     memory = _positive_int("memory", memory, 4 * MiB)
     pids = _positive_int("pids", pids, 2)
-    cgroup = cage_cgroup(claw, driver)
     facts = {
         "driver": driver,
         "cgroup": cgroup,
@@ -217,8 +210,7 @@ def render_limits_delete(claw: str, *, driver: str) -> str:
     parent (/clawstaff, clawstaff.slice) stays: another cage's create may be using it at that moment.
     """
     claw = _claw_name(claw)
-    driver = _driver(driver)
-    cgroup = cage_cgroup(claw, driver)
+    cgroup = cage_cgroup(claw, driver)  # refuses an unknown driver
     return _render(
         "limits",
         "limits-delete.sh",
