@@ -91,11 +91,15 @@ def labels(claw: Claw, host_name: str, role: str) -> list[docker.ContainerLabelA
     ]
 
 
-def hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, cgroup_parent: str) -> dict:
+def hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, cgroup_parent: str, *, init: bool) -> dict:
     """What the claw and its proxy share: no privilege, no host namespace, bounded everything.
 
     The cgroup parent holds the whole cage's pids, memory and cpu limits (the Docker provider has no
     pids field); the per-container limits below keep the claw from starving its own proxy.
+
+    `init`: Docker's init as pid 1 (the proxy), or none because the image's entrypoint is pid 1 (the
+    claw: cage-init reaps, forwards signals, and relays the claw's output at a bounded rate from a
+    process the claw cannot open, read or trace; images/claw-runtime/cage-init).
     """
     return dict(
         user=f"{uid}:{uid}",
@@ -105,7 +109,7 @@ def hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, cgroup_pare
         # The project's own seccomp profile (components.seccomp): the same filter on every engine.
         security_opts=["no-new-privileges:true", seccomp.security_opt()],
         privileged=False,
-        init=True,
+        init=init,
         restart="on-failure",
         max_retry_count=MAX_RESTARTS,
         memory=memory_mb(memory),
@@ -222,7 +226,7 @@ class ClawCage(pulumi.ComponentResource):
                     label="clawstaff.config-sha256", value=hashlib.sha256(proxy_config.encode()).hexdigest()
                 )
             ],
-            **hardening(args.proxy_uid, PROXY_MEMORY, PROXY_CPUS, PROXY_TMPFS, cgroup_parent),
+            **hardening(args.proxy_uid, PROXY_MEMORY, PROXY_CPUS, PROXY_TMPFS, cgroup_parent, init=True),
             opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[limits, proxy_config_file]),
         )
 
@@ -260,7 +264,7 @@ class ClawCage(pulumi.ComponentResource):
                 retries=3,
                 start_period="10s",
             ),
-            **hardening(args.claw_uid, claw.memory, claw.cpus, claw.tmpfs, cgroup_parent),
+            **hardening(args.claw_uid, claw.memory, claw.cpus, claw.tmpfs, cgroup_parent, init=False),
             opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[proxy, *host_state]),
         )
         self.network = network

@@ -69,6 +69,14 @@ RESERVED_ENV_NAMES = OPENER_RESERVED_NAMES | frozenset(
 )
 
 
+# What a claw can make the engine copy from its stdout and stderr (docs/attack-findings.md, finding 3):
+# cage-init, the claw container's pid 1, relays both at this rate through one token bucket and holds the
+# claw back beyond it. cage-init holds the same figures (tests/unit/test_sealing.py checks they agree).
+CLAW_LOG_RATE_BYTES = 64 * 1024  # per second, sustained
+CLAW_LOG_BURST_BYTES = 1024 * 1024  # at once, after a quiet spell
+CLAW_LOG_THROTTLE_NOTE_SECONDS = 10.0  # the `log-throttled` record, at most this often
+
+
 def is_reserved_env_name(name: str) -> bool:
     return name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIX)
 

@@ -127,7 +127,6 @@ _HARDENING: dict[str, Row] = {
         "the project's own seccomp profile, the same on every engine; no new privileges",
     ),
     "privileged": Row(Judged("container-not-privileged", "false", (True,)), "never privileged"),
-    "init": Row(Is(True), "an init reaps the cage's processes"),
     "restart": Row(Judged("container-restart-bounded", '"on-failure" or "no"', ("always",)), "bounded restarts"),
     "maxRetryCount": Row(Judged("container-restart-bounded", "1..maxRestarts", (50,)), "bounded restarts"),
     "memory": Row(Judged("container-memory-limited", "MB, at most maxMemoryMb", (0, 65536)), "a memory limit"),
@@ -182,6 +181,11 @@ CLAW_CONTAINER: dict[str, Row] = {
     "name": Row(Is(CLAW_CONTAINER_NAME), "one container per cage, named after its claw"),
     **_HARDENING,
     "command": Row(ListOf(ANY_TEXT), "the claw's own program (stack config), started by the image's cage-init"),
+    "init": Row(
+        Is(False),
+        "the image's cage-init is pid 1: it reaps, and relays the claw's output at a bounded rate from a process "
+        "the claw cannot open, read or trace (Docker's init would hold the container's stdout where the claw can)",
+    ),
     "networksAdvanced": Row(
         Items((Fields({"name": Is(CAGE_NETWORK_NAME)}, required=("name",)),)),
         "its own cage network only; no alias, no fixed address",
@@ -225,6 +229,7 @@ CLAW_CONTAINER: dict[str, Row] = {
 PROXY_CONTAINER: dict[str, Row] = {
     "name": Row(Is(PROXY_CONTAINER_NAME), "one proxy per cage, named after its claw"),
     **_HARDENING,
+    "init": Row(Is(True), "Docker's init reaps the proxy's processes"),
     "networksAdvanced": Row(
         Items(
             (

@@ -123,7 +123,7 @@ def proxy_config(claw: str, org: str) -> str:
     )
 
 
-def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str, driver: str) -> Props:
+def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str, driver: str, init: bool) -> Props:
     """components.cage.hardening, as inputs: what claw and proxy share."""
     return {
         "user": f"{uid}:{uid}",
@@ -132,7 +132,7 @@ def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str,
         "capabilities": {"drops": ["ALL"], "adds": []},
         "securityOpts": ["no-new-privileges:true", seccomp.security_opt()],
         "privileged": False,
-        "init": True,
+        "init": init,
         "restart": "on-failure",
         "maxRetryCount": cage_component.MAX_RESTARTS,
         "memory": cage_component.memory_mb(memory),
@@ -197,7 +197,7 @@ def claw_container(
             "retries": 3,
             "startPeriod": "10s",
         },
-        **_hardening(CLAW_UID, CLAW_MEMORY, CLAW_CPUS, CLAW_TMPFS, claw, driver),
+        **_hardening(CLAW_UID, CLAW_MEMORY, CLAW_CPUS, CLAW_TMPFS, claw, driver, init=False),
     }
 
 
@@ -220,7 +220,13 @@ def proxy_container(claw: str = CLAW, org: str = ORG, host: str = HOST, driver: 
         "labels": labels(claw, org, host, cv.ROLE_PROXY)
         + [{"label": "clawstaff.config-sha256", "value": hashlib.sha256(proxy_config(claw, org).encode()).hexdigest()}],
         **_hardening(
-            CLAW_UID + 1, cage_component.PROXY_MEMORY, cage_component.PROXY_CPUS, 16 * cage_component.MiB, claw, driver
+            CLAW_UID + 1,
+            cage_component.PROXY_MEMORY,
+            cage_component.PROXY_CPUS,
+            16 * cage_component.MiB,
+            claw,
+            driver,
+            init=True,
         ),
     }
 

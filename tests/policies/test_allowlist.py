@@ -116,7 +116,7 @@ CLAW_BREACHES: list[tuple[str, Callable[[Props], Any], str]] = [
     ("name", lambda p: p.update(name="claw-globex-ops"), '`name` is "claw-globex-ops", not "claw-acme-support"'),
     ("alias", lambda p: p["networksAdvanced"][0].update(aliases=["egress-proxy"]), "`networksAdvanced[0]`"),
     ("address", lambda p: p["networksAdvanced"][0].update(ipv4Address="10.0.0.9"), "`networksAdvanced[0]`"),
-    ("init off", lambda p: p.update(init=False), "`init` is false, not true"),
+    ("docker's init", lambda p: p.update(init=True), "`init` is true, not false"),
     ("extra label", lambda p: p["labels"].append({"label": "traefik.enable", "value": "true"}), "traefik.enable"),
     ("start later", lambda p: p.update(start=False), "`start` is false"),
     ("healthcheck key", lambda p: p["healthcheck"].update(startInterval="1s"), "`healthcheck.startInterval`"),
@@ -153,6 +153,7 @@ PROXY_BREACHES: list[tuple[Callable[[Props], Any], str]] = [
     (lambda p: p.update(name="proxy"), '`name` is "proxy", not "proxy-acme-support"'),
     (lambda p: p.update(healthcheck={"tests": ["NONE"]}), "`healthcheck` is set"),
     (lambda p: p["labels"][4].update(value="not a digest"), "clawstaff.config-sha256"),
+    (lambda p: p.update(init=False), "`init` is false, not true"),
 ]
 
 

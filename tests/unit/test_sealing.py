@@ -214,6 +214,9 @@ def test_cage_init_shares_the_format_constants():
     from components import sealing
 
     assert cage_init.CLAW_ENV == sealing.CLAW_ENV and cage_init.RESERVED_NAMES == sealing.RESERVED_NAMES
+    assert cage_init.LOG_RATE_BYTES == conventions.CLAW_LOG_RATE_BYTES
+    assert cage_init.LOG_BURST_BYTES == conventions.CLAW_LOG_BURST_BYTES
+    assert cage_init.THROTTLE_NOTE_SECONDS == conventions.CLAW_LOG_THROTTLE_NOTE_SECONDS
 
 
 def test_cage_init_opens_what_components_seal_and_refuses_other_claws():
