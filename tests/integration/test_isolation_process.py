@@ -76,11 +76,14 @@ def probed(isolation_bench):
 def test_sees_only_its_own_processes(probed):
     bench, res = probed
     commands = list(res["processes"].values())
-    # docker-init (pid 1), the claw itself and this probe: nothing of the proxy, the host or another cage.
+    # cage-init (pid 1), the claw itself and this probe: nothing of the proxy, the host or another cage.
     foreign = [
         c
         for c in commands
-        if not c.startswith(("/sbin/docker-init ", "/usr/bin/python3 -c ", "/usr/bin/python3 -I -c ")) or "squid" in c
+        if not c.startswith(
+            ("/usr/bin/python3 -I /usr/local/bin/cage-init ", "/usr/bin/python3 -c ", "/usr/bin/python3 -I -c ")
+        )
+        or "squid" in c
     ]
     ok = len(commands) <= 3 and not foreign
     bench.scorecard.record(
