@@ -48,8 +48,10 @@ from components.model import Endpoint
 from components.sealing import CLAW_ENV, cage_key_file_text, derive_cage_key, seal_credentials
 from components.units import MiB
 
-CLAW_IMAGE = "clawstaff/claw-runtime:0.1.0"
-PROXY_IMAGE = "clawstaff/egress-proxy:0.1.0"
+# The images `make images` builds now (images/VERSION); benchmarks/suites.py swaps in other builds.
+VERSION = (Path(__file__).resolve().parent.parent / "images" / "VERSION").read_text().strip()
+CLAW_IMAGE = f"clawstaff/claw-runtime:{VERSION}"
+PROXY_IMAGE = f"clawstaff/egress-proxy:{VERSION}"
 CLAW_COMMAND = ["/usr/bin/python3", "-c", "import signal; signal.pause()"]
 SEALING_KEY = "benchmark-sealing-key-0123456789abcdef0123456789"
 CONTROL_PLANE = Endpoint("control.clawstaff.example", 443)
@@ -89,7 +91,7 @@ def _remap_base() -> int:
     return 0
 
 
-def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str) -> dict[str, Any]:
+def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str, init: bool) -> dict[str, Any]:
     """components.cage.hardening, in docker-py's words."""
     return dict(
         user=f"{uid}:{uid}",
@@ -98,7 +100,7 @@ def _hardening(uid: int, memory: int, cpus: Decimal, tmpfs_size: int, claw: str)
         cap_drop=["ALL"],
         security_opt=["no-new-privileges:true"],
         privileged=False,
-        init=True,
+        init=init,
         restart_policy={"Name": "on-failure", "MaximumRetryCount": cage_component.MAX_RESTARTS},
         mem_limit=cage_component.memory_mb(memory) * MiB,
         memswap_limit=cage_component.memory_mb(memory) * MiB,
@@ -163,7 +165,7 @@ def start_cage(
         PROXY_IMAGE, name=f"proxy-{claw}", labels={**labels, LABEL_ROLE: "proxy"},
         network=egress_net.name,
         mounts=[Mount(PROXY_CONFIG_MOUNT, str(state / "proxy"), type="bind", read_only=True)],
-        **_hardening(uid + 1, cage_component.PROXY_MEMORY, cage_component.PROXY_CPUS, 16 * MiB, claw))  # fmt: skip
+        **_hardening(uid + 1, cage_component.PROXY_MEMORY, cage_component.PROXY_CPUS, 16 * MiB, claw, init=True))  # fmt: skip
     net.connect(proxy, aliases=[PROXY_ALIAS])
     proxy.start()
     t_proxy = time.perf_counter()
@@ -179,7 +181,7 @@ def start_cage(
             test=["CMD", "/usr/bin/python3", "-c",
                   f"import socket; socket.create_connection(('{PROXY_ALIAS}', {PROXY_PORT}), 3).close()"],
             interval=probe_interval_ns, timeout=5 * 10**9, retries=3, start_period=10 * 10**9),
-        **_hardening(uid, memory, cpus, 64 * MiB, claw))  # fmt: skip
+        **_hardening(uid, memory, cpus, 64 * MiB, claw, init=False))  # fmt: skip
     claw_container.start()
     t_claw = time.perf_counter()
     healthy = _wait_healthy(claw_container, timeout=60.0 + 3 * probe_interval_ns / 1e9)
@@ -259,7 +261,7 @@ def _remove(*containers) -> None:
 
 def overhead(samples: int = 5) -> dict[str, Any]:
     """Create-to-healthy of a cage and of a bare run, interleaved; memory of the proxy and of the claw
-    container (cage-init and docker-init around the claw) against the bare container."""
+    container (cage-init, the claw's pid 1 and log relay, around the claw) against the bare container."""
     bench = open_bench()
     try:
         egress = egress_network(bench)

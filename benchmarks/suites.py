@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks import engine
 
 ROOT = Path(__file__).resolve().parent.parent
-VERSION = (ROOT / "images" / "VERSION").read_text().strip()
+VERSION = engine.VERSION
 FIGURES = (
     "overhead_per_cage_mib",
     "proxy_rss_mib",
