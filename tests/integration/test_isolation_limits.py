@@ -91,15 +91,17 @@ def at_rest(isolation_bench):
 
 
 def _b_held(bench, fault: str, during: dict, rest: dict) -> bool:
-    """B keeps answering: every round trip worked, and its p95 stays within 4x rest + 50 ms."""
+    """B keeps answering: every round trip worked (asserted). Its latency is a figure of the scorecard,
+    beside rest's, never asserted: this machine is shared, and a time bound would test its load."""
     bench.scorecard.latency.append({"fault": fault, "neighbour": CAGE_B, **during})
-    ok = during["fails"] == 0 and during["n"] >= 10 and during["p95_ms"] <= 4 * rest["p95_ms"] + 50
+    ok = during["fails"] == 0 and during["n"] >= 10
+    ratio = round(during["p95_ms"] / rest["p95_ms"], 2) if rest["p95_ms"] else None
     bench.scorecard.record(
         GROUP,
         f"{CAGE_B} latency during: {fault}",
-        f"answers every time; p95 <= 4x rest ({rest['p95_ms']} ms) + 50 ms",
+        "answers every time (latency: the scorecard's latency table)",
         f"n={during['n']} fails={during['fails']} p50={during['p50_ms']} p95={during['p95_ms']} "
-        f"max={during['max_ms']} ms",
+        f"({ratio}x rest {rest['p95_ms']} ms) max={during['max_ms']} ms",
         ok,
     )
     bench.scorecard.write()
