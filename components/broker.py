@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -43,6 +42,15 @@ from components.kdf import hkdf_sha256
 FORMS = ("header", "basic")
 BASIC_PARTS = ("password",)
 BROKER_ENV = "CLAWCAGE_BROKER"
+UPSTREAM_ENV = "CLAWCAGE_UPSTREAM"  # the broker's way out: the cage's Squid
+# The test bench only: a CA its stand-in upstream uses, trusted beside the system bundle (never set by
+# the program; the pack's broker table does not allow it).
+BENCH_CA_ENV = "CLAWCAGE_BENCH_UPSTREAM_CA"
+# What the claw container declares about its sealed blob (the policy pack cannot open it; the unit
+# tests hold the declaration equal to the blob): the names sealed as real values, and the names
+# sealed as placeholders (its brokered secrets).
+ENV_SECRETS_ENV = "CLAWCAGE_ENV_DELIVERED"
+PLACEHOLDERS_ENV = "CLAWCAGE_PLACEHOLDERS"
 BROKER_ALIAS = "egress-broker"
 # The host firewall lets a cage bridge carry TCP to one port only (components/firewall.py): the broker
 # listens on the proxy's port, at its own address on the cage network.
@@ -257,7 +265,3 @@ def parse_audit_line(line: str) -> dict | None:
     if entry["verdict"] not in VERDICTS:
         raise ValueError(f"unknown verdict in a broker audit line: {text[:200]!r}")
     return entry
-
-
-def audit_url(host: str, path: str) -> str:
-    return urllib.parse.urlunsplit(("https", host, path, "", ""))

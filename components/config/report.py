@@ -79,13 +79,16 @@ def key_path(loc: Loc) -> str:
 
 
 def _pattern(loc: Loc) -> str:
-    """('claws', 2, 'memory') -> 'claws[].memory'; map keys under clawSecrets -> '*'."""
+    """('claws', 2, 'memory') -> 'claws[].memory'; map keys under clawSecrets, placementLock and a
+    claw's broker -> '*'."""
     path = str(loc[0])
-    for part in loc[1:]:
+    for i, part in enumerate(loc[1:], start=1):
         if isinstance(part, int):
             path += "[]"
+        elif loc[0] in ("clawSecrets", "placementLock") or (loc[0] == "claws" and i == 3 and loc[2] == "broker"):
+            path += ".*"
         else:
-            path += ".*" if loc[0] in ("clawSecrets", "placementLock") else f".{part}"
+            path += f".{part}"
     return path
 
 
