@@ -14,6 +14,7 @@ from components.config.fields import HOST_KINDS, NAMESPACE, SECRET_KEYS, Invalid
 from components.config.schema import (
     ALLOWED,
     AdminModel,
+    BrokerModel,
     ClawModel,
     OvercommitModel,
     PlacementModel,
@@ -157,6 +158,8 @@ def _known_keys(loc: Loc, host_kind: str | None) -> list[str]:
     model: type[_Model] = StackModel
     if host_kind:
         model = HOST_MODELS[host_kind]
+    elif loc[0] == "claws" and len(loc) > 4 and loc[2] == "broker":
+        model = BrokerModel
     elif loc[0] == "claws":
         model = ClawModel
     elif loc[0] == "admin":
