@@ -96,6 +96,7 @@ HEADER_TEXT = (
 # The shortest random tail a placeholder keeps: the broker finds a placeholder by its text.
 MIN_PLACEHOLDER_TAIL = 16
 _SEPARATORS = "-_.:"
+_PREFIX = re.compile(r"[A-Za-z0-9_.:-]*")
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,9 @@ def _shape_prefix(value: str) -> str:
     head = value[:16]
     cut = max(head.rfind(c) for c in _SEPARATORS) + 1
     tail = value[cut:]
-    return value[:cut] if sum(ch.isalnum() for ch in tail) >= MIN_PLACEHOLDER_TAIL else ""
+    if not _PREFIX.fullmatch(value[:cut]) or sum(ch.isalnum() for ch in tail) < MIN_PLACEHOLDER_TAIL:
+        return ""
+    return value[:cut]
 
 
 def placeholder(sealing_key: str, claw: str, name: str, value: str) -> str:

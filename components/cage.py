@@ -41,7 +41,7 @@ from components.conventions import (
     host_key_dir,
 )
 from components.egress import PROXY_PORT, egress_allowlist, render_proxy_config
-from components.model import PROXY_CPUS, PROXY_MEMORY, PROXY_TMPFS, Claw, Endpoint, cage_demand, cage_pids
+from components.model import PROXY_CPUS, PROXY_MEMORY, PROXY_PIDS, PROXY_TMPFS, Claw, Endpoint, cage_demand, cage_pids  # noqa: F401  (PROXY_PIDS: the tests' fixture reads the proxy's share here)
 from components.broker import (
     BROKER_ALIAS,
     BROKER_ENV,

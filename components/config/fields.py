@@ -15,7 +15,6 @@ from typing import Any, Callable
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
-from components import broker as _broker
 from components import conventions, local_images
 from components.addresses import NON_PUBLIC_NETWORKS as _NON_PUBLIC
 from components.catalog import LOCATIONS, SERVER_TYPES
@@ -111,26 +110,6 @@ def parse_env_name(value: Any) -> str:
         raise Invalid("not an environment variable name")
     if is_reserved_env_name(text):
         raise Invalid("reserved by the cage runtime")
-    return text
-
-
-BROKER_HEADER_TEXT = _broker.HEADER_TEXT
-BROKER_BASIC_TEXT = "the part of HTTP Basic auth the secret is: " + ", ".join(_broker.BASIC_PARTS)
-
-
-def parse_broker_header(value: Any) -> str:
-    text = _text(value)
-    try:
-        _broker.parse_header_format(text)
-    except ValueError:
-        raise Invalid("not a header with a format") from None
-    return text
-
-
-def parse_broker_basic(value: Any) -> str:
-    text = _text(value)
-    if text not in _broker.BASIC_PARTS:
-        raise Invalid("not a part of Basic auth the broker fills in")
     return text
 
 

@@ -7,11 +7,12 @@ Beside each model, ALLOWED says for each of its key paths what is allowed ([] st
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 from pydantic.alias_generators import to_camel
 
+from components import broker
 from components.config import fields as f
 from components.model import DEFAULT_MAX_CAGES_PER_HOST, Endpoint
 from components.units import format_size, parse_cpus
@@ -127,10 +128,31 @@ ALLOWED.update(
 )
 
 
+# A broker entry's presentation forms, one value at a time (components.broker holds the rule).
+BROKER_HEADER_TEXT = broker.HEADER_TEXT
+BROKER_BASIC_TEXT = "the part of HTTP Basic auth the secret is: " + ", ".join(broker.BASIC_PARTS)
+
+
+def parse_broker_header(value: Any) -> str:
+    text = f._text(value)
+    try:
+        broker.parse_header_format(text)
+    except ValueError:
+        raise f.Invalid("not a header with a format") from None
+    return text
+
+
+def parse_broker_basic(value: Any) -> str:
+    text = f._text(value)
+    if text not in broker.BASIC_PARTS:
+        raise f.Invalid("not a part of Basic auth the broker fills in")
+    return text
+
+
 class BrokerModel(_Model):
     endpoints: Annotated[list[EndpointField], Field(min_length=1)]
-    header: Annotated[str, PlainValidator(f.parse_broker_header)] | None = None
-    basic: Annotated[str, PlainValidator(f.parse_broker_basic)] | None = None
+    header: Annotated[str, PlainValidator(parse_broker_header)] | None = None
+    basic: Annotated[str, PlainValidator(parse_broker_basic)] | None = None
 
 
 class ClawModel(_Model):
@@ -172,8 +194,8 @@ ALLOWED.update(
         "claws[].broker.*": "a mapping with endpoints and one of header, basic",
         "claws[].broker.*.endpoints": "a non-empty list of host:port entries, each in this claw's egress",
         "claws[].broker.*.endpoints[]": f.ENDPOINT_TEXT + ", one of this claw's egress entries",
-        "claws[].broker.*.header": f.BROKER_HEADER_TEXT,
-        "claws[].broker.*.basic": f.BROKER_BASIC_TEXT,
+        "claws[].broker.*.header": BROKER_HEADER_TEXT,
+        "claws[].broker.*.basic": BROKER_BASIC_TEXT,
         "claws[].command": "a non-empty list of strings (the claw's program and its arguments), or no command key",
         "claws[].command[]": f.COMMAND_WORD_TEXT,
         "claws[].host": "the name of a host in clawstaff:hosts, or of a pool's host (<pool>-001 up to its max)",
