@@ -621,9 +621,7 @@ def image_config(spec: ImageSpec, diff_id: str, closure: set[str], pins: dict[st
             "Labels": labels,
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [
-            {"created": created, "created_by": f"images/build.py {spec.name} (mmdebstrap {spec_suite(spec)})"}
-        ],
+        "history": [{"created": created, "created_by": f"images/build.py {spec.name} (mmdebstrap {spec_suite(spec)})"}],
     }
     return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
 
@@ -739,7 +737,9 @@ def check(names: list[str], build_dir: Path, use_lock: bool) -> int:
         spec = SPECS[name]
         suite = spec_suite(spec)
         if suite not in archives:
-            archives[suite] = archive.Archive(build_dir / ("apt-check" if suite == SUITE else f"apt-check-{suite}"), suite)
+            archives[suite] = archive.Archive(
+                build_dir / ("apt-check" if suite == SUITE else f"apt-check-{suite}"), suite
+            )
             archives[suite].update()
         apt = archives[suite]
         now = {s["codename"]: s["date"] for s in apt.state()}
