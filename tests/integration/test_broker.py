@@ -383,3 +383,34 @@ out(found)
         ok,
     )
     assert ok, (files, diff, host)
+
+
+def test_another_cage_cannot_reach_the_broker(isolation_bench):
+    """The broker is on its own cage's network only: a claw of another cage (same org) reaches it
+    neither by its alias nor by its address."""
+    bench = isolation_bench
+    from tests.integration.bench import CAGE_A
+
+    address = bench.addresses(bench.deployment.client.containers.get(f"broker-{CAGE}"))
+    res = bench.probe(
+        f"claw-{CAGE_A}",
+        """
+res = {}
+for label, host in (("alias", "egress-broker"), ("address", ARG["ip"])):
+    try:
+        socket.create_connection((host, 3128), 3).close(); res[label] = "CONNECTED"
+    except OSError as e:
+        res[label] = type(e).__name__
+out(res)
+""",
+        {"ip": next(iter(address.values()))},
+    )
+    ok = all(v != "CONNECTED" for v in res.values()) and len(address) == 1
+    bench.scorecard.record(
+        GROUP,
+        f"{CAGE_A} -> {CAGE}'s broker (by alias, by address)",
+        "unreachable: the broker joins its own cage network only",
+        {"networks of the broker": sorted(address), **res},
+        ok,
+    )
+    assert ok, (address, res)
