@@ -273,12 +273,12 @@ CONTROLS: dict[str, Control] = {
     "brokered-secret-stays-out-of-the-claw": c(
         "a brokered secret declared sealed for the claw, or not declared as its placeholder; a placeholder no "
         "broker binds", "the claw holds a placeholder, the broker the value", [], ["credentials"],
-        "tests/policies/test_broker_rules.py", "tests/unit/test_broker.py", I + "test_broker.py",
+        "tests/policies/test_broker_rules.py", "tests/unit/test_broker.py", I + "test_isolation_broker.py",
     ),
     "claw-holds-no-cage-ca-key": c(
         "a PEM private key in a claw's env; a claw mounting the broker's key directory or its state root; the "
         "CA directory writable from the claw", "the cage CA's key stays in the broker's memory", ["5.6"],
-        ["credentials"], "tests/policies/test_broker_rules.py", I + "test_broker.py",
+        ["credentials"], "tests/policies/test_broker_rules.py", I + "test_isolation_broker.py",
     ),
     "proxy-container-allowlist": c(
         "any proxy container input outside its table, any value outside its row",
