@@ -30,15 +30,32 @@ from components.conventions import (
     LABEL_ROLE,
     PROXY_ALIAS,
     PROXY_CONFIG_MOUNT,
+    ROLE_BROKER,
     ROLE_CAGE_NETWORK,
     ROLE_CLAW,
     ROLE_PROXY,
     SEALED_ENV,
     cage_bridge_name,
+    host_broker_ca_dir,
+    host_broker_key_dir,
     host_key_dir,
 )
 from components.egress import PROXY_PORT, egress_allowlist, render_proxy_config
-from components.model import PROXY_CPUS, PROXY_MEMORY, PROXY_PIDS, PROXY_TMPFS, Claw, Endpoint
+from components.model import PROXY_CPUS, PROXY_MEMORY, PROXY_PIDS, PROXY_TMPFS, Claw, Endpoint, cage_demand, cage_pids  # noqa: F401  (PROXY_PIDS: the tests' fixture reads the proxy's share here)
+from components.broker import (
+    BROKER_ALIAS,
+    BROKER_ENV,
+    BROKER_PORT,
+    CA_ENV,
+    CA_MOUNT,
+    ENV_SECRETS_ENV,
+    PLACEHOLDERS_ENV,
+    UPSTREAM_ENV,
+    broker_spec,
+    derive_broker_key,
+    placeholder,
+)
+from components.model import BROKER_CPUS, BROKER_MEMORY, BROKER_TMPFS
 from components.sealing import CLAW_ENV, cage_key_file_text, derive_cage_key, seal_credentials
 from components.units import MiB
 
@@ -75,6 +92,7 @@ class ClawCageArgs:
     claw_uid: int
     proxy_uid: int
     proxy_image: str
+    broker_image: str | None = None  # required when the claw has brokered secrets
 
 
 def memory_mb(size: int) -> int:
@@ -153,13 +171,13 @@ class ClawCage(pulumi.ComponentResource):
         )
 
         # Host-side state, each a command with idempotent create and delete scripts.
-        cage_memory = claw.memory + PROXY_MEMORY
+        demand = cage_demand(claw)  # the claw, its proxy and (brokered secrets) its broker
         driver = host.cgroup_driver
         cgroup_parent = cagehost.cgroup_parent(claw.name, driver)
         limits = self._host_command(
             f"{name}-limits",
             create=cagehost.render_limits_create(
-                claw.name, cpus=claw.cpus + PROXY_CPUS, memory=cage_memory, pids=claw.pids + PROXY_PIDS, driver=driver
+                claw.name, cpus=demand.cpus, memory=demand.memory, pids=cage_pids(claw), driver=driver
             ),
             delete=cagehost.render_limits_delete(claw.name, driver=driver),
         )
@@ -231,7 +249,14 @@ class ClawCage(pulumi.ComponentResource):
         )
 
         proxy_url = f"http://{PROXY_ALIAS}:{PROXY_PORT}"
-        sealed = seal_credentials(cage_key, claw.name, dict(args.secrets))
+        claw_env, claw_secrets, claw_deps = [], dict(args.secrets), [proxy]
+        if claw.broker:
+            # Brokered secrets reach the broker only; the claw gets their placeholders and the cage CA.
+            broker, proxy_url, claw_secrets, claw_env = self._broker(
+                name, args, network, limits, cgroup_parent, claw_mounts
+            )
+            claw_deps.append(broker)
+        sealed = seal_credentials(cage_key, claw.name, claw_secrets)
         self.container = docker.Container(
             f"{name}-claw",
             name=f"claw-{claw.name}",
@@ -247,6 +272,7 @@ class ClawCage(pulumi.ComponentResource):
                 f"HTTP_PROXY={proxy_url}",
                 f"https_proxy={proxy_url}",
                 f"http_proxy={proxy_url}",
+                *claw_env,
             ],
             mounts=claw_mounts,
             working_dir=CLAW_WORKDIR,
@@ -265,11 +291,68 @@ class ClawCage(pulumi.ComponentResource):
                 start_period="10s",
             ),
             **hardening(args.claw_uid, claw.memory, claw.cpus, claw.tmpfs, cgroup_parent, init=False),
-            opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[proxy, *host_state]),
+            opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[*claw_deps, *host_state]),
         )
         self.network = network
         self.proxy = proxy
         self.register_outputs({"claw": claw.name, "host": args.host_name})
+
+    def _broker(self, name, args, network, limits, cgroup_parent, claw_mounts):
+        """The cage's credential broker (components.broker): its host state, its container, and what the
+        claw gets instead of the brokered values. Returns (broker, the claw's proxy URL, the secrets
+        sealed for the claw, the claw's extra env)."""
+        claw, host = args.claw, args.host
+        if not args.broker_image:
+            raise ValueError(f"claw {claw.name} has brokered secrets but the stack names no brokerImage")
+        values = dict(args.secrets)
+        brokered = {b.name for b in claw.broker}
+        placeholders = {n: placeholder(args.sealing_key, claw.name, n, values[n]) for n in sorted(brokered)}
+        broker_key = derive_broker_key(args.sealing_key, claw.name)
+        state = self._host_command(
+            f"{name}-broker-state",
+            create=cagehost.render_broker_state_create(claw.name, uid=args.proxy_uid),
+            delete=cagehost.render_broker_state_delete(claw.name),
+            stdin=pulumi.Output.secret(cage_key_file_text(broker_key)),
+        )
+        spec = broker_spec(claw.name, claw.org, claw.broker, placeholders)
+        broker = docker.Container(
+            f"{name}-broker",
+            name=f"broker-{claw.name}",
+            image=args.broker_image,
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[BROKER_ALIAS])],
+            dns=CAGE_DNS,  # it resolves nothing outside: its one way out is the cage's Squid
+            envs=[
+                f"{SEALED_ENV}={seal_credentials(broker_key, claw.name, {n: values[n] for n in sorted(brokered)})}",
+                f"{CLAW_ENV}={claw.name}",
+                f"{BROKER_ENV}={spec}",
+                f"{UPSTREAM_ENV}=http://{PROXY_ALIAS}:{PROXY_PORT}",
+                f"HOME={CLAW_HOME}",
+            ],
+            mounts=[
+                docker.ContainerMountArgs(
+                    type="bind", source=host_broker_key_dir(claw.name), target=CAGE_KEY_DIR_MOUNT, read_only=True
+                ),
+                docker.ContainerMountArgs(
+                    type="bind", source=host_broker_ca_dir(claw.name), target=CA_MOUNT, read_only=False
+                ),
+            ],
+            working_dir=CLAW_WORKDIR,
+            labels=labels(claw, args.host_name, ROLE_BROKER),
+            **hardening(args.proxy_uid, BROKER_MEMORY, BROKER_CPUS, BROKER_TMPFS, cgroup_parent, init=True),
+            opts=pulumi.ResourceOptions(parent=self, provider=host.provider, depends_on=[limits, state]),
+        )
+        claw_mounts.append(
+            docker.ContainerMountArgs(
+                type="bind", source=host_broker_ca_dir(claw.name), target=CA_MOUNT, read_only=True
+            )
+        )
+        env_names = sorted(set(values) - brokered)
+        claw_secrets = {n: values[n] for n in env_names} | placeholders
+        claw_env = [f"{k}={v}" for k, v in sorted(CA_ENV.items())] + [
+            f"{ENV_SECRETS_ENV}={','.join(env_names)}",
+            f"{PLACEHOLDERS_ENV}={','.join(sorted(brokered))}",
+        ]
+        return broker, f"http://{BROKER_ALIAS}:{BROKER_PORT}", claw_secrets, claw_env
 
     def _host_command(self, name: str, *, create: str, delete: str, stdin: pulumi.Input[str] | None = None):
         """Run a cage's host-side script where the host is: locally, or over the host's pinned SSH.

@@ -40,11 +40,15 @@ from decimal import Decimal
 
 from components.conventions import (
     CGROUP_ROOT,
+    HOST_BROKER_ROOT,
     HOST_KEY_ROOT,
     HOST_PROXY_CONFIG_ROOT,
     cage_cgroup,
     cage_cgroup_parent,
     cage_slice,
+    host_broker_ca_dir,
+    host_broker_dir,
+    host_broker_key_dir,
     host_key_dir,
     host_volume_dir,
     is_dns_label,
@@ -254,6 +258,40 @@ def render_key_delete(claw: str) -> str:
     """Remove the cage key and its directory; the shared tmpfs may stay mounted for other cages."""
     claw = _claw_name(claw)
     return _render("key", "key-delete.sh", claw, None, DIR=host_key_dir(claw))
+
+
+def render_broker_state_create(
+    claw: str, *, uid: int, subuid_file: str = "/etc/subuid", subgid_file: str = "/etc/subgid"
+) -> str:
+    """Put the broker key (base64 text on stdin) on the keys' tmpfs for the broker's user only, and
+    make the directory where the broker publishes the cage CA's certificate (components.broker).
+
+    Why a key of its own: the claw's key file is readable by the claw; the broker's opens the
+    brokered secrets and is mounted into the broker alone. The CA directory holds no key: the CA's
+    private key is made in the broker's memory and stays there."""
+    claw = _claw_name(claw)
+    uid = _container_uid(uid)
+    return _render(
+        "broker state",
+        "broker-state-create.sh",
+        claw,
+        None,
+        TMPFS=KEY_TMPFS,
+        ROOT=HOST_BROKER_ROOT,
+        DIR=host_broker_dir(claw),
+        KEYDIR=host_broker_key_dir(claw),
+        KEY=f"{host_broker_key_dir(claw)}/key",
+        CA=host_broker_ca_dir(claw),
+        BROKER_UID=uid,
+        SUBUID_FILE=subuid_file,
+        SUBGID_FILE=subgid_file,
+    )
+
+
+def render_broker_state_delete(claw: str) -> str:
+    """Remove the broker key, the published certificate and their directory; absent is fine."""
+    claw = _claw_name(claw)
+    return _render("broker state", "broker-state-delete.sh", claw, None, DIR=host_broker_dir(claw))
 
 
 def _volume_variables(claw: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ LABEL_HOST = "clawstaff.host"
 LABEL_ROLE = "clawstaff.role"
 ROLE_CLAW = "claw"
 ROLE_PROXY = "proxy"
+ROLE_BROKER = "broker"  # the credential broker, in a cage with brokered secrets (components.broker)
 ROLE_CAGE_NETWORK = "cage-network"
 ROLE_EGRESS_NETWORK = "egress-network"
 
@@ -66,6 +67,8 @@ OPENER_RESERVED_NAMES = frozenset(
 )
 RESERVED_ENV_NAMES = OPENER_RESERVED_NAMES | frozenset(
     {"HOSTNAME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"}
+    # the trust of a cage with brokered secrets (components.broker.CA_ENV)
+    | {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "NODE_EXTRA_CA_CERTS"}
 )
 
 
@@ -100,6 +103,25 @@ def host_key_dir(claw: str) -> str:
 
 def host_volume_dir(claw: str) -> str:
     return f"{HOST_VOLUME_ROOT}/{claw}"
+
+
+# The broker's host-side state (a cage with brokered secrets): on the keys' tmpfs, one directory per
+# claw holding `key/` (the broker key, the broker's uid only, read-only at CAGE_KEY_DIR_MOUNT in the
+# broker, never in the claw) and `ca/` (the cage CA's certificate the broker publishes: written by the
+# broker, read-only in the claw; never a private key).
+HOST_BROKER_ROOT = "/run/clawstaff/brokers"
+
+
+def host_broker_dir(claw: str) -> str:
+    return f"{HOST_BROKER_ROOT}/{claw}"
+
+
+def host_broker_key_dir(claw: str) -> str:
+    return f"{host_broker_dir(claw)}/key"
+
+
+def host_broker_ca_dir(claw: str) -> str:
+    return f"{host_broker_dir(claw)}/ca"
 
 
 # The egress proxy's rendered squid.conf, per cage, on the host's disk (no secret in it); the proxy

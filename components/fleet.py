@@ -133,6 +133,7 @@ class Fleet(pulumi.ComponentResource):
                         claw_uid=claw_uid,
                         proxy_uid=proxy_uid,
                         proxy_image=config.proxy_image,
+                        broker_image=config.broker_image,
                     ),
                     opts=pulumi.ResourceOptions(parent=self),
                 )

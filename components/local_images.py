@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 PREFIX = "built:"
-IMAGES = ("claw-runtime", "egress-proxy")
+IMAGES = ("claw-runtime", "egress-proxy", "egress-broker")
 RECORD_ENV = "CLAWSTAFF_IMAGES_RECORD"
 DEFAULT_RECORD = Path(__file__).resolve().parent.parent / "build" / "images" / "images.json"
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}\Z")

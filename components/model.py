@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Mapping
 
+from components.broker import Binding
 from components.catalog import SERVER_TYPES
 from components.units import GB, GiB, MiB
 
@@ -28,6 +29,12 @@ PROXY_CPUS = Decimal("0.25")
 PROXY_MEMORY = 64 * MiB
 PROXY_PIDS = 64
 PROXY_TMPFS = 16 * MiB  # the proxy's /tmp, charged to its memory
+# The credential broker's share, in a cage with brokered secrets only (mitmproxy's core in Python:
+# benchmarks/README.md has its measured memory).
+BROKER_CPUS = Decimal("0.25")
+BROKER_MEMORY = 160 * MiB
+BROKER_PIDS = 64
+BROKER_TMPFS = 4 * MiB
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,7 @@ class Claw:
     secrets: tuple[str, ...]
     host: str | None
     command: tuple[str, ...] | None = None  # what cage-init execs; None: the image's CMD
+    broker: tuple[Binding, ...] = ()  # the secrets the cage's broker attaches (components.broker)
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,7 @@ class StackConfig:
     placement: PlacementPolicy = PlacementPolicy()
     # claw -> the host it was placed on when last deployed: kept there while it fits (components.placement)
     placement_lock: Mapping[str, str] = field(default_factory=dict)
+    broker_image: str | None = None  # the credential broker's image, for cages with brokered secrets
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
@@ -194,8 +203,19 @@ class Demand:
 
 
 def cage_demand(claw: Claw) -> Demand:
-    """What one cage takes from its host: the claw and its proxy; on disk, its tmpfs and its volume."""
-    return Demand(cpus=claw.cpus + PROXY_CPUS, memory=claw.memory + PROXY_MEMORY, disk=claw.tmpfs + (claw.volume or 0))
+    """What one cage takes from its host: the claw, its proxy and (with brokered secrets) its broker;
+    on disk, its tmpfs and its volume."""
+    broker = bool(claw.broker)
+    return Demand(
+        cpus=claw.cpus + PROXY_CPUS + (BROKER_CPUS if broker else 0),
+        memory=claw.memory + PROXY_MEMORY + (BROKER_MEMORY if broker else 0),
+        disk=claw.tmpfs + (claw.volume or 0),
+    )
+
+
+def cage_pids(claw: Claw) -> int:
+    """The pids limit of the whole cage: the claw's, its proxy's and its broker's."""
+    return claw.pids + PROXY_PIDS + (BROKER_PIDS if claw.broker else 0)
 
 
 def lacks(need: Demand, room: Capacity | Demand) -> tuple[str, ...]:

@@ -167,6 +167,13 @@ class ImageSpec:
     env: tuple[str, ...] = ()
     description: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # The Debian suite the image is built from ("": archive.SUITE). The broker takes mitmproxy from
+    # bookworm: trixie no longer ships it (docs/broker.md says why it is the broker all the same).
+    suite: str = ""
+
+
+def spec_suite(spec: "ImageSpec") -> str:
+    return spec.suite or SUITE
 
 
 # HOME and the working directory are read-only, root-owned places: Python trusts both (the user site
@@ -252,6 +259,44 @@ SPECS = {
         cmd=("-N", "-f", "/etc/clawcage/squid.conf"),
         env=COMMON_ENV,
         description="ClawCage egress proxy: Debian's Squid, CONNECT-only allowlist",
+    ),
+    "egress-broker": ImageSpec(
+        name="egress-broker",
+        suite="bookworm",
+        roots=("mitmproxy", "python3-cryptography", "ca-certificates"),
+        keep_globs=("etc/ssl/certs/*", "usr/share/ca-certificates/**", "etc/ssl/openssl.cnf", "usr/lib/ssl/*"),
+        # mitmproxy's console and web front ends and every CLI tool: the broker runs mitmproxy's core
+        # in its own process (broker-init), never a UI.
+        remove_globs=(
+            "usr/bin/[!p]*",
+            "usr/bin/py3*",
+            "usr/bin/pydoc*",
+            "usr/bin/pygettext*",
+            "usr/bin/pdb3*",
+            "usr/sbin/update-ca-certificates",
+            "usr/lib/python3/dist-packages/mitmproxy/tools/web/static/**",
+            "usr/lib/python3.*/ensurepip/**",
+            "usr/lib/python3.*/idlelib/**",
+            "usr/lib/python3.*/lib2to3/**",
+            "usr/lib/python3.*/pydoc_data/**",
+            "usr/lib/python3.*/turtledemo/**",
+            "usr/lib/python3.*/test/**",
+            "usr/lib/ssl/misc/**",
+            "usr/share/python3/runtime.d/**",
+            "usr/share/applications/**",
+            "usr/share/pixmaps/**",
+            "usr/share/doc-base/**",
+            "usr/lib/binfmt.d/**",
+            "usr/share/binfmts/**",
+            "usr/share/doc/**",
+            "usr/share/man/**",
+            "usr/share/lintian/**",
+        ),
+        add_files=(("egress-broker/broker-init", "usr/local/bin/broker-init", 0o755),),
+        add_dirs=(("run/clawcage", 0o755, 0),),
+        entrypoint=("/usr/local/bin/broker-init",),
+        env=COMMON_ENV + ("PYTHONDONTWRITEBYTECODE=1",),
+        description="ClawCage credential broker: Debian's mitmproxy core with the cage's broker addon",
     ),
 }
 
@@ -401,9 +446,9 @@ def mmdebstrap(spec: ImageSpec, rootfs: Path, pins: dict[str, archive.Package], 
         "--dpkgopt=path-exclude=/usr/share/locale/*",
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--include=" + ",".join(include),
-        SUITE,
+        spec_suite(spec),
         str(rootfs),
-        *SOURCES,
+        *(SOURCES if spec_suite(spec) == SUITE else archive.sources(spec_suite(spec))),
     ]
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"} | {"LC_ALL": "C.UTF-8"}
     result = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -559,7 +604,7 @@ def image_config(spec: ImageSpec, diff_id: str, closure: set[str], pins: dict[st
         "org.opencontainers.image.version": VERSION,
         "org.opencontainers.image.description": spec.description,
         "org.opencontainers.image.created": created,
-        "io.clawstaff.debian.suite": SUITE,
+        "io.clawstaff.debian.suite": spec_suite(spec),
         "io.clawstaff.debian.roots": " ".join(f"{r}={pins[r]}" for r in spec.roots),
         "io.clawstaff.debian.packages": str(len(closure)),
     } | spec.labels
@@ -576,7 +621,7 @@ def image_config(spec: ImageSpec, diff_id: str, closure: set[str], pins: dict[st
             "Labels": labels,
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": created, "created_by": f"images/build.py {spec.name} (mmdebstrap {SUITE})"}],
+        "history": [{"created": created, "created_by": f"images/build.py {spec.name} (mmdebstrap {spec_suite(spec)})"}],
     }
     return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
 
@@ -614,7 +659,7 @@ def build(spec: ImageSpec, build_dir: Path, apt: archive.Archive, load: bool = T
         shutil.rmtree(work)
     work.mkdir(parents=True)
     pins = apt.resolve(spec.roots)
-    log(f"{spec.name}: mmdebstrap {SUITE} ({len(pins)} packages resolved against the archive)")
+    log(f"{spec.name}: mmdebstrap {spec_suite(spec)} ({len(pins)} packages resolved against the archive)")
     mmdebstrap(spec, rootfs, pins, apt)
     packages = parse_status((rootfs / "var/lib/dpkg/status").read_text())
     check_installed(spec, packages, pins)
@@ -637,7 +682,7 @@ def build(spec: ImageSpec, build_dir: Path, apt: archive.Archive, load: bool = T
         "id": image_id,
         "layer": diff_id,
         "layer_bytes": layer.stat().st_size,
-        "suite": SUITE,
+        "suite": spec_suite(spec),
         "source_date_epoch": epoch,
         "archive": apt.state(),
         "packages": {n: {"version": p.version, "origin": p.origin} for n, p in sorted(pins.items())},
@@ -686,12 +731,18 @@ def check(names: list[str], build_dir: Path, use_lock: bool) -> int:
     """Compare the last recorded build (or the committed lock) with what the archive serves now."""
     manifest = build_dir / "images.json"
     built = json.loads(manifest.read_text()) if manifest.exists() else {}
-    apt = archive.Archive(build_dir / "apt-check")
-    apt.update()
-    now = {s["codename"]: s["date"] for s in apt.state()}
+    archives: dict[str, archive.Archive] = {}
     rebuild = False
     for name in names:
         spec = SPECS[name]
+        suite = spec_suite(spec)
+        if suite not in archives:
+            archives[suite] = archive.Archive(
+                build_dir / ("apt-check" if suite == SUITE else f"apt-check-{suite}"), suite
+            )
+            archives[suite].update()
+        apt = archives[suite]
+        now = {s["codename"]: s["date"] for s in apt.state()}
         if use_lock or name not in built:
             source = shown(lock_path(spec))
             recorded = read_lock(lock_path(spec))
@@ -719,7 +770,8 @@ def check(names: list[str], build_dir: Path, use_lock: bool) -> int:
                 print(f"    {m.describe()}")
         else:
             print(f"  nothing moved: the {len(current)} packages are what the archive serves now")
-    apt.remove()
+    for apt in archives.values():
+        apt.remove()
     return 1 if rebuild else 0
 
 
@@ -764,10 +816,14 @@ def main(argv: list[str] | None = None) -> int:
         if os.geteuid() != 0:
             print("error: building the images needs root (mmdebstrap --mode=root)", file=sys.stderr)
             return 2
-        apt = archive.Archive(args.build_dir / "apt", SUITE)
-        apt.update()
+        archives: dict[str, archive.Archive] = {}
         results = []
         for name in names:
+            suite = spec_suite(SPECS[name])
+            if suite not in archives:  # one scratch apt root per suite, updated once per build
+                archives[suite] = archive.Archive(args.build_dir / ("apt" if suite == SUITE else f"apt-{suite}"), suite)
+                archives[suite].update()
+            apt = archives[suite]
             result = build_with_retry(SPECS[name], args.build_dir, apt, load=not args.no_load)
             if args.twice:
                 again = build(SPECS[name], args.build_dir / "second", apt, load=False)

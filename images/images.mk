@@ -5,7 +5,7 @@ IMAGES_PYTHON ?= python3
 
 .PHONY: images images-check images-lock images-reproducible
 
-# Build claw-runtime and egress-proxy from what Debian serves now into the local engine; records the
+# Build claw-runtime, egress-proxy (trixie) and egress-broker (bookworm) from what Debian serves now into the local engine; records the
 # packages, the archive state and the image IDs in build/images/images.json (the local stack reads the
 # IDs from there); prints "<tag> sha256:<image id>".
 images:

@@ -9,6 +9,7 @@ the analyzer gRPC server and prints its port, so it stays the last statement. Ev
 from __future__ import annotations
 
 import allowlist_rules
+import broker_rules
 import command_rules
 import container_rules
 import hetzner_rules
@@ -27,5 +28,6 @@ PolicyPack(
         *command_rules.POLICIES,
         *stack_rules.POLICIES,
         *allowlist_rules.POLICIES,
+        *broker_rules.POLICIES,
     ],
 )

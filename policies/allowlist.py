@@ -34,6 +34,7 @@ from cage_conventions import (
     EGRESS_GATEWAY,
     EGRESS_NETWORK_NAME,
     EGRESS_SUBNET,
+    HOST_BROKER_ROOT,
     HOST_KEY_ROOT,
     HOST_PROXY_CONFIG_ROOT,
     HOST_VOLUME_ROOT,
@@ -49,13 +50,21 @@ from cage_conventions import (
     PROXY_ENV_NAMES,
     PROXY_PORT,
     RESERVED_ENV_PREFIX,
+    ROLE_BROKER,
     ROLE_CAGE_NETWORK,
     ROLE_CLAW,
     ROLE_EGRESS_NETWORK,
     ROLE_PROXY,
     SEALED_ENV,
+    BROKER_ALIAS,
+    BROKER_CA_ENV,
+    BROKER_CA_MOUNT,
+    BROKER_CONTAINER_NAME,
+    BROKER_ENV,
+    BROKER_UPSTREAM_ENV,
+    BROKER_URL,
 )
-from shape import Fields, Is, Items, Judged, ListOf, Number, Pairs, Script, SeccompProfile, Text, Value
+from shape import Fields, Is, Items, Judged, ListOf, Number, OneOf, Pairs, Script, SeccompProfile, Text, Value
 
 
 @dataclass(frozen=True)
@@ -201,16 +210,21 @@ CLAW_CONTAINER: dict[str, Row] = {
                 SEALED_ENV: Judged("container-env-no-plaintext-credentials", "sealed credentials", ("plaintext",)),
                 CLAW_ENV: Is("{claw}"),
                 "HOME": Is(CLAW_HOME),
-                **{name: Is(PROXY_URL) for name in PROXY_ENV_NAMES},
+                **{name: OneOf((PROXY_URL, BROKER_URL)) for name in PROXY_ENV_NAMES},
+                **{name: Is(value) for name, value in BROKER_CA_ENV.items()},
             },
             "env",
             open_pattern=RESERVED_ENV_PREFIX + r"[A-Z0-9_]+",
             open_says=f"{RESERVED_ENV_PREFIX}*=any (the cage runtime's own names)",
         ),
-        "the cage runtime's names and the proxy; no plaintext credential, no NO_PROXY or other bypass",
+        "the cage runtime's names and the proxy (its broker's, with brokered secrets, and then the cage CA's "
+        "certificate files); no plaintext credential, no NO_PROXY or other bypass",
     ),
     "workingDir": Row(Is(CLAW_WORKDIR), "not writable: no working directory whose files Python would import"),
-    "mounts": _mounts(f"the cage's key directory {HOST_KEY_ROOT}/<claw> and volume below {HOST_VOLUME_ROOT}/<claw>"),
+    "mounts": _mounts(
+        f"the cage's key directory {HOST_KEY_ROOT}/<claw>, volume below {HOST_VOLUME_ROOT}/<claw> and (brokered "
+        f"secrets) the broker's CA directory {HOST_BROKER_ROOT}/<claw>/ca, read-only"
+    ),
     "labels": _labels(ROLE_CLAW),
     "healthcheck": Row(
         Fields(
@@ -241,6 +255,40 @@ PROXY_CONTAINER: dict[str, Row] = {
     ),
     "mounts": _mounts(f"the cage's proxy configuration {HOST_PROXY_CONFIG_ROOT}/<claw>"),
     "labels": _labels(ROLE_PROXY, (LABEL_CONFIG_SHA256, Text(r"[0-9a-f]{64}", "a sha256 hex digest"))),
+}
+
+BROKER_CONTAINER: dict[str, Row] = {
+    "name": Row(Is(BROKER_CONTAINER_NAME), "one broker per cage with brokered secrets, named after its claw"),
+    **_HARDENING,
+    "init": Row(Is(True), "Docker's init reaps the broker's processes"),
+    "networksAdvanced": Row(
+        Items((Fields({"name": Is(CAGE_NETWORK_NAME), "aliases": Items((Is(BROKER_ALIAS),))}, required=("name",)),)),
+        f"its cage network only (as {BROKER_ALIAS}): its way out is the cage's proxy",
+    ),
+    "dns": Row(
+        Items(tuple(Is(server) for server in CAGE_DNS)),
+        "no resolver that reaches out: the cage's proxy resolves the upstream",
+        required=True,
+    ),
+    "envs": Row(
+        Pairs(
+            {
+                SEALED_ENV: Judged("container-env-no-plaintext-credentials", "sealed credentials", ("plaintext",)),
+                CLAW_ENV: Is("{claw}"),
+                BROKER_ENV: Text(r"\{.*\}", "the broker's bindings as JSON (names, forms, endpoints, placeholders)"),
+                BROKER_UPSTREAM_ENV: Is(PROXY_URL),
+                "HOME": Is(CLAW_HOME),
+            },
+            "env",
+        ),
+        "the brokered values sealed for the broker key, its bindings and its upstream (the cage's proxy)",
+    ),
+    "workingDir": Row(Is(CLAW_WORKDIR), "not writable"),
+    "mounts": _mounts(
+        f"the broker's key directory {HOST_BROKER_ROOT}/<claw>/key (read-only) and CA directory "
+        f"{HOST_BROKER_ROOT}/<claw>/ca"
+    ),
+    "labels": _labels(ROLE_BROKER),
 }
 
 _NETWORK_DEFAULTS: dict[str, Row] = {
@@ -350,6 +398,7 @@ WHY_NOT: dict[str, str] = {
 TABLES: dict[str, tuple[str, Mapping[str, Row]]] = {
     "claw container": ("docker:index/container:Container, clawstaff.role=claw", CLAW_CONTAINER),
     "proxy container": ("docker:index/container:Container, clawstaff.role=proxy", PROXY_CONTAINER),
+    "broker container": ("docker:index/container:Container, clawstaff.role=broker", BROKER_CONTAINER),
     "cage network": ("docker:index/network:Network, clawstaff.role=cage-network", CAGE_NETWORK),
     "egress network": ("docker:index/network:Network, clawstaff.role=egress-network", EGRESS_NETWORK),
     "cage command": ("command:local|remote:Command whose facts line names a cage piece", CAGE_COMMAND),
@@ -359,6 +408,8 @@ MOUNT_PATHS = {
     "claw container": f"{HOST_KEY_ROOT}/<claw> -> {CAGE_KEY_DIR_MOUNT} (ro); {HOST_VOLUME_ROOT}/<claw>/… -> "
     f"{CAGE_VOLUME_MOUNT}",
     "proxy container": f"{HOST_PROXY_CONFIG_ROOT}/<claw> -> {PROXY_CONFIG_MOUNT} (ro)",
+    "broker container": f"{HOST_BROKER_ROOT}/<claw>/key -> {CAGE_KEY_DIR_MOUNT} (ro); {HOST_BROKER_ROOT}/<claw>/ca "
+    f"-> {BROKER_CA_MOUNT}",
 }
 
 

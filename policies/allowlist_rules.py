@@ -27,6 +27,7 @@ from cage_conventions import (
     LABEL_ROLE,
     NETWORK,
     ROLE_CAGE_NETWORK,
+    ROLE_BROKER,
     ROLE_CLAW,
     ROLE_EGRESS_NETWORK,
     ROLE_PROXY,
@@ -122,6 +123,7 @@ def _policy(name: str, title: str, types: tuple[str, ...], check: Any) -> Any:
 RULE_OF_TABLE = {
     "claw container": "claw-container-allowlist",
     "proxy container": "proxy-container-allowlist",
+    "broker container": "broker-container-allowlist",
     "cage network": "cage-network-allowlist",
     "egress network": "egress-network-allowlist",
     "cage command": "cage-command-allowlist",
@@ -130,6 +132,9 @@ RULE_OF_TABLE = {
 POLICIES = [
     _policy(RULE_OF_TABLE["claw container"], "claw container", (CONTAINER,), _by_role(ROLE_CLAW, "claw container")),
     _policy(RULE_OF_TABLE["proxy container"], "proxy container", (CONTAINER,), _by_role(ROLE_PROXY, "proxy container")),
+    _policy(
+        RULE_OF_TABLE["broker container"], "broker container", (CONTAINER,), _by_role(ROLE_BROKER, "broker container")
+    ),
     _policy(RULE_OF_TABLE["cage network"], "cage network", (NETWORK,), _by_role(ROLE_CAGE_NETWORK, "cage network")),
     _policy(
         RULE_OF_TABLE["egress network"], "egress network", (NETWORK,), _by_role(ROLE_EGRESS_NETWORK, "egress network")

@@ -24,9 +24,10 @@ LABEL_HOST = "clawstaff.host"
 LABEL_ROLE = "clawstaff.role"
 ROLE_CLAW = "claw"
 ROLE_PROXY = "proxy"
+ROLE_BROKER = "broker"
 ROLE_CAGE_NETWORK = "cage-network"
 ROLE_EGRESS_NETWORK = "egress-network"
-CONTAINER_ROLES = (ROLE_CLAW, ROLE_PROXY)
+CONTAINER_ROLES = (ROLE_CLAW, ROLE_PROXY, ROLE_BROKER)
 
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 
@@ -111,7 +112,32 @@ CLAW_ENV = "CLAWCAGE_CLAW"
 RESERVED_ENV_PREFIX = "CLAWCAGE_"
 PROXY_ENV_NAMES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
 LABEL_CONFIG_SHA256 = "clawstaff.config-sha256"
-CAGE_SCRIPT_PIECES = ("limits", "key", "proxy-config", "volume")
+CAGE_SCRIPT_PIECES = ("limits", "key", "proxy-config", "volume", "broker-state")
+
+# The credential broker of a cage with brokered secrets (components/broker.py, components/cage.py): a
+# container on the cage network only (alias BROKER_ALIAS, the proxy's port), whose way out is the cage's
+# Squid. Its host state is HOST_BROKER_ROOT/<claw>: `key/` (the broker key: broker only, read-only, at
+# the parent of CAGE_KEY_MOUNT) and `ca/` (the cage CA's certificate: broker read-write, claw
+# read-only, at BROKER_CA_MOUNT). The claw's env then points its proxy variables at the broker, its
+# trust at the CA directory (BROKER_CA_ENV), and declares the names its sealed blob holds as values
+# (ENV_DELIVERED_ENV) and as placeholders (PLACEHOLDERS_ENV); the broker's BROKER_ENV names its
+# bindings (JSON, no value).
+BROKER_CONTAINER_NAME = "broker-{claw}"
+BROKER_ALIAS = "egress-broker"
+BROKER_URL = f"http://{BROKER_ALIAS}:{PROXY_PORT}"
+HOST_BROKER_ROOT = "/run/clawstaff/brokers"
+BROKER_CA_MOUNT = "/run/clawcage-ca"
+BROKER_CA_ENV = {
+    "SSL_CERT_FILE": f"{BROKER_CA_MOUNT}/bundle.pem",
+    "REQUESTS_CA_BUNDLE": f"{BROKER_CA_MOUNT}/bundle.pem",
+    "CURL_CA_BUNDLE": f"{BROKER_CA_MOUNT}/bundle.pem",
+    "GIT_SSL_CAINFO": f"{BROKER_CA_MOUNT}/bundle.pem",
+    "NODE_EXTRA_CA_CERTS": f"{BROKER_CA_MOUNT}/cage-ca.pem",
+}
+BROKER_ENV = "CLAWCAGE_BROKER"
+BROKER_UPSTREAM_ENV = "CLAWCAGE_UPSTREAM"
+ENV_DELIVERED_ENV = "CLAWCAGE_ENV_DELIVERED"
+PLACEHOLDERS_ENV = "CLAWCAGE_PLACEHOLDERS"
 # The claw's HOME and working directory: nothing Python trusts is writable (attack finding 6).
 CLAW_HOME = "/nonexistent"
 CLAW_WORKDIR = "/"

@@ -12,12 +12,15 @@ from typing import Any
 from cage_conventions import (
     CAGE_KEY_DIR_MOUNT,
     CAGE_VOLUME_MOUNT,
+    BROKER_CA_MOUNT,
+    HOST_BROKER_ROOT,
     HOST_KEY_ROOT,
     HOST_PROXY_CONFIG_ROOT,
     HOST_VOLUME_ROOT,
     LABEL_CLAW,
     LABEL_ROLE,
     PROXY_CONFIG_MOUNT,
+    ROLE_BROKER,
     ROLE_CLAW,
     ROLE_PROXY,
 )
@@ -114,6 +117,7 @@ def check_mounts(props: Props, config: Config) -> Iterator[str]:
     key_dir = f"{HOST_KEY_ROOT}/{claw}"
     config_dir = f"{HOST_PROXY_CONFIG_ROOT}/{claw}"
     volume_dir = f"{HOST_VOLUME_ROOT}/{claw}"
+    broker_dir = f"{HOST_BROKER_ROOT}/{claw}"
     for mount in host_mounts(props):
         kind, source, target = mount["kind"], _normalize(mount["source"]), mount["target"]
         where = f"`{mount['field']}` {source or '(anonymous)'} -> {target}"
@@ -156,6 +160,32 @@ def check_mounts(props: Props, config: Config) -> Iterator[str]:
                 read_only=True,
                 exact=True,
             )
+        elif _is_within(source, f"{broker_dir}/key"):
+            # The broker key opens the brokered secrets: the broker alone holds it.
+            yield from _confined_mount(
+                where,
+                mount,
+                role,
+                what="broker key directory",
+                owner_role=ROLE_BROKER,
+                directory=f"{broker_dir}/key",
+                target=CAGE_KEY_DIR_MOUNT,
+                read_only=True,
+                exact=True,
+            )
+        elif _is_within(source, f"{broker_dir}/ca"):
+            # The cage CA's certificate: the broker writes it, the claw reads it; nothing else mounts it.
+            yield from _confined_mount(
+                where,
+                mount,
+                role if role != ROLE_CLAW else ROLE_BROKER,
+                what="broker CA directory",
+                owner_role=ROLE_BROKER,
+                directory=f"{broker_dir}/ca",
+                target=BROKER_CA_MOUNT,
+                read_only=role == ROLE_CLAW,
+                exact=True,
+            )
         elif _is_within(source, volume_dir):
             yield from _confined_mount(
                 where,
@@ -172,7 +202,9 @@ def check_mounts(props: Props, config: Config) -> Iterator[str]:
             yield (
                 f"{where}: a bind mount of a host path outside the cage's own key directory {key_dir} "
                 f"(claw, read-only, at {CAGE_KEY_DIR_MOUNT}), proxy configuration {config_dir} (proxy, "
-                f"read-only, at {PROXY_CONFIG_MOUNT}) and volume {volume_dir} (claw, at {CAGE_VOLUME_MOUNT})."
+                f"read-only, at {PROXY_CONFIG_MOUNT}), volume {volume_dir} (claw, at {CAGE_VOLUME_MOUNT}), "
+                f"broker key {broker_dir}/key (broker, read-only, at {CAGE_KEY_DIR_MOUNT}) and broker CA "
+                f"directory {broker_dir}/ca (broker, and claw read-only, at {BROKER_CA_MOUNT})."
             )
 
 

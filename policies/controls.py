@@ -14,13 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import allowlist_rules
+import broker_rules
 import command_rules
 import container_rules
 import hetzner_rules
 import network_rules
 import stack_rules
 
-RULE_MODULES = (container_rules, network_rules, hetzner_rules, command_rules, stack_rules, allowlist_rules)
+RULE_MODULES = (
+    container_rules,
+    network_rules,
+    hetzner_rules,
+    command_rules,
+    stack_rules,
+    allowlist_rules,
+    broker_rules,
+)
 
 # The product's claims (README, "The isolation contract"), as the map names them.
 CLAIMS = {
@@ -254,6 +263,22 @@ CONTROLS: dict[str, Control] = {
         "a denylist misses what its authors did not think of; the cage is what the table says",
         ["5.3", "5.10", "5.16", "5.17", "5.18", "5.20", "5.22", "5.30", "5.31"],
         ["isolation", "egress", "credentials", "audit"], *ALLOWLIST_TESTS,
+    ),
+    "broker-container-allowlist": c(
+        "any broker container input outside its table (another network, an env beyond its sealed values, "
+        "bindings and upstream, a mount beyond its key and CA directories)",
+        "the broker holds brokered values: nothing beyond its table", ["5.3", "5.10", "5.16", "5.17", "5.18", "5.20"],
+        ["isolation", "credentials", "audit"], *ALLOWLIST_TESTS,
+    ),
+    "brokered-secret-stays-out-of-the-claw": c(
+        "a brokered secret declared sealed for the claw, or not declared as its placeholder; a placeholder no "
+        "broker binds", "the claw holds a placeholder, the broker the value", [], ["credentials"],
+        "tests/policies/test_broker_rules.py", "tests/unit/test_broker.py", I + "test_isolation_broker.py",
+    ),
+    "claw-holds-no-cage-ca-key": c(
+        "a PEM private key in a claw's env; a claw mounting the broker's key directory or its state root; the "
+        "CA directory writable from the claw", "the cage CA's key stays in the broker's memory", ["5.6"],
+        ["credentials"], "tests/policies/test_broker_rules.py", I + "test_isolation_broker.py",
     ),
     "proxy-container-allowlist": c(
         "any proxy container input outside its table, any value outside its row",

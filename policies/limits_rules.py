@@ -30,6 +30,7 @@ from cage_conventions import (
     LIMITS_SHELL,
     LIMITS_VARS,
     LOCAL_COMMAND,
+    ROLE_BROKER,
     ROLE_CLAW,
     ROLE_PROXY,
     cage_cgroup,
@@ -387,7 +388,7 @@ def check_limits_enforced(items: Sequence[StackItem], config: Config) -> Found:
     drivers: dict[str, set[str]] = defaultdict(set)  # the forms of `cgroupParent` a cage's containers use
     for container, labels, _ in graph.containers:
         role = labels.get(LABEL_ROLE)
-        if role not in (ROLE_CLAW, ROLE_PROXY):
+        if role not in (ROLE_CLAW, ROLE_PROXY, ROLE_BROKER):
             continue
         claw = labels.get(LABEL_CLAW, "")
         if not CLAW_NAME.match(claw):

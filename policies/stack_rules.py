@@ -49,6 +49,7 @@ from cage_conventions import (
     LABEL_CLAW,
     LABEL_HOST,
     LABEL_ROLE,
+    ROLE_BROKER,
     ROLE_CLAW,
     ROLE_EGRESS_NETWORK,
     ROLE_PROXY,
@@ -76,14 +77,16 @@ def check_claw_network_membership(items: Sequence[StackItem], config: Config) ->
     for claw in graph.claws():
         proxies = graph.cage_containers(claw, ROLE_PROXY)
         proxy_urns = {p[0].urn for p in proxies}
+        broker_urns = {b[0].urn for b in graph.cage_containers(claw, ROLE_BROKER)}
         for container, _, nets in graph.cage_containers(claw, ROLE_CLAW):
             for net in sorted(nets):
                 members = graph.members(net)
-                strangers = sorted(m.urn for m in members if m.urn != container.urn and m.urn not in proxy_urns)
+                own = proxy_urns | broker_urns
+                strangers = sorted(m.urn for m in members if m.urn != container.urn and m.urn not in own)
                 if strangers:
                     yield (
                         f"claw {claw}'s network {net!r} is also joined by {strangers}: a claw shares its "
-                        f"network with its own proxy only.",
+                        f"network with its own proxy (and its own broker) only.",
                         container.urn,
                     )
                 if not proxy_urns & {m.urn for m in members}:
@@ -118,6 +121,16 @@ def check_cage_shape(items: Sequence[StackItem], config: Config) -> Found:
         for container, _, nets in proxies:
             if not nets & network_names:
                 yield f"claw {claw}'s proxy does not join the cage network {sorted(network_names)}.", container.urn
+        brokers = graph.cage_containers(claw, ROLE_BROKER)
+        if len(brokers) > 1:
+            yield f"claw {claw} has {len(brokers)} brokers: a cage has at most one.", urn
+        for container, _, nets in brokers:
+            if nets != network_names:
+                yield (
+                    f"claw {claw}'s broker joins {sorted(nets)}: it joins its cage network "
+                    f"{sorted(network_names)} only (its way out is the cage's proxy).",
+                    container.urn,
+                )
 
 
 def _paths_overlap(a: str, b: str) -> bool:
@@ -168,7 +181,11 @@ def check_same_host(items: Sequence[StackItem], config: Config) -> Found:
     yield from graph.problems
     yield from graph.name_clashes
     for claw in graph.claws():
-        containers = graph.cage_containers(claw, ROLE_CLAW) + graph.cage_containers(claw, ROLE_PROXY)
+        containers = (
+            graph.cage_containers(claw, ROLE_CLAW)
+            + graph.cage_containers(claw, ROLE_PROXY)
+            + graph.cage_containers(claw, ROLE_BROKER)
+        )
         members: list[tuple[StackItem, dict[str, str]]] = [(c, labels) for c, labels, _ in containers]
         members += [(item, graph.networks[name][1]) for name, item in graph.cage_networks(claw)]
         for _, _, nets in graph.cage_containers(claw, ROLE_PROXY):

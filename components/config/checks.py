@@ -239,3 +239,34 @@ def check_claw_secrets_match_claws(model: StackModel, report: Reporter) -> None:
                             f'a stale credential: claw "{claw_name}" does not list {name} in its secrets',
                             "the names in its secrets: " + (", ".join(listed[claw_name]) or "none")
                             + f"; remove it with `pulumi config rm --path 'clawSecrets.{claw_name}.{name}'`")  # fmt: skip
+
+
+def check_broker_bindings(model: StackModel, report: Reporter) -> None:
+    """A brokered secret is one of the claw's secrets, presented one way, to endpoints of its egress,
+    each endpoint and header taken by one secret only; and the stack names a broker image."""
+    for i, claw in enumerate(model.claws):
+        egress = [str(e) for e in claw.egress]
+        taken: dict[tuple[str, str], str] = {}
+        for name, b in claw.broker.items():
+            loc = ("claws", i, "broker", name)
+            if name not in claw.secrets:
+                report.fail(loc, "not one of this claw's secrets",
+                            "a name in its secrets: " + (", ".join(claw.secrets) or "none"))  # fmt: skip
+            if (b.header is None) == (b.basic is None):
+                report.fail(loc, "both header and basic" if b.header else "neither header nor basic",
+                            "exactly one presentation form: header or basic")  # fmt: skip
+            header = b.header.partition(":")[0].strip().lower() if b.header else "authorization"
+            points = [str(e) for e in b.endpoints]
+            for j, point in enumerate(points):
+                if point not in egress:
+                    report.fail((*loc, "endpoints", j), "not in this claw's egress",
+                                "one of its egress entries: " + (", ".join(egress) or "none"))  # fmt: skip
+                if point in points[:j]:
+                    report.fail((*loc, "endpoints", j), f"listed twice (also endpoints[{points.index(point)}])")
+                if (point, header) in taken:
+                    report.fail((*loc, "endpoints", j),
+                                f"bound twice: {taken[(point, header)]} is presented in the same header on {point}",
+                                "one secret per header and endpoint")  # fmt: skip
+                taken[(point, header)] = name
+    if model.broker_image is None and any(c.broker for c in model.claws):
+        report.fail(("brokerImage",), "missing")

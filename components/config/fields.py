@@ -226,7 +226,7 @@ def parse_ssh_public_key(value: Any) -> str:
 IMAGE_TEXT = (
     "an image pinned by digest: name[:tag]@sha256:<64 lower-case hex digits>, such as "
     "ghcr.io/clawstaff/claw-runtime@sha256:0123...cdef, a local image's ID sha256:<64 hex digits>, or "
-    "built:claw-runtime / built:egress-proxy for the image IDs the last `make images` recorded"
+    "built:claw-runtime / built:egress-proxy / built:egress-broker for the image IDs the last `make images` recorded"
 )
 # Image references, after the grammar of github.com/distribution/reference, with a required digest.
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"

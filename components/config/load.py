@@ -13,6 +13,7 @@ from typing import Any, Collection, Mapping
 import yaml
 from pydantic import ValidationError
 
+from components.broker import binding
 from components.config import checks
 from components.config.fields import NAMESPACE, STRUCTURED_KEYS, secret_placeholder
 from components.config.report import ConfigError, Reporter
@@ -67,6 +68,10 @@ def _claw(model: ClawModel) -> Claw:
         secrets=tuple(model.secrets),
         host=model.host,
         command=tuple(model.command) if model.command is not None else None,
+        broker=tuple(
+            binding(name, [(e.host, e.port) for e in b.endpoints], header=b.header, basic=b.basic)
+            for name, b in sorted(model.broker.items())
+        ),
     )
 
 
@@ -128,6 +133,7 @@ def parse_stack_config(
     pools = tuple(_pool(h) for h in model.hosts if isinstance(h, PoolModel))
     checks.check_claws_fit_a_host(hosts + tuple(p.host(1) for p in pools), model, report)
     checks.check_claw_secrets_match_claws(model, report)
+    checks.check_broker_bindings(model, report)
     checks.check_placement_lock_names_claws(model, report)
 
     return StackConfig(
@@ -138,6 +144,7 @@ def parse_stack_config(
         hosts=hosts,
         claws=tuple(_claw(c) for c in model.claws),
         proxy_image=model.proxy_image,
+        broker_image=model.broker_image,
         sealing_key=model.sealing_key,
         claw_secrets={claw: dict(values) for claw, values in model.claw_secrets.items()},
         pools=pools,

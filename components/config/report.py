@@ -14,6 +14,7 @@ from components.config.fields import HOST_KINDS, NAMESPACE, SECRET_KEYS, Invalid
 from components.config.schema import (
     ALLOWED,
     AdminModel,
+    BrokerModel,
     ClawModel,
     OvercommitModel,
     PlacementModel,
@@ -79,13 +80,16 @@ def key_path(loc: Loc) -> str:
 
 
 def _pattern(loc: Loc) -> str:
-    """('claws', 2, 'memory') -> 'claws[].memory'; map keys under clawSecrets -> '*'."""
+    """('claws', 2, 'memory') -> 'claws[].memory'; map keys under clawSecrets, placementLock and a
+    claw's broker -> '*'."""
     path = str(loc[0])
-    for part in loc[1:]:
+    for i, part in enumerate(loc[1:], start=1):
         if isinstance(part, int):
             path += "[]"
+        elif loc[0] in ("clawSecrets", "placementLock") or (loc[0] == "claws" and i == 3 and loc[2] == "broker"):
+            path += ".*"
         else:
-            path += ".*" if loc[0] in ("clawSecrets", "placementLock") else f".{part}"
+            path += f".{part}"
     return path
 
 
@@ -154,6 +158,8 @@ def _known_keys(loc: Loc, host_kind: str | None) -> list[str]:
     model: type[_Model] = StackModel
     if host_kind:
         model = HOST_MODELS[host_kind]
+    elif loc[0] == "claws" and len(loc) > 4 and loc[2] == "broker":
+        model = BrokerModel
     elif loc[0] == "claws":
         model = ClawModel
     elif loc[0] == "admin":

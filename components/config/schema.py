@@ -7,11 +7,12 @@ Beside each model, ALLOWED says for each of its key paths what is allowed ([] st
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 from pydantic.alias_generators import to_camel
 
+from components import broker
 from components.config import fields as f
 from components.model import DEFAULT_MAX_CAGES_PER_HOST, Endpoint
 from components.units import format_size, parse_cpus
@@ -127,6 +128,33 @@ ALLOWED.update(
 )
 
 
+# A broker entry's presentation forms, one value at a time (components.broker holds the rule).
+BROKER_HEADER_TEXT = broker.HEADER_TEXT
+BROKER_BASIC_TEXT = "the part of HTTP Basic auth the secret is: " + ", ".join(broker.BASIC_PARTS)
+
+
+def parse_broker_header(value: Any) -> str:
+    text = f._text(value)
+    try:
+        broker.parse_header_format(text)
+    except ValueError:
+        raise f.Invalid("not a header with a format") from None
+    return text
+
+
+def parse_broker_basic(value: Any) -> str:
+    text = f._text(value)
+    if text not in broker.BASIC_PARTS:
+        raise f.Invalid("not a part of Basic auth the broker fills in")
+    return text
+
+
+class BrokerModel(_Model):
+    endpoints: Annotated[list[EndpointField], Field(min_length=1)]
+    header: Annotated[str, PlainValidator(parse_broker_header)] | None = None
+    basic: Annotated[str, PlainValidator(parse_broker_basic)] | None = None
+
+
 class ClawModel(_Model):
     name: DnsLabel
     org: DnsLabel
@@ -138,6 +166,7 @@ class ClawModel(_Model):
     volume: Annotated[int, PlainValidator(f.size_at_least(f.MIN_VOLUME))] | None = None
     egress: list[EndpointField] = []
     secrets: list[Annotated[str, PlainValidator(f.parse_env_name)]] = []
+    broker: dict[Annotated[str, PlainValidator(f.parse_env_name)], BrokerModel] = {}
     host: DnsLabel | None = None
     command: Annotated[list[Annotated[str, PlainValidator(f.parse_command_word)]], Field(min_length=1)] | None = None
 
@@ -145,7 +174,7 @@ class ClawModel(_Model):
 ALLOWED.update(
     {
         "claws": "a non-empty list of claws",
-        "claws[]": "a mapping with name, org, image, cpus, memory, pids, tmpfs and optionally volume, egress, secrets, host",
+        "claws[]": "a mapping with name, org, image, cpus, memory, pids, tmpfs and optionally volume, egress, secrets, broker, host",
         "claws[].name": f.DNS_LABEL_TEXT + ", unique among the claws",
         "claws[].org": f.DNS_LABEL_TEXT,
         "claws[].image": f.IMAGE_TEXT,
@@ -158,6 +187,15 @@ ALLOWED.update(
         "claws[].egress[]": f.ENDPOINT_TEXT,
         "claws[].secrets": "a list of environment variable names",
         "claws[].secrets[]": f.ENV_NAME_TEXT,
+        "claws[].broker": (
+            "a mapping <secret NAME> -> {endpoints, header or basic}: the secrets of this claw that its broker "
+            "attaches (the claw gets a placeholder); a secret not named here reaches the claw's environment"
+        ),
+        "claws[].broker.*": "a mapping with endpoints and one of header, basic",
+        "claws[].broker.*.endpoints": "a non-empty list of host:port entries, each in this claw's egress",
+        "claws[].broker.*.endpoints[]": f.ENDPOINT_TEXT + ", one of this claw's egress entries",
+        "claws[].broker.*.header": BROKER_HEADER_TEXT,
+        "claws[].broker.*.basic": BROKER_BASIC_TEXT,
         "claws[].command": "a non-empty list of strings (the claw's program and its arguments), or no command key",
         "claws[].command[]": f.COMMAND_WORD_TEXT,
         "claws[].host": "the name of a host in clawstaff:hosts, or of a pool's host (<pool>-001 up to its max)",
@@ -193,6 +231,7 @@ ALLOWED.update(
 class StackModel(_Model):
     control_plane: EndpointField
     proxy_image: Image
+    broker_image: Image | None = None
     admin: AdminModel | None = None
     placement: PlacementModel = PlacementModel()
     hosts: list[HostModel] = Field(min_length=1)
@@ -206,6 +245,7 @@ ALLOWED.update(
     {
         "controlPlane": f.ENDPOINT_TEXT.replace("api.anthropic.com", "control.clawstaff.example"),
         "proxyImage": f.IMAGE_TEXT,
+        "brokerImage": f.IMAGE_TEXT + " (the credential broker; required when a claw has a broker entry)",
         "placementLock": (
             "a mapping <claw> -> <host>: where each deployed claw runs, as "
             "`python -m tools.placement_lock --stack <stack> --write` records it"

@@ -49,6 +49,8 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
     "limits-delete.sh": (*_CAGE, "lib/cgroup.sh"),
     "key-create.sh": (*_CAGE, "lib/host-id.sh", "lib/read-secret.sh"),
     "key-delete.sh": _CAGE,
+    "broker-state-create.sh": (*_CAGE, "lib/host-id.sh", "lib/read-secret.sh"),
+    "broker-state-delete.sh": _CAGE,
     "volume-create.sh": (*_CAGE, "lib/volume-common.sh", "lib/host-id.sh", "lib/read-secret.sh"),
     "volume-delete.sh": (*_CAGE, "lib/volume-common.sh"),
     "proxy-config-create.sh": _CAGE,

@@ -37,6 +37,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from components.broker import BENCH_CA_ENV, BROKER_ENV, placeholder
 from components.config import is_secret_placeholder, load_stack_file, parse_stack_config
 from components.egress import egress_allowlist, render_proxy_config
 from tools import engine, mockrun, replay
@@ -86,6 +87,19 @@ class BenchStack:
 
     def claw_secrets(self, claw: str) -> dict[str, str]:
         return dict(self.config.claw_secrets.get(claw, {}))
+
+    def brokered(self, claw: str) -> dict[str, str]:
+        """NAME -> real value of the claw's brokered secrets (they reach its broker, never the claw)."""
+        names = {b.name for b in next(c for c in self.config.claws if c.name == claw).broker}
+        return {n: v for n, v in self.claw_secrets(claw).items() if n in names}
+
+    def placeholder(self, claw: str, name: str) -> str:
+        return placeholder(self.config.sealing_key, claw, name, self.claw_secrets(claw)[name])
+
+    def claw_view(self, claw: str) -> dict[str, str]:
+        """What the claw's environment holds: env-delivered values, and placeholders of brokered ones."""
+        brokered = self.brokered(claw)
+        return {n: (self.placeholder(claw, n) if n in brokered else v) for n, v in self.claw_secrets(claw).items()}
 
     def secret_values(self) -> list[str]:
         return list(self.plaintexts.values())
@@ -154,27 +168,70 @@ def bench_graph(evaluation: mockrun.Evaluation, config, scorecard: Scorecard) ->
     return dataclasses.replace(evaluation, resources=final)
 
 
+def bench_broker_trust(evaluation: mockrun.Evaluation, ca_pem: str, scorecard: Scorecard) -> mockrun.Evaluation:
+    """Each broker also trusts the outside stand-in's self-signed certificate for its upstream
+    connections (BENCH_CA_ENV; production brokers trust the system CA bundle only)."""
+    out = []
+    for r in evaluation.resources:
+        if r.type == replay.CONTAINER and any(str(e).startswith(BROKER_ENV + "=") for e in r.inputs.get("envs", [])):
+            r = dataclasses.replace(r, inputs={**r.inputs, "envs": [*r.inputs["envs"], f"{BENCH_CA_ENV}={ca_pem}"]})
+        out.append(r)
+    scorecard.notes.append(f"brokers: {BENCH_CA_ENV} adds the outside server's certificate to the upstream trust")
+    return dataclasses.replace(evaluation, resources=out)
+
+
 # --- the outside world ------------------------------------------------------------------------------------
 
-TLS_SERVER = (
-    r"""
-import socket, ssl, sys, threading
+TLS_SERVER = r"""
+import json, socket, ssl, sys, threading, time
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+ctx.set_alpn_protocols(["http/1.1"])
+record = open(sys.argv[3], "a", buffering=1)
+lock = threading.Lock()
+def http(t, port):
+    # A client that negotiated http/1.1 gets an HTTP server that records what it received (the
+    # broker's proof); /echo answers with the request's headers, as an endpoint that reflects them.
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = t.recv(65536)
+        if not chunk: return
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [l.split(":", 1) for l in lines[1:] if ":" in l]
+    length = next((int(v) for k, v in headers if k.strip().lower() == "content-length"), 0)
+    while len(rest) < length:
+        chunk = t.recv(65536)
+        if not chunk: break
+        rest += chunk
+    with lock:
+        record.write(json.dumps({"time": time.time(), "port": port,
+                                 "request": lines[0], "headers": [[k.strip(), v.strip()] for k, v in headers],
+                                 "body": rest.decode("latin-1")}) + "\n")
+    body = ("\n".join(f"{k.strip()}: {v.strip()}" for k, v in headers) if lines[0].split(" ")[1].startswith("/echo")
+            else "%s").encode() + b"\n"
+    t.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: "
+              + str(len(body)).encode() + b"\r\n\r\n" + body)
 def serve(port):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port)); s.listen(64)
     while True:
         c, _ = s.accept()
-        try:
-            t = ctx.wrap_socket(c, server_side=True); t.settimeout(5); t.sendall(b"%s\n"); t.close()
-        except Exception:
-            c.close()
+        threading.Thread(target=one, args=(c, port), daemon=True).start()
+def one(c, port):
+    try:
+        t = ctx.wrap_socket(c, server_side=True); t.settimeout(5)
+        if t.selected_alpn_protocol() == "http/1.1":
+            http(t, port)
+        else:
+            t.sendall(b"%s\n")
+        t.close()
+    except Exception:
+        c.close()
 for p in (443, 8443):
     threading.Thread(target=serve, args=(p,), daemon=True).start()
 threading.Event().wait()
-"""
-    % GREETING
-)
+""" % (GREETING, GREETING)
 
 # Plain TCP greeter and UDP echo on every host address, and on the metadata stand-in (port 80).
 HOST_SERVICE = r"""
@@ -262,6 +319,7 @@ class OutsideWorld:
         self.cert_pem = ""
         self.dns_log = self.workdir / "dns.log"
         self.service_log = self.workdir / "service.log"
+        self.tls_requests = self.workdir / "tls-requests.jsonl"  # what the TLS server received over HTTP
 
     def start(self) -> None:
         self.stop()  # a crashed earlier run may have left the namespace or interfaces
@@ -286,7 +344,8 @@ class OutsideWorld:
         self.cert_pem = cert.read_text()
         python = "/usr/bin/python3"
         self._spawn(
-            ["ip", "netns", "exec", NETNS, python, "-c", TLS_SERVER, str(cert), str(key)], self.workdir / "tls.log"
+            ["ip", "netns", "exec", NETNS, python, "-c", TLS_SERVER, str(cert), str(key), str(self.tls_requests)],
+            self.workdir / "tls.log",
         )
         self._spawn([python, "-c", HOST_SERVICE], self.service_log)
         self._spawn([python, "-c", DNS_SERVER], self.dns_log)
@@ -304,6 +363,12 @@ class OutsideWorld:
                     argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
                 )
             )
+
+    def http_requests(self) -> list[dict]:
+        """Every HTTP request the outside TLS server received (ALPN http/1.1), oldest first."""
+        if not self.tls_requests.exists():
+            return []
+        return [json.loads(l) for l in self.tls_requests.read_text().splitlines() if l.strip()]
 
     def dns_queries(self) -> str:
         return self.dns_log.read_text() if self.dns_log.exists() else ""
@@ -450,6 +515,7 @@ def start_bench(scorecard: Scorecard) -> Bench:
     outside = OutsideWorld(names)
     try:
         outside.start()
+        stack.evaluation = bench_broker_trust(stack.evaluation, outside.cert_pem, scorecard)
         deployment = replay.deploy(stack.evaluation)
     except BaseException:
         outside.remove()

@@ -1,4 +1,5 @@
-"""Credential probes (issue 5): the claw sees its secrets; nothing else on the host does.
+"""Credential probes (issue 5): the claw sees its secrets (a brokered one as its placeholder, issue 14);
+nothing else on the host does.
 
 The bench replaced every encrypted stack value by a fresh random plaintext (tests/integration/
 bench.py), so a hit anywhere is this run's secret and nothing else.
@@ -55,7 +56,9 @@ def test_claw_process_sees_its_secrets_and_not_the_sealed_blob(isolation_bench):
     bench = isolation_bench
     failures = []
     for cage in CAGES:
-        wanted = bench.stack.claw_secrets(cage)
+        wanted = bench.stack.claw_view(
+            cage
+        )  # a brokered secret: its placeholder (tests/integration/test_isolation_broker.py)
         res = bench.probe(f"claw-{cage}", CLAW_ENVIRON, {"cmdline": claw_cmdline(bench, cage)})
         envs = [e for e in res.values() if isinstance(e, dict)]
         ok = len(envs) == 1 and all(envs[0].get(k) == _sha(v) for k, v in wanted.items()) and SEALED_ENV not in envs[0]

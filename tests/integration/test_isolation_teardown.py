@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from components import cagehost
-from components.conventions import HOST_VOLUME_ROOT, host_key_dir, host_volume_dir
+from components.conventions import HOST_VOLUME_ROOT, host_broker_dir, host_key_dir, host_volume_dir
 from tests.integration.bench import CAGE_A, cage_cgroup_dirs
 
 pytestmark = pytest.mark.integration
@@ -38,6 +38,7 @@ def _state(bench) -> dict:
             n.name for n in client.networks.list() if n.name in {f"cage-{c}" for c in cages} | {"egress-laptop"}
         ],
         "key files": [d for c in cages if os.path.exists(d := host_key_dir(c))],
+        "broker keys and CA certificates": [d for c in cages if os.path.exists(d := host_broker_dir(c))],
         "volume dirs": [d for c in cages if os.path.exists(d := host_volume_dir(c))],
         "proxy configs": [d for c in cages if os.path.exists(d := cagehost.proxy_config_dir(c))],
         "mounts": [l.split()[4] for l in mounts.splitlines() if l.split()[4].startswith(volumes)],

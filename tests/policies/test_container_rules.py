@@ -203,7 +203,11 @@ VIOLATIONS: list[tuple[str, Callable[[Props], None], str]] = [
         lambda p: p.__setitem__("labels", [lb for lb in p["labels"] if lb["label"] != "clawstaff.org"]),
         "label clawstaff.org is missing",
     ),
-    ("container-labels-claw-org", lambda p: p["labels"][3].update(value="sidecar"), "not one of ['claw', 'proxy']"),
+    (
+        "container-labels-claw-org",
+        lambda p: p["labels"][3].update(value="sidecar"),
+        "not one of ['claw', 'proxy', 'broker']",
+    ),
     (
         "container-env-no-plaintext-credentials",
         lambda p: p["envs"].append("ANTHROPIC_API_KEY=sk-ant-xyz"),

@@ -48,8 +48,10 @@ def test_every_claw_has_exactly_its_cage(stack):
     _, evaluation, config = stack
     for claw in config.claws:
         children = _cage(evaluation, claw.name)
-        expected = {"network", "proxy", "claw", "limits", "key", "proxy-config"} | (
-            {"volume"} if claw.volume else set()
+        expected = (
+            {"network", "proxy", "claw", "limits", "key", "proxy-config"}
+            | ({"volume"} if claw.volume else set())
+            | ({"broker", "broker-state"} if claw.broker else set())  # brokered secrets: tests/unit/test_broker.py
         )
         assert set(children) == expected, claw.name
 
@@ -62,7 +64,8 @@ def test_cage_network_is_internal_with_only_claw_and_proxy(stack):
         network = cage["network"].inputs
         assert network["internal"] is True and network["ipv6"] is False
         members = [c for c in containers if any(n["name"] == network["name"] for n in c.inputs["networksAdvanced"])]
-        assert sorted(c.name for c in members) == sorted([f"{claw.name}-claw", f"{claw.name}-proxy"])
+        own = [f"{claw.name}-claw", f"{claw.name}-proxy"] + ([f"{claw.name}-broker"] if claw.broker else [])
+        assert sorted(c.name for c in members) == sorted(own)
         assert [n["name"] for n in cage["claw"].inputs["networksAdvanced"]] == [network["name"]]
 
 
@@ -108,7 +111,8 @@ def test_claw_cannot_resolve_outside_names_and_goes_through_its_proxy(stack):
     for claw in config.claws:
         c = _cage(evaluation, claw.name)["claw"].inputs
         assert c["dns"] == ["127.0.0.1"]
-        assert _env(_cage(evaluation, claw.name)["claw"])["HTTPS_PROXY"] == "http://egress-proxy:3128"
+        via = "egress-broker" if claw.broker else "egress-proxy"  # the broker's way out is the same proxy
+        assert _env(_cage(evaluation, claw.name)["claw"])["HTTPS_PROXY"] == f"http://{via}:3128"
         proxy_networks = _cage(evaluation, claw.name)["proxy"].inputs["networksAdvanced"]
         assert proxy_networks[0]["aliases"] == ["egress-proxy"]
 
@@ -121,7 +125,11 @@ def test_only_ciphertext_reaches_the_container_and_it_opens_with_the_cage_key_on
         for value in secrets.values():
             assert all(value not in e for e in env.values())
         opened = open_credentials(derive_cage_key(config.sealing_key, claw.name), claw.name, env[SEALED_ENV])
-        assert opened == dict(secrets)
+        brokered = {b.name for b in claw.broker}  # sealed for the claw as placeholders (tests/unit/test_broker.py)
+        assert {k: v for k, v in opened.items() if k not in brokered} == {
+            k: v for k, v in secrets.items() if k not in brokered
+        }
+        assert all(opened[n] != secrets[n] for n in brokered)
         other = next((c for c in config.claws if c.name != claw.name), None)
         if other:
             with pytest.raises(Exception):  # noqa: B017 (any failure to open will do)
@@ -161,9 +169,12 @@ def test_every_host_command_has_an_idempotent_delete_and_runs_before_the_contain
         for name, resource in cage.items():
             if resource.type in COMMANDS:
                 assert resource.inputs["delete"].startswith("/bin/bash -c "), name
-                assert resource.urn in cage["claw"].dependencies or name == "proxy-config"
+                assert resource.urn in cage["claw"].dependencies or name in ("proxy-config", "broker-state")
         assert cage["limits"].urn in cage["proxy"].dependencies
         assert cage["proxy-config"].urn in cage["proxy"].dependencies
+        if claw.broker:
+            assert cage["broker-state"].urn in cage["broker"].dependencies
+            assert cage["broker"].urn in cage["claw"].dependencies
 
 
 def test_no_plaintext_secret_anywhere_in_the_plan(stack, tmp_path):
