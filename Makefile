@@ -19,9 +19,11 @@ preview: venv
 	$(PY) -m tools.preview --stack $(STACK) $(if $(JSON),--json $(JSON))
 
 # The whole suite. Tests that need Docker, nft or cloud-init skip outside CI when those are missing;
-# in CI (CI=true) they fail instead. `make engine` starts the Docker engine they use.
+# in CI (CI=true) they fail instead. `make engine` starts the Docker engine they use. Two workers
+# (pytest-xdist): the VM tier on one, the real-engine tiers (one group: they share the engine) and the
+# rest on the other (tests/conftest.py groups them).
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
 
 unit: venv
 	$(PY) -m pytest tests/unit tests/policies
