@@ -77,22 +77,3 @@ def prod_config():
     raw, secret_keys = load_stack_file(ROOT / "Pulumi.prod.yaml")
     return parse_stack_config(raw, stack="prod", secret_keys=secret_keys)
 
-
-# `make test` runs the tiers on two workers (pytest-xdist, `--dist loadgroup`): the VM tier, most of the
-# suite's time, on one; the real-engine tiers, which share this machine's one engine and its module
-# fixtures, as one group on the other; the pure, mock and policy tests wherever a worker is free. The VM
-# tier is put first so that its boot starts at once; within each tier the order is kept.
-TIER_GROUPS = ((ROOT / "tests" / "vm", "vm"), *((tier, "engine") for tier in REAL_ENGINE_TIERS))
-
-
-def tier_group(path: Path) -> str | None:
-    return next((group for tier, group in TIER_GROUPS if path.is_relative_to(tier)), None)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config, items):
-    groups = {item: tier_group(Path(str(item.path))) for item in items}
-    for item, group in groups.items():
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-    items[:] = [i for i in items if groups[i] == "vm"] + [i for i in items if groups[i] != "vm"]
