@@ -76,4 +76,3 @@ def local_eval() -> mockrun.Evaluation:
 def prod_config():
     raw, secret_keys = load_stack_file(ROOT / "Pulumi.prod.yaml")
     return parse_stack_config(raw, stack="prod", secret_keys=secret_keys)
-
