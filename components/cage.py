@@ -28,6 +28,7 @@ from components.conventions import (
     LABEL_HOST,
     LABEL_ORG,
     LABEL_ROLE,
+    LABEL_RUNTIME,
     PROXY_ALIAS,
     PROXY_CONFIG_MOUNT,
     ROLE_BROKER,
@@ -55,6 +56,7 @@ from components.broker import (
     derive_broker_key,
     placeholder,
 )
+from components.runtimes import GVISOR, docker_runtime
 from components.model import BROKER_CPUS, BROKER_MEMORY, BROKER_TMPFS
 from components.sealing import CLAW_ENV, cage_key_file_text, derive_cage_key, seal_credentials
 from components.units import MiB
@@ -208,7 +210,9 @@ class ClawCage(pulumi.ComponentResource):
         if claw.volume:
             volume = self._host_command(
                 f"{name}-volume",
-                create=cagehost.render_volume_create(claw.name, size=claw.volume, uid=args.claw_uid),
+                create=cagehost.render_volume_create(
+                    claw.name, size=claw.volume, uid=args.claw_uid, sandbox_walk=claw.runtime == GVISOR
+                ),
                 delete=cagehost.render_volume_delete(claw.name),
                 stdin=pulumi.Output.secret(
                     cagehost.volume_kek_stdin(cagehost.derive_volume_kek(args.sealing_key, claw.name))
@@ -276,7 +280,11 @@ class ClawCage(pulumi.ComponentResource):
             ],
             mounts=claw_mounts,
             working_dir=CLAW_WORKDIR,
-            labels=labels(claw, args.host_name, ROLE_CLAW),
+            # Which runtime the claw was given, beside the one it runs under: the policy pack refuses
+            # a claw marked for gVisor whose container would run under runc.
+            labels=labels(claw, args.host_name, ROLE_CLAW)
+            + [docker.ContainerLabelArgs(label=LABEL_RUNTIME, value=claw.runtime)],
+            **({"runtime": runsc} if (runsc := docker_runtime(claw.runtime)) else {}),
             # Healthy when the claw can reach its proxy: the cage's one way out works.
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=[

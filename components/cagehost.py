@@ -299,7 +299,13 @@ def _volume_variables(claw: str) -> dict[str, str]:
 
 
 def render_volume_create(
-    claw: str, *, size: int, uid: int, subuid_file: str = "/etc/subuid", subgid_file: str = "/etc/subgid"
+    claw: str,
+    *,
+    size: int,
+    uid: int,
+    subuid_file: str = "/etc/subuid",
+    subgid_file: str = "/etc/subgid",
+    sandbox_walk: bool = False,
 ) -> str:
     """Create, or re-open after a reboot, the cage's encrypted volume of exactly `size` bytes.
 
@@ -308,6 +314,9 @@ def render_volume_create(
     wrapped under the KEK from stdin is stored, beside the backing file, so destroying the wrapped key
     shreds the data. Without fscrypt support it fails: never a plaintext volume. A re-run unwraps the
     stored key (a wrong KEK is refused before it touches the filesystem) and converges.
+
+    `sandbox_walk`: the claw runs under gVisor, whose gofer (root of the daemon's user namespace, not
+    the host's root) makes the bind mount: the volume's directories let that one group walk them.
     """
     claw = _claw_name(claw)
     size = _positive_int("volume size", size, MIN_VOLUME_BYTES)
@@ -316,8 +325,9 @@ def render_volume_create(
         "volume",
         "volume-create.sh",
         claw,
-        {"size": size},
+        {"size": size, "sandbox_walk": bool(sandbox_walk)},
         **_volume_variables(claw),
+        SANDBOX_WALK=1 if sandbox_walk else 0,
         SIZE=size,
         CAGE_UID=uid,
         SUBUID_FILE=subuid_file,

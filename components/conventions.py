@@ -14,6 +14,7 @@ LABEL_CLAW = "clawstaff.claw"
 LABEL_ORG = "clawstaff.org"
 LABEL_HOST = "clawstaff.host"
 LABEL_ROLE = "clawstaff.role"
+LABEL_RUNTIME = "clawstaff.runtime"  # on the claw container: the runtime its config gives it (components.runtimes)
 ROLE_CLAW = "claw"
 ROLE_PROXY = "proxy"
 ROLE_BROKER = "broker"  # the credential broker, in a cage with brokered secrets (components.broker)

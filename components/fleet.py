@@ -16,6 +16,7 @@ from components.cage import ClawCage, ClawCageArgs
 from components.host import ClawHost, ClawHostArgs, HetznerShared
 from components.model import Host, StackConfig
 from components.placement import Placement, PlacementError, cage_uids, claws_by_host, place_fleet
+from components.runtimes import RUNC
 
 # Hetzner network zones of the locations (a subnet serves one zone).
 NETWORK_ZONES = {
@@ -98,6 +99,8 @@ class Fleet(pulumi.ComponentResource):
         groups = spread_groups(placement.hosts)
         shared_groups = self._hetzner_shared(name, config, placement.hosts, groups) if groups else {}
         addresses = private_addresses(placement.hosts)
+        claws = {c.name: c for c in config.claws}
+        by_host = claws_by_host(self.placement)
 
         self.hosts: dict[str, ClawHost] = {}
         for host in placement.hosts:
@@ -110,13 +113,13 @@ class Fleet(pulumi.ComponentResource):
                     sealing_key=config.sealing_key,
                     private_ip=addresses.get(host.name),
                     hetzner=shared,
+                    runtimes=tuple(sorted({claws[c].runtime for c in by_host.get(host.name, [])} | {RUNC})),
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
 
         self.cages: dict[str, ClawCage] = {}
-        claws = {c.name: c for c in config.claws}
-        for host_name, claw_names in claws_by_host(self.placement).items():
+        for host_name, claw_names in by_host.items():
             uids = _uids(claw_names)
             for claw_name in claw_names:
                 claw = claws[claw_name]

@@ -40,6 +40,7 @@ from components.hostconfig import (
 )
 from components.hostkeys import SshHostKey, derive_first_contact_key, derive_ssh_host_key
 from components.model import Admin, Host
+from components.runtimes import RUNC
 
 LOCAL_DOCKER_SOCKET = "unix:///var/run/docker.sock"
 
@@ -61,6 +62,7 @@ class ClawHostArgs:
     sealing_key: str
     private_ip: Optional[str] = None  # cloud hosts: address on the stack's private network
     hetzner: Optional[HetznerShared] = None
+    runtimes: Sequence[str] = (RUNC,)  # of the claws placed on it: gVisor is installed where one needs it
 
 
 def docker_ssh_opts(host_key: SshHostKey) -> list[str]:
@@ -123,6 +125,7 @@ class ClawHost(pulumi.ComponentResource):
                 ssh_authorized_keys=list(args.admin.ssh_public_keys),
                 ssh_allowed_cidrs=list(args.admin.ssh_allowed_cidrs),
                 debian=host.image or DEFAULT_HOST_IMAGE,
+                runtimes=args.runtimes,
             )
             if host.kind == "cloud":
                 first_contact = self._cloud_server(name, args, host_key)
@@ -189,6 +192,7 @@ class ClawHost(pulumi.ComponentResource):
             ssh_allowed_cidrs=list(admin.ssh_allowed_cidrs),
             first_contact_key=first_contact_key,
             debian=host.image or DEFAULT_HOST_IMAGE,
+            runtimes=args.runtimes,
         )
         server = hcloud.Server(
             f"{name}-server",

@@ -14,8 +14,6 @@ components/hostscripts/files/ (`hostscripts.host_file`). This module computes wh
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +21,6 @@ from dataclasses import dataclass
 import yaml
 
 from components.conventions import (
-    LABEL_CLAW,
-    LABEL_HOST,
-    LABEL_ORG,
-    LABEL_ROLE,
     is_dns_label,
 )
 
@@ -38,7 +32,24 @@ from components.firewall import (  # noqa: F401
     PROXY_MAX_FLOWS,
     render_nftables,
 )
+
+# The daemon's config lives in components/daemon.py; its names stay importable from here.
+from components.daemon import (  # noqa: F401
+    CAGE_ADDRESS_POOL,
+    CAGE_SUBNET_PREFIX,
+    DEFAULT_BRIDGE_IP,
+    LOCAL_CGROUP_DRIVER,
+    LOG_MAX_FILE,
+    LOG_MAX_SIZE,
+    NOFILE_HARD,
+    NOFILE_SOFT,
+    PROVISIONED_CGROUP_DRIVER,
+    cgroup_driver,
+    daemon_config,
+    render_daemon_json,
+)
 from components.hostkeys import SshHostKey
+from components.runtimes import GVISOR, GVISOR_HOST_IMAGES, RUNC, RUNSC, RUNSC_PACKAGE, RUNSC_PATH
 from components.hostscripts import host_file, render_script
 
 # docker-ce from Docker's Debian repository, pinned for production hosts. 28.5.1 (2025-10-08, checked
@@ -73,17 +84,6 @@ HOST_RELEASES = {
 }
 DEFAULT_HOST_IMAGE = "debian-13"
 
-# Cage and egress networks live in 198.18.0.0/15 (reserved for benchmarking by RFC 2544, never routed
-# on the internet), deliberately outside RFC 1918, 100.64.0.0/10 and 169.254.0.0/16: the host firewall
-# can then drop every cage packet towards private space without exceptions, because a cage talking to
-# its own proxy never looks like private traffic. Docker allocates cage networks from the first half;
-# the host's one egress network takes an explicit subnet from the second, so the two never overlap.
-CAGE_ADDRESS_POOL = "198.18.0.0/16"
-# A cage network holds the gateway, the cage and its proxy: a /29 (6 usable addresses) is plenty and
-# gives 8192 networks per host.
-CAGE_SUBNET_PREFIX = 29
-DEFAULT_BRIDGE_IP = "172.17.0.1/16"
-
 FIREWALL_PATH = "/etc/clawstaff/firewall.nft"
 BOOTSTRAP_PATH = "/usr/local/sbin/clawstaff-bootstrap"
 # "00-" so that it is included first: sshd keeps the FIRST value it reads for a keyword, and
@@ -92,93 +92,10 @@ SSHD_DROPIN_PATH = "/etc/ssh/sshd_config.d/00-clawstaff.conf"
 SYSCTL_PATH = "/etc/sysctl.d/90-clawstaff.conf"
 HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key"
 
-NOFILE_SOFT = 4096
-NOFILE_HARD = 16384
-LOG_MAX_SIZE = "10m"
-LOG_MAX_FILE = "5"
-
 _SSH_PUBLIC_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
     r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$"
 )
-
-
-# --------------------------------------------------------------------------------------------------
-# Docker daemon
-
-
-# The engine's cgroup driver, which decides the form of a cage's limits (components.cagehost): systemd
-# on every host the program provisions (Hetzner's images run systemd on cgroup v2, and bootstrap
-# refuses anything else); cgroupfs on the local engine tools/engine.py starts, which has no systemd.
-PROVISIONED_CGROUP_DRIVER = "systemd"
-LOCAL_CGROUP_DRIVER = "cgroupfs"
-
-
-def cgroup_driver(host_kind: str) -> str:
-    """The cgroup driver of a host's engine: "local" is this machine's engine, the rest are provisioned."""
-    return LOCAL_CGROUP_DRIVER if host_kind == "local" else PROVISIONED_CGROUP_DRIVER
-
-
-def daemon_config(*, dns: Sequence[str] = HETZNER_RESOLVERS, cgroup_driver: str = PROVISIONED_CGROUP_DRIVER) -> dict:
-    """The hardened daemon.json. Every key is here for an isolation or audit reason.
-
-    No "hosts" key: the engine listens only on its unix socket, which the packaged systemd unit
-    passes as `-H fd://` (a "hosts" key next to that flag makes dockerd refuse to start), and which
-    dockerd uses by default when started without -H. There is never a TCP socket.
-    """
-    config: dict = {
-        # Container root is an unprivileged uid range on the host (user namespace per daemon).
-        "userns-remap": "default",
-        # No traffic between containers of one bridge unless a network opts in: the shared egress
-        # network of the proxies keeps this default; a two-member cage network opts in.
-        "icc": False,
-        "no-new-privileges": True,
-        # Restarting or upgrading the daemon does not kill the cages.
-        "live-restore": True,
-        # Published ports go through iptables DNAT, not a root-owned userland proxy listening on the host.
-        "userland-proxy": False,
-        "iptables": True,
-        "ipv6": False,
-        "ip6tables": False,
-        "insecure-registries": [],
-        "experimental": False,
-        # A container gets its own cgroup namespace and cannot see the host's cgroup tree.
-        "default-cgroupns-mode": "private",
-        # A cage's containers land below its own parent cgroup (components.cagehost), which holds the
-        # whole cage's pids, memory and cpu limits: with systemd, the cage's slice, which systemd owns
-        # like every other cgroup on the host; without systemd, the cgroup /clawstaff/<claw>.
-        "exec-opts": [f"native.cgroupdriver={cgroup_driver}"],
-        "default-address-pools": [{"base": CAGE_ADDRESS_POOL, "size": CAGE_SUBNET_PREFIX}],
-        # The default bridge keeps Docker's usual subnet instead of taking a /29 from the cage pool;
-        # no cage is ever attached to it (policy), image builds use it.
-        "bip": DEFAULT_BRIDGE_IP,
-        # Logs rotate (audit without filling the disk) and carry the cage's identity labels.
-        "log-driver": "json-file",
-        "log-opts": {
-            "max-size": LOG_MAX_SIZE,
-            "max-file": LOG_MAX_FILE,
-            "compress": "true",
-            "labels": ",".join((LABEL_CLAW, LABEL_ORG, LABEL_HOST, LABEL_ROLE)),
-        },
-        # core=0: a crashing cage must not dump its decrypted credentials to disk. nofile: bounded,
-        # plenty for an agent, and below the daemon's own hard limit (a container cannot raise its
-        # limit above that of the daemon that starts it). No nproc limit here: with userns-remap
-        # every cage runs as the same host uid, so an nproc budget would be shared between cages;
-        # each cage gets its own pids limit instead.
-        "default-ulimits": {
-            "core": {"Name": "core", "Soft": 0, "Hard": 0},
-            "nofile": {"Name": "nofile", "Soft": NOFILE_SOFT, "Hard": NOFILE_HARD},
-        },
-    }
-    resolvers = [str(ipaddress.IPv4Address(r)) for r in dns]
-    if resolvers:
-        config["dns"] = resolvers
-    return config
-
-
-def render_daemon_json(**kw) -> str:
-    """daemon.json text: sorted keys and fixed indentation, so the same config is the same bytes."""
-    return json.dumps(daemon_config(**kw), indent=2, sort_keys=True) + "\n"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,6 +190,7 @@ def render_bootstrap_script(
     ssh_authorized_keys: Sequence[str],
     ssh_allowed_cidrs: Sequence[str],
     debian: str = DEFAULT_HOST_IMAGE,
+    runtimes: Sequence[str] = (RUNC,),
 ) -> str:
     """Idempotent bash that brings a Debian 13 (or 12) host to the hardened state; re-running it repairs drift.
 
@@ -287,6 +205,9 @@ def render_bootstrap_script(
     if debian not in HOST_RELEASES:
         raise ValueError(f"host image {debian!r} is not one of {', '.join(HOST_RELEASES)}")
     release = HOST_RELEASES[debian]
+    gvisor = GVISOR in runtimes
+    if gvisor and debian not in GVISOR_HOST_IMAGES:
+        raise ValueError(f"gVisor runs on {', '.join(GVISOR_HOST_IMAGES)} hosts only, not {debian}")
     keys = _check_authorized_keys(ssh_authorized_keys)
     firewall = render_nftables(ssh_allowed_cidrs=ssh_allowed_cidrs, dns_resolvers=HETZNER_RESOLVERS)
     return render_script(
@@ -313,7 +234,10 @@ def render_bootstrap_script(
         FIREWALL_RULES=_file(firewall),
         FIREWALL_UNIT=_file(FIREWALL_UNIT),
         DOCKER_UNIT_DROPIN=_file(DOCKER_UNIT_DROPIN),
-        DAEMON_JSON=_file(render_daemon_json()),
+        RUNSC_PACKAGE=RUNSC_PACKAGE if gvisor else "",
+        RUNSC_PATH=RUNSC_PATH,
+        RUNSC_RUNTIME=RUNSC,
+        DAEMON_JSON=_file(render_daemon_json(runtimes=runtimes)),
     )
 
 
@@ -356,6 +280,7 @@ def render_cloud_init(
     ssh_allowed_cidrs: Sequence[str],
     first_contact_key: SshHostKey,
     debian: str = DEFAULT_HOST_IMAGE,
+    runtimes: Sequence[str] = (RUNC,),
 ) -> str:
     """#cloud-config user-data: a first-contact host key, then the same bootstrap a dedicated host runs.
 
@@ -370,6 +295,7 @@ def render_cloud_init(
         ssh_authorized_keys=ssh_authorized_keys,
         ssh_allowed_cidrs=ssh_allowed_cidrs,
         debian=debian,
+        runtimes=runtimes,
     )
     document = {
         "hostname": host_name,

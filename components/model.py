@@ -14,6 +14,7 @@ from typing import Literal, Mapping
 
 from components.broker import Binding
 from components.catalog import SERVER_TYPES
+from components.runtimes import RUNC, host_runtimes
 from components.units import GB, GiB, MiB
 
 # A pool's hosts are named <pool>-001 ... <pool>-999: a fixed width, so that growing the pool never
@@ -73,6 +74,11 @@ class Host:
     max_cages: int | None = None  # None: the stack's placement.maxCagesPerHost
     pool: str | None = None  # the pool that made this host, if any
     pool_index: int | None = None  # its 1-based index in that pool
+
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        """The claw runtimes this host can run (components.runtimes)."""
+        return host_runtimes(self.kind, self.image)
 
 
 def pool_host_name(pool: str, index: int) -> str:
@@ -157,6 +163,7 @@ class Claw:
     host: str | None
     command: tuple[str, ...] | None = None  # what cage-init execs; None: the image's CMD
     broker: tuple[Binding, ...] = ()  # the secrets the cage's broker attaches (components.broker)
+    runtime: str = RUNC  # what runs the claw container (components.runtimes)
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,7 @@ class Demand:
     cpus: Decimal
     memory: int
     disk: int
+    runtime: str = RUNC  # the host must run it (components.runtimes); not a resource, never summed
 
 
 def cage_demand(claw: Claw) -> Demand:
@@ -210,6 +218,7 @@ def cage_demand(claw: Claw) -> Demand:
         cpus=claw.cpus + PROXY_CPUS + (BROKER_CPUS if broker else 0),
         memory=claw.memory + PROXY_MEMORY + (BROKER_MEMORY if broker else 0),
         disk=claw.tmpfs + (claw.volume or 0),
+        runtime=claw.runtime,
     )
 
 

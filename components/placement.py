@@ -65,6 +65,7 @@ from components.model import (
     host_limit,
     lacks,
 )
+from components.runtimes import why_not
 from components.units import GiB, format_cpus, format_size
 
 DEFAULT_POLICY = PlacementPolicy()
@@ -93,7 +94,7 @@ class _Bin:
         return Capacity(cpus=lim.cpus - self.cpus, memory=lim.memory - self.memory, disk=lim.disk - self.disk)
 
     def fits(self, need: Demand) -> bool:
-        return len(self.cages) < self.limit.cages and not lacks(need, self.free())
+        return self.fits_runtime(need) and len(self.cages) < self.limit.cages and not lacks(need, self.free())
 
     def add(self, claw: str, need: Demand) -> None:
         self.cpus += need.cpus
@@ -116,6 +117,8 @@ class _Bin:
             out.append(f"{what} short by {fmt(want - free)} (needs {fmt(want)}, {fmt(free)} free)")
         if len(self.cages) >= lim.cages:
             out.append(f"at its ceiling of {lim.cages} cages")
+        if why := why_not(self.host.kind, self.host.image, need.runtime):
+            out.append(f"cannot run {need.runtime} ({why})")
         return out
 
     def short_ratio(self, need: Demand) -> float:
@@ -125,7 +128,10 @@ class _Bin:
                            (need.disk, lim.disk - self.disk)):  # fmt: skip
             if want > free and want:
                 worst = max(worst, float((want - max(free, 0)) / want))
-        return worst + (1.0 if len(self.cages) >= lim.cages else 0.0)
+        return worst + (1.0 if len(self.cages) >= lim.cages else 0.0) + (0.0 if self.fits_runtime(need) else 2.0)
+
+    def fits_runtime(self, need: Demand) -> bool:
+        return need.runtime in self.host.runtimes
 
 
 def _digest(text: str) -> bytes:

@@ -8,26 +8,12 @@ the analyzer gRPC server and prints its port, so it stays the last statement. Ev
 
 from __future__ import annotations
 
-import allowlist_rules
-import broker_rules
-import command_rules
-import container_rules
-import hetzner_rules
-import network_rules
-import stack_rules
+import rules
 from pulumi_policy import EnforcementLevel, PolicyPack
 
 PolicyPack(
     name="clawcage-isolation",
     description="Refuses any resource graph in which a ClawCage breaks an isolation rule.",
     enforcement_level=EnforcementLevel.MANDATORY,
-    policies=[
-        *container_rules.POLICIES,
-        *network_rules.POLICIES,
-        *hetzner_rules.POLICIES,
-        *command_rules.POLICIES,
-        *stack_rules.POLICIES,
-        *allowlist_rules.POLICIES,
-        *broker_rules.POLICIES,
-    ],
+    policies=rules.POLICIES,
 )

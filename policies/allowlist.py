@@ -44,6 +44,8 @@ from cage_conventions import (
     LABEL_HOST,
     LABEL_ORG,
     LABEL_ROLE,
+    LABEL_RUNTIME,
+    RUNTIME_INPUTS,
     PROXY_ALIAS,
     PROXY_CONFIG_MOUNT,
     PROXY_CONTAINER_NAME,
@@ -225,7 +227,11 @@ CLAW_CONTAINER: dict[str, Row] = {
         f"the cage's key directory {HOST_KEY_ROOT}/<claw>, volume below {HOST_VOLUME_ROOT}/<claw> and (brokered "
         f"secrets) the broker's CA directory {HOST_BROKER_ROOT}/<claw>/ca, read-only"
     ),
-    "labels": _labels(ROLE_CLAW),
+    "labels": _labels(ROLE_CLAW, (LABEL_RUNTIME, OneOf(tuple(RUNTIME_INPUTS)))),
+    "runtime": Row(
+        Judged("container-runtime-as-marked", '"runsc" (gVisor) when the claw is marked gvisor, else unset', ("kata",)),
+        "gVisor for a claw whose config asks for it; runc, the engine's default, otherwise",
+    ),
     "healthcheck": Row(
         Fields(
             {
@@ -371,7 +377,7 @@ WHY_NOT: dict[str, str] = {
     "pidMode": "host or container:<id> shares a PID namespace",
     "usernsMode": "host leaves the daemon's userns-remap",
     "cgroupnsMode": "host shares the host's cgroup namespace",
-    "runtime": "another runtime is another isolation boundary, not the reviewed one",
+    "runtime": "another runtime is another isolation boundary, not the reviewed one (only a claw names one)",
     "dnsOpts": "resolver options change where names resolve",
     "dnsSearches": "search domains send short names elsewhere",
     "hosts": "extra hosts entries redirect names around the proxy",

@@ -28,6 +28,10 @@ ROLE_BROKER = "broker"
 ROLE_CAGE_NETWORK = "cage-network"
 ROLE_EGRESS_NETWORK = "egress-network"
 CONTAINER_ROLES = (ROLE_CLAW, ROLE_PROXY, ROLE_BROKER)
+# The runtime a claw's config gives it (a label on the claw container) and what each means as the
+# container's `runtime` input: runc is the engine's default (the input unset), gVisor the engine's runsc.
+LABEL_RUNTIME = "clawstaff.runtime"
+RUNTIME_INPUTS = {"runc": None, "gvisor": "runsc"}
 
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 

@@ -15,14 +15,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import allowlist_rules
-import command_rules
-import container_rules
-import hetzner_rules
-import network_rules
-import stack_rules
+from rules import RULE_MODULES
 
-RULE_MODULES = (container_rules, network_rules, hetzner_rules, command_rules, stack_rules, allowlist_rules)
 LEVELS = ["advisory", "mandatory", "remediate", "disabled"]
 
 

@@ -13,23 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import allowlist_rules
-import broker_rules
-import command_rules
-import container_rules
-import hetzner_rules
-import network_rules
-import stack_rules
-
-RULE_MODULES = (
-    container_rules,
-    network_rules,
-    hetzner_rules,
-    command_rules,
-    stack_rules,
-    allowlist_rules,
-    broker_rules,
-)
+from rules import RULE_MODULES
 
 # The product's claims (README, "The isolation contract"), as the map names them.
 CLAIMS = {
@@ -135,6 +119,13 @@ CONTROLS: dict[str, Control] = {
     "container-cpu-limited": c(
         "no CPU limit, or above `maxCpus`", "one cage must not take every CPU", ["5.12"], ["limits"],
         *CONTAINER_TESTS, LIMITS,
+    ),
+    "container-runtime-as-marked": c(
+        "a `runtime` outside `registeredRuntimes`, on any container but a claw, or other than its "
+        "clawstaff.runtime label says (a claw marked gvisor under runc)",
+        "the gVisor tier is a boundary the customer chose: a claw marked for it must never fall back to the host "
+        "kernel, and no unreviewed runtime may run a cage", [], ["isolation"], *CONTAINER_TESTS,
+        "tests/vm/test_vm_gvisor.py",
     ),
     "container-no-host-namespaces": c(
         "`host` or `container:` network, PID, IPC, user or cgroup namespace modes; shareable IPC",

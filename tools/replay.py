@@ -519,6 +519,8 @@ def _container_config(resource: Registered, client: docker.DockerClient) -> tupl
         host["cgroup_parent"] = parent
     if (ipc := inputs.take("ipcMode")) is not None:
         host["ipc_mode"] = ipc
+    if (runtime := inputs.take("runtime")) is not None:
+        host["runtime"] = runtime  # a runtime the engine registered (daemon.json "runtimes"), else Docker refuses
     if (sysctls := inputs.take("sysctls")) is not None:
         host["sysctls"] = dict(sysctls)
     if (dns := inputs.take("dns")) is not None:

@@ -41,8 +41,8 @@ def stack_config(operator_public_key: str, sealing_key: str, probe_secret: str) 
         "clawstaff:hosts": [
             {"name": HOST_NAME, "kind": "cloud", "serverType": "cx32", "location": "fsn1", "image": "debian-13"}
         ],
-        # One idle claw: the cages' own host commands and containers come with the next step of the tier.
-        # Two idle claws of two orgs, one with an encrypted volume and a sealed secret.
+        # Three idle claws of three orgs: two under runc (one with an encrypted volume and a sealed
+        # secret), one under gVisor (with a volume and a secret too), so the host gets runsc.
         "clawstaff:claws": [
             {
                 "name": "vm-probe",
@@ -66,10 +66,30 @@ def stack_config(operator_public_key: str, sealing_key: str, probe_secret: str) 
                 "tmpfs": "32MiB",
                 "command": IDLE,
             },
+            {
+                "name": "vm-gvisor",
+                "org": "initech",
+                "image": "built:claw-runtime",
+                "runtime": "gvisor",
+                "cpus": 0.25,
+                "memory": "256MiB",
+                "pids": 64,
+                "tmpfs": "32MiB",
+                "volume": "64MiB",
+                "secrets": ["ANTHROPIC_API_KEY"],
+                "command": IDLE,
+            },
         ],  # fmt: skip
         "clawstaff:sealingKey": sealing_key,
-        "clawstaff:clawSecrets": {"vm-probe": {"ANTHROPIC_API_KEY": probe_secret}},
+        "clawstaff:clawSecrets": {
+            "vm-probe": {"ANTHROPIC_API_KEY": probe_secret},
+            "vm-gvisor": {"ANTHROPIC_API_KEY": gvisor_secret(probe_secret)},
+        },
     }
+
+
+def gvisor_secret(probe_secret: str) -> str:
+    return probe_secret + "-gvisor"
 
 
 @dataclass
@@ -82,6 +102,7 @@ class VmHost:
     bootstrap_command: mockrun.Registered
     mock_address: str
     probe_secret: str  # a claw secret's plaintext: it must never be found on the VM's disk
+    gvisor_secret: str  # the gVisor claw's (the probe's with a suffix: a search for the first finds both)
 
     def host_setup(self) -> frozenset[str]:
         """What exists before the cages: the Hetzner objects (the VM plays the server; the API's other
@@ -130,6 +151,7 @@ def rendered(vm_dir: Path = vm.VM_DIR) -> VmHost:
         bootstrap_command=bootstrap,
         mock_address=mockrun.unwrap_secrets(host_key_command.inputs["connection"])["host"],
         probe_secret=probe_secret,
+        gvisor_secret=gvisor_secret(probe_secret),
     )
 
 

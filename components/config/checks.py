@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Collection, Mapping, Sequence
 
+from components import runtimes
 from components.catalog import LOCATIONS, SERVER_TYPES
 from components.config.fields import NAMESPACE, SECRET_KEYS
 from components.config.report import _MISSING, Loc, Reporter, key_path
@@ -149,6 +150,30 @@ def check_pins(model: StackModel, report: Reporter) -> None:
         if any((index := pool_index(p.name, claw.host)) is not None and index <= p.max for p in pools):
             continue
         report.fail(("claws", i, "host"), "not a host of this stack", "one of " + ", ".join(choices))
+
+
+def check_runtimes_have_hosts(model: StackModel, report: Reporter) -> None:
+    """A claw's runtime (its own or the stack's) must run on a host it may be placed on: its pinned host,
+    else some host of the stack (placement then keeps it to the hosts that can run it)."""
+
+    def host_of(index: int):
+        h = model.hosts[index]
+        return ("cloud" if h.kind == "pool" else h.kind), getattr(h, "image", None)
+
+    for i, claw in enumerate(model.claws):
+        runtime = claw.runtime or model.runtime
+        key = ("claws", i, "runtime") if claw.runtime else ("runtime",)
+        if claw.host is not None:
+            j = next((j for j, h in enumerate(model.hosts)
+                      if h.name == claw.host or (isinstance(h, PoolModel) and pool_index(h.name, claw.host))), None)  # fmt: skip
+            if j is not None and (why := runtimes.why_not(*host_of(j), runtime)):
+                report.fail(key, f'claw "{claw.name}" is pinned to {claw.host} (hosts[{j}]), which cannot run it: {why}',
+                            f"a runtime its host runs: {', '.join(runtimes.host_runtimes(*host_of(j)))}")  # fmt: skip
+            continue
+        if not any(runtime in runtimes.host_runtimes(*host_of(j)) for j in range(len(model.hosts))):
+            why = "; ".join(f"hosts[{j}]: {runtimes.why_not(*host_of(j), runtime)}" for j in range(len(model.hosts)))
+            report.fail(key, f'claw "{claw.name}" runs under {runtime}, which no host of this stack runs ({why})',
+                        "runc, or a Debian 13 cloud, pool or dedicated host for gvisor")  # fmt: skip
 
 
 def check_claws_fit_a_host(hosts: Sequence[Host], model: StackModel, report: Reporter) -> None:

@@ -54,7 +54,7 @@ def _placement_policy(model: PlacementModel) -> PlacementPolicy:
                            max_cages_per_host=model.max_cages_per_host)  # fmt: skip
 
 
-def _claw(model: ClawModel) -> Claw:
+def _claw(model: ClawModel, default_runtime: str) -> Claw:
     return Claw(
         name=model.name,
         org=model.org,
@@ -72,6 +72,7 @@ def _claw(model: ClawModel) -> Claw:
             binding(name, [(e.host, e.port) for e in b.endpoints], header=b.header, basic=b.basic)
             for name, b in sorted(model.broker.items())
         ),
+        runtime=model.runtime or default_runtime,
     )
 
 
@@ -129,6 +130,7 @@ def parse_stack_config(
     checks.check_no_repeats_in_lists(model, report)
     checks.check_tmpfs_within_memory(model, report)
     checks.check_pins(model, report)
+    checks.check_runtimes_have_hosts(model, report)
     hosts = tuple(_host(h) for h in model.hosts if not isinstance(h, PoolModel))
     pools = tuple(_pool(h) for h in model.hosts if isinstance(h, PoolModel))
     checks.check_claws_fit_a_host(hosts + tuple(p.host(1) for p in pools), model, report)
@@ -142,7 +144,7 @@ def parse_stack_config(
         control_plane=model.control_plane,
         admin=_admin(model.admin),
         hosts=hosts,
-        claws=tuple(_claw(c) for c in model.claws),
+        claws=tuple(_claw(c, model.runtime) for c in model.claws),
         proxy_image=model.proxy_image,
         broker_image=model.broker_image,
         sealing_key=model.sealing_key,

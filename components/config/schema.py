@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 from pydantic.alias_generators import to_camel
 
-from components import broker
+from components import broker, runtimes
 from components.config import fields as f
 from components.model import DEFAULT_MAX_CAGES_PER_HOST, Endpoint
 from components.units import format_size, parse_cpus
@@ -29,6 +29,7 @@ ServerType = Annotated[str, PlainValidator(f.parse_server_type)]
 Location = Annotated[str, PlainValidator(f.parse_location)]
 HostImage = Annotated[str, PlainValidator(f.parse_host_image)]
 Image = Annotated[str, PlainValidator(f.parse_image)]
+Runtime = Annotated[str, PlainValidator(f._one_of(runtimes.RUNTIMES, "not a runtime the program provisions"))]
 
 
 class _Model(BaseModel):
@@ -169,12 +170,16 @@ class ClawModel(_Model):
     broker: dict[Annotated[str, PlainValidator(f.parse_env_name)], BrokerModel] = {}
     host: DnsLabel | None = None
     command: Annotated[list[Annotated[str, PlainValidator(f.parse_command_word)]], Field(min_length=1)] | None = None
+    runtime: Runtime | None = None  # None: the stack's clawstaff:runtime
 
 
 ALLOWED.update(
     {
         "claws": "a non-empty list of claws",
-        "claws[]": "a mapping with name, org, image, cpus, memory, pids, tmpfs and optionally volume, egress, secrets, broker, host",
+        "claws[]": (
+            "a mapping with name, org, image, cpus, memory, pids, tmpfs and optionally volume, egress, secrets, "
+            "broker, host, command, runtime"
+        ),
         "claws[].name": f.DNS_LABEL_TEXT + ", unique among the claws",
         "claws[].org": f.DNS_LABEL_TEXT,
         "claws[].image": f.IMAGE_TEXT,
@@ -199,6 +204,7 @@ ALLOWED.update(
         "claws[].command": "a non-empty list of strings (the claw's program and its arguments), or no command key",
         "claws[].command[]": f.COMMAND_WORD_TEXT,
         "claws[].host": "the name of a host in clawstaff:hosts, or of a pool's host (<pool>-001 up to its max)",
+        "claws[].runtime": runtimes.RUNTIME_TEXT + "; without the key, the stack's clawstaff:runtime",
     }
 )
 
@@ -232,6 +238,7 @@ class StackModel(_Model):
     control_plane: EndpointField
     proxy_image: Image
     broker_image: Image | None = None
+    runtime: Runtime = runtimes.DEFAULT_RUNTIME
     admin: AdminModel | None = None
     placement: PlacementModel = PlacementModel()
     hosts: list[HostModel] = Field(min_length=1)
@@ -245,6 +252,7 @@ ALLOWED.update(
     {
         "controlPlane": f.ENDPOINT_TEXT.replace("api.anthropic.com", "control.clawstaff.example"),
         "proxyImage": f.IMAGE_TEXT,
+        "runtime": runtimes.RUNTIME_TEXT + f" (every claw without a runtime key; default {runtimes.DEFAULT_RUNTIME})",
         "brokerImage": f.IMAGE_TEXT + " (the credential broker; required when a claw has a broker entry)",
         "placementLock": (
             "a mapping <claw> -> <host>: where each deployed claw runs, as "

@@ -7,6 +7,7 @@
 # accepted version; docker-ce: Docker's repository, DOCKER_VERSION the exact pin), DOCKER_VERSION, DOCKER_KEY_FINGERPRINT, DOCKER_REPO_URL, DEBIAN_CODENAME,
 # NFT_TABLE, FIREWALL_PATH, SYSCTL_PATH, SSHD_DROPIN_PATH, HOST_KEY_PATH, AUTHORIZED_KEYS, SYSCTL_CONF,
 # SSHD_CONFIG, AUTO_UPGRADES, UNATTENDED_UPGRADES, FIREWALL_RULES, FIREWALL_UNIT, DOCKER_UNIT_DROPIN,
+# RUNSC_PACKAGE (gVisor's package when a claw of the host runs under it, else empty), RUNSC_PATH, RUNSC_RUNTIME,
 # DAEMON_JSON.
 umask 022
 export DEBIAN_FRONTEND=noninteractive
@@ -97,6 +98,16 @@ systemctl enable clawstaff-firewall.service
 # reload, not restart: a restart would also restart docker.service, which Requires= the firewall.
 systemctl reload-or-restart clawstaff-firewall.service
 
+if [ -n "$RUNSC_PACKAGE" ]; then
+  # gVisor from Debian's own package (security updates with the system's); daemon.json registers it.
+  log "gVisor ($RUNSC_PACKAGE)"
+  if ! dpkg-query -W -f='${Status}' "$RUNSC_PACKAGE" 2>/dev/null | grep -q 'install ok installed'; then
+    apt-get install -y -q --no-install-recommends "$RUNSC_PACKAGE"
+  fi
+  [ -x "$RUNSC_PATH" ] || die "$RUNSC_PACKAGE is installed but $RUNSC_PATH is not there"
+  "$RUNSC_PATH" --version >/dev/null || die "$RUNSC_PATH does not run"
+fi
+
 log "Docker Engine ($ENGINE $DOCKER_VERSION)"
 # daemon.json first, so that the engine's very first start is already hardened.
 put /etc/docker/daemon.json 0644 < <(printf '%s' "$DAEMON_JSON")
@@ -143,6 +154,10 @@ for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
 # Outputs are captured first: `cmd | grep -q` can fail under pipefail when grep exits early.
 security=$(docker info --format '{{json .SecurityOptions}} {{.LiveRestoreEnabled}}')
 [[ $security == *name=userns*" true" ]] || die "docker runs without userns-remap or live-restore: $security"
+if [ -n "$RUNSC_PACKAGE" ]; then
+  engine_runtimes=$(docker info --format '{{json .Runtimes}}')
+  [[ $engine_runtimes == *"\"$RUNSC_RUNTIME\""* ]] || die "the engine has not registered gVisor ($RUNSC_RUNTIME): $engine_runtimes"
+fi
 nft list table inet "$NFT_TABLE" >/dev/null || die "firewall table inet $NFT_TABLE is not loaded"
 [ -z "$(swapon --show --noheadings)" ] || die "swap is still active"
 sshd_effective=$(sshd -T)

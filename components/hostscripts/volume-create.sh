@@ -4,7 +4,7 @@
 # fresh VOLUME_KEY_BYTES-byte key made here and stored only wrapped (WRAPPED, openssl enc with
 # WRAP_CIPHER_ARGS) under the key-encryption key of KEK_BYTES bytes that arrives on stdin.
 # Header: CLAW, PIECE, VDIR, DATA, FSCRYPT_PY, SIZE, CAGE_UID, SUBUID_FILE, SUBGID_FILE, KEK_BYTES,
-# VOLUME_KEY_BYTES, WRAP_CIPHER_ARGS.
+# VOLUME_KEY_BYTES, WRAP_CIPHER_ARGS, SANDBOX_WALK (1: the claw runs under gVisor).
 
 read -r -a wrap_args <<<"$WRAP_CIPHER_ARGS"
 [[ -e /sys/fs/ext4/features/encryption ]] \
@@ -87,3 +87,16 @@ if [[ ! -e $DATA ]]; then
 fi
 chown "$owner_uid:$owner_gid" "$DATA"
 chmod 0700 "$DATA"
+
+# Under gVisor the cage's bind mounts are made by the sandbox's gofer, which runs as root of the
+# daemon's user namespace (host uid and gid 0 of the remap range), not as the host's root: it must be
+# able to walk from / down to DATA (which the claw's uid owns; the gofer may open it as the root of the
+# namespace that maps that uid). That one group may walk the volume's directories (0710: nothing to
+# list, nothing to read); other host users still may not.
+if [[ $SANDBOX_WALK == 1 ]]; then
+  sandbox_gid=$(host_id "$SUBGID_FILE" 0)
+  for dir in "${VDIR%/*/*}" "${VDIR%/*}" "$VDIR" "$MNT"; do
+    chgrp "$sandbox_gid" "$dir"
+    chmod 0710 "$dir"
+  done
+fi

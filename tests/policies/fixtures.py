@@ -184,7 +184,7 @@ def claw_container(
         ],
         "mounts": mounts,
         "workingDir": cage_component.CLAW_WORKDIR,
-        "labels": labels(claw, org, host, cv.ROLE_CLAW),
+        "labels": labels(claw, org, host, cv.ROLE_CLAW) + [{"label": cv.LABEL_RUNTIME, "value": "runc"}],
         "healthcheck": {
             "tests": [
                 "CMD",

@@ -27,6 +27,7 @@ import allowlist_rules
 import command_rules
 import container_rules
 import network_rules
+import runtime_rules
 import stack_rules
 from shape import Judged
 from tests.policies import fixtures as fx
@@ -38,6 +39,7 @@ RESOURCE_POLICIES = [
     *network_rules.POLICIES,
     *command_rules.POLICIES,
     *allowlist_rules.POLICIES,
+    *runtime_rules.POLICIES,
 ]
 STACK_POLICIES = {p.name: p for p in stack_rules.POLICIES}
 

@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 
+import config_schema
 import controls
+import rules
 from tests.conftest import ROOT
 from tests.policies.conftest import PACK_DIR
 
@@ -21,13 +23,16 @@ def test_every_policy_of_the_pack_has_a_control_entry_and_nothing_else_does() ->
 
 
 def test_the_map_reads_the_rule_modules_the_pack_runs() -> None:
+    """One list of rule modules (policies/rules.py): the pack runs it, the map and the config schema read
+    it, and it holds every *_rules.py of the pack."""
     tree = ast.parse((PACK_DIR / "__main__.py").read_text())
-    starred = {
-        node.value.value.id
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Starred) and isinstance(node.value, ast.Attribute) and node.value.attr == "POLICIES"
-    }
-    assert starred == {module.__name__ for module in controls.RULE_MODULES}
+    passed = [kw.value for node in ast.walk(tree) if isinstance(node, ast.Call) for kw in node.keywords
+              if kw.arg == "policies"]  # fmt: skip
+    assert len(passed) == 1 and ast.unparse(passed[0]) == "rules.POLICIES"
+    assert controls.RULE_MODULES is rules.RULE_MODULES is config_schema.RULE_MODULES
+    on_disk = {p.stem for p in PACK_DIR.glob("*_rules.py") if "\nPOLICIES = [" in p.read_text()}
+    assert {module.__name__ for module in rules.RULE_MODULES} == on_disk
+    assert [p.name for p in rules.POLICIES] == [n for n, _ in controls.pack_policies()]
 
 
 def test_every_entry_cites_known_controls_and_existing_proofs() -> None:

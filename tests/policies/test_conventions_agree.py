@@ -34,6 +34,7 @@ SHARED = [
     "HOST_PROXY_CONFIG_ROOT",
     "PROXY_CONFIG_MOUNT",
     "CGROUP_ROOT",
+    "LABEL_RUNTIME",
 ]
 
 
@@ -41,6 +42,12 @@ def test_the_pack_and_the_components_agree_on_names_labels_and_paths() -> None:
     for name in SHARED:
         assert getattr(cage_conventions, name) == getattr(conventions, name), name
     assert cage_conventions.CGROUP_ROOT == cagehost.CGROUP_ROOT
+
+
+def test_the_pack_and_the_components_agree_on_the_runtimes() -> None:
+    from components import runtimes
+
+    assert cage_conventions.RUNTIME_INPUTS == {r: runtimes.docker_runtime(r) for r in runtimes.RUNTIMES}
 
 
 def test_the_pack_and_the_components_agree_on_what_a_dns_label_is() -> None:

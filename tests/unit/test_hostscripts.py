@@ -198,7 +198,9 @@ def test_the_cage_scripts_carry_their_facts() -> None:
         "cpu_period": 100_000,
     }
     volume = cagehost.render_volume_create("acme-support", size=64 << 20, uid=65532)
-    assert hostscripts.script_facts(volume) == {"script": "volume-create", "claw": "acme-support", "size": 64 << 20}
+    assert hostscripts.script_facts(volume) == {
+        "script": "volume-create", "claw": "acme-support", "size": 64 << 20, "sandbox_walk": False
+    }  # fmt: skip
     assert hostscripts.header_variables(volume)["FSCRYPT_PY"] == hostscripts.fscrypt_helper()
 
 

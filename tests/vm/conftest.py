@@ -5,8 +5,8 @@ in CI (CI=true) it fails. The VM is booted once per session and stopped at the e
 (CLAWSTAFF_VM_KEEP=1 leaves it running for a look: `python -m tools.vm ssh ...`; outside CI,
 CLAWSTAFF_VM_REUSE=1 runs the tests against a VM that `python -m tools.vm up` left running).
 
-The two cages are deployed once per session (`cages`) and shared by test_vm_cages.py and
-test_vm_isolation.py; the test marked `vm_teardown` removes them and runs after every other test of
+The three cages are deployed once per session (`cages`) and shared by test_vm_cages.py and
+test_vm_isolation.py and test_vm_gvisor.py; the test marked `vm_teardown` removes them and runs after every other test of
 the tier. The probes record the VM host's scorecard (`vm_scorecard`, build/vm-isolation-report.json;
 `python -m tools.isolation_report --vm --no-run --markdown docs/vm-isolation-report.md` renders it).
 """
@@ -24,7 +24,8 @@ import pytest
 from tests.conftest import IN_CI
 from tools import isolation_report, replay, vm, vmhost
 
-PROBE, NEIGHBOUR = "vm-probe", "vm-neighbour"  # the two cages of tools.vmhost.stack_config
+PROBE, NEIGHBOUR, GVISOR = "vm-probe", "vm-neighbour", "vm-gvisor"  # the cages of tools.vmhost.stack_config
+CAGES = (PROBE, NEIGHBOUR, GVISOR)  # GVISOR runs under gVisor (tests/vm/test_vm_gvisor.py), the others under runc
 NEEDED = ("qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "nft", "ssh", "ssh-keygen", "apt-cacher-ng")
 
 
@@ -134,16 +135,46 @@ def vm_scorecard():
 
 @pytest.fixture(scope="session")
 def cages(vm_host):
-    """The two cages, deployed once over ssh:// (tools.vmhost.deploy_cages); the cgroup directory of
+    """The three cages, deployed once over ssh:// (tools.vmhost.deploy_cages); the cgroup directory of
     each cage as it was found after the deploy, for the teardown check."""
     host, machine, status, _ = vm_host
     assert status.get("status") == "done", status
     deployment = vmhost.deploy_cages(host, machine)
     state = {"deployment": deployment, "torn_down": False}
     try:
-        state["cgroups"] = {claw: cage_cgroup(machine, claw) for claw in (PROBE, NEIGHBOUR)}
+        state["cgroups"] = {claw: cage_cgroup(machine, claw) for claw in CAGES}
         yield host, machine, state
     finally:
         if not state["torn_down"]:
             replay.teardown(deployment)
         ssh_mux_stop(machine)
+
+
+@pytest.fixture(scope="module")
+def neighbour(cages, vm_scorecard):
+    """The neighbour cage measuring itself through the whole module; its figures at rest first."""
+    from tests.vm import probes  # probes imports this module
+
+    _, machine, _ = cages
+    measuring = probes.Neighbour(machine, NEIGHBOUR)
+    try:
+        measuring.window()
+        time.sleep(10)
+        measuring.rest = measuring.window()
+        vm_scorecard.latency.append({"fault": "at rest", "neighbour": NEIGHBOUR, **measuring.rest})
+        yield measuring
+    finally:
+        measuring.stop()
+
+
+def neighbour_row(card, fault: str, during: dict, rest: dict, group: str = "vm host") -> bool:
+    """The neighbour kept answering (asserted); its latency is a figure, next to rest's."""
+    card.latency.append({"fault": fault, "neighbour": NEIGHBOUR, **during})
+    ratio = round(during["p95_ms"] / rest["p95_ms"], 2) if rest["p95_ms"] else None
+    ok = during["fails"] == 0 and during["n"] >= 3
+    card.record(
+        group, f"{NEIGHBOUR} connectivity during: {fault}", "answers every time (latency: figures only)",
+        f"n={during['n']} fails={during['fails']} p50={during['p50_ms']} p95={during['p95_ms']} ms "
+        f"({ratio}x rest p95 {rest['p95_ms']} ms)", ok,
+    )  # fmt: skip
+    return ok

@@ -208,19 +208,19 @@ TCP = [22, 53, 80, 443, 2375, 2376, 3128, 8080, vm.APT_PROXY_PORT]
 UDP = [53, 123, 3128]
 
 
-def reach(machine, targets: dict[str, str]) -> dict[str, dict]:
+def reach(machine, targets: dict[str, str], claw: str = PROBE) -> dict[str, dict]:
     arg = {"targets": sorted(set(targets.values())), "tcp": TCP, "udp": UDP, "wait": 3}
-    return probe(machine, f"claw-{PROBE}", REACH, arg, timeout=120)
+    return probe(machine, f"claw-{claw}", REACH, arg, timeout=240)
 
 
 def reached(result: dict) -> bool:
     return bool(result["open"]) or "REPLY" in result["udp"].values() or result["icmp"] == "REPLY"
 
 
-def through_proxy(machine, cases: dict[str, str]) -> dict[str, int]:
+def through_proxy(machine, cases: dict[str, str], claw: str = PROBE) -> dict[str, int]:
     """label -> the status the cage's own proxy answers to CONNECT host:port."""
     requests = [[label, f"CONNECT {hp} HTTP/1.1\r\nHost: {hp}\r\n\r\n", ""] for label, hp in cases.items()]
-    res = probe(machine, f"claw-{PROBE}", THROUGH_PROXY, {"ca": "", "cases": requests}, timeout=120)
+    res = probe(machine, f"claw-{claw}", THROUGH_PROXY, {"ca": "", "cases": requests}, timeout=120)
     return {label: r["status"] for label, r in res.items()}
 
 

@@ -17,7 +17,7 @@ from components.conventions import (
     LABEL_ROLE,
     cage_slice,
 )
-from tests.vm.conftest import NEIGHBOUR, PROBE, cage_cgroup, ssh, ssh_mux_stop
+from tests.vm.conftest import CAGES, NEIGHBOUR, PROBE, cage_cgroup, ssh, ssh_mux_stop
 from tools import recover, replay, vm, vmhost
 
 pytestmark = pytest.mark.vm
@@ -34,7 +34,7 @@ def test_every_cage_runs_on_the_vm_engine(cages):
     _, machine, state = cages
     client = state["deployment"].client
     names = {c.name: c.status for c in client.containers.list(all=True)}
-    for claw in (PROBE, NEIGHBOUR):
+    for claw in CAGES:
         assert names.get(f"claw-{claw}") == "running", names
         assert names.get(f"proxy-{claw}") == "running", names
 
@@ -253,12 +253,12 @@ def test_teardown_leaves_nothing_on_the_vm(cages, vm_scorecard):
         "containers": ssh(machine, f"docker ps -aq --filter label={LABEL_ROLE}").stdout.split(),
         "networks": ssh(machine, f"docker network ls -q --filter label={LABEL_ROLE}").stdout.split(),
         "cgroups": [d for d in state["cgroups"].values() if left_at(machine, d)],
-        "slice units": [c for c in (PROBE, NEIGHBOUR) if left_at(machine, f"/etc/systemd/system/{cage_slice(c)}")],
-        "keys": [c for c in (PROBE, NEIGHBOUR) if left_at(machine, f"{HOST_KEY_ROOT}/{c}")],
+        "slice units": [c for c in CAGES if left_at(machine, f"/etc/systemd/system/{cage_slice(c)}")],
+        "keys": [c for c in CAGES if left_at(machine, f"{HOST_KEY_ROOT}/{c}")],
         # Its files: the volume's directory (backing file, wrapped key), the proxy's config, loop aliases.
         "files": [
             p
-            for c in (PROBE, NEIGHBOUR)
+            for c in CAGES
             for p in (f"{HOST_VOLUME_ROOT}/{c}", f"{HOST_PROXY_CONFIG_ROOT}/{c}")
             if left_at(machine, p)
         ]
@@ -267,7 +267,7 @@ def test_teardown_leaves_nothing_on_the_vm(cages, vm_scorecard):
         "mounts": [m for m in ssh(machine, "findmnt -rn -o TARGET").stdout.split() if HOST_VOLUME_ROOT in m],
     }
     vm_scorecard.record(
-        GROUP, "teardown of both cages",
+        GROUP, f"teardown of the {len(CAGES)} cages (two under runc, one under gVisor)",
         "no error; no container, network, slice (cgroup or unit), key, file, loop device or mount left",
         {"errors": errors, **{k: v or "none" for k, v in left.items()}}, errors == [] and not any(left.values()),
     )  # fmt: skip

@@ -22,41 +22,13 @@ from tests.integration.test_isolation_filesystem import FILL
 from tests.integration.test_isolation_findings import FLOOD, LOG_FLOOD, relayed_since
 from tests.integration.test_isolation_limits import CPU_SPIN, MEMORY_HOG
 from tests.vm import probes
-from tests.vm.conftest import NEIGHBOUR, PROBE, cage_cgroup, container_cgroup, ssh
+from tests.vm.conftest import GVISOR, NEIGHBOUR, PROBE, cage_cgroup, container_cgroup, neighbour_row, ssh
 from tools import vm
 
 pytestmark = pytest.mark.vm
 GROUP = "vm host"
 MiB = probes.MiB
 METADATA_IP, METADATA_IF = probes.METADATA_IP, "clawmeta0"
-
-
-@pytest.fixture(scope="module")
-def neighbour(cages, vm_scorecard):
-    """The neighbour cage measuring itself through the whole module; its figures at rest first."""
-    _, machine, _ = cages
-    measuring = probes.Neighbour(machine, NEIGHBOUR)
-    try:
-        measuring.window()
-        time.sleep(10)
-        measuring.rest = measuring.window()
-        vm_scorecard.latency.append({"fault": "at rest", "neighbour": NEIGHBOUR, **measuring.rest})
-        yield measuring
-    finally:
-        measuring.stop()
-
-
-def neighbour_row(card, fault: str, during: dict, rest: dict) -> bool:
-    """The neighbour kept answering (asserted); its latency is a figure, next to rest's."""
-    card.latency.append({"fault": fault, "neighbour": NEIGHBOUR, **during})
-    ratio = round(during["p95_ms"] / rest["p95_ms"], 2) if rest["p95_ms"] else None
-    ok = during["fails"] == 0 and during["n"] >= 3
-    card.record(
-        GROUP, f"{NEIGHBOUR} connectivity during: {fault}", "answers every time (latency: figures only)",
-        f"n={during['n']} fails={during['fails']} p50={during['p50_ms']} p95={during['p95_ms']} ms "
-        f"({ratio}x rest p95 {rest['p95_ms']} ms)", ok,
-    )  # fmt: skip
-    return ok
 
 
 # --- limits: memory, CPU, disk ----------------------------------------------------------------------------
@@ -421,30 +393,38 @@ def test_new_connections_to_its_proxy_are_rate_limited_per_cage(cages, vm_scorec
 
 
 def test_no_plaintext_of_the_secret_or_the_volume_on_the_vms_raw_disk(cages, vm_scorecard):
-    """The VM's disk image, searched byte for byte on this machine after a sync: the claw's secret,
-    and what the claw wrote to its encrypted volume, are not on it; controls written in plaintext
-    (the host's /root and the volume's unencrypted root directory) are, so the search sees the disk."""
+    """The VM's disk image, searched byte for byte on this machine after a sync: the claws' secrets,
+    and what the claws (one under runc, one under gVisor) wrote to their encrypted volumes, are not on
+    it; controls written in plaintext (the host's /root and a volume's unencrypted root directory) are,
+    so the search sees the disk."""
     host, machine, _ = cages
-    claw_marker, root_marker, volume_marker = (f"{w}-{secrets.token_hex(12)}" for w in ("claw", "root", "vol"))
-    copied = probes.probe(machine, f"claw-{PROBE}", probes.INTO_VOLUME,
-                          {"var": "ANTHROPIC_API_KEY", "dir": "/data", "marker": claw_marker})  # fmt: skip
+    claw_marker, gvisor_marker, root_marker, volume_marker = (
+        f"{w}-{secrets.token_hex(12)}" for w in ("claw", "gvisor", "root", "vol")
+    )
+    copied = {
+        claw: probes.probe(machine, f"claw-{claw}", probes.INTO_VOLUME,
+                           {"var": "ANTHROPIC_API_KEY", "dir": "/data", "marker": marker}, timeout=180)["secret copied"]
+        for claw, marker in ((PROBE, claw_marker), (GVISOR, gvisor_marker))
+    }  # fmt: skip
     volume_root = posixpath.dirname(volume_mount_path(PROBE))
     controls = f"/root/{root_marker} {volume_root}/{volume_marker}"
     wrote = ssh(machine, f"for f in {controls}; do basename $f > $f; done; sync; sleep 1; sync")
     assert wrote.returncode == 0, wrote.stderr
     try:
-        needles = [host.probe_secret.encode(), claw_marker.encode(), root_marker.encode(), volume_marker.encode()]
+        # host.probe_secret is a prefix of host.gvisor_secret: its hits count both claws' secrets.
+        needles = [host.probe_secret.encode(), claw_marker.encode(), gvisor_marker.encode(), root_marker.encode(),
+                   volume_marker.encode()]  # fmt: skip
         hits = probes.disk_hits(machine.workdir / "disk.img", needles)
     finally:
         ssh(machine, f"rm -f {controls}")
-    secret, claw, root, volume = (hits[n] for n in needles)
-    ok = copied["secret copied"] and secret == 0 and claw == 0 and root > 0 and volume > 0
+    secret, claw, gvisor, root, volume = (hits[n] for n in needles)
+    ok = all(copied.values()) and secret == 0 and claw == 0 and gvisor == 0 and root > 0 and volume > 0
     vm_scorecard.record(
         GROUP, "the VM's raw disk image, searched on this machine after a sync",
-        "the claw's secret and what the claw wrote to its encrypted volume: absent; plaintext controls "
-        "(/root, the volume's unencrypted root): found",
-        f"secret (also copied into the volume by the claw: {copied['secret copied']}): {secret} hits; the claw's "
-        f"marker in /data: {claw}; controls: /root {root}, volume root {volume}", ok,
+        "the claws' secrets and what the claws (runc and gVisor) wrote to their encrypted volumes: absent; "
+        "plaintext controls (/root, a volume's unencrypted root): found",
+        f"secrets (also copied into their volumes by the claws: {copied}): {secret} hits; the runc claw's "
+        f"marker in /data: {claw}; the gVisor claw's: {gvisor}; controls: /root {root}, volume root {volume}", ok,
     )  # fmt: skip
     assert root > 0 and volume > 0, f"the search does not see the disk: {hits}"
     assert ok, hits

@@ -1,0 +1,289 @@
+"""The gVisor tier on the VM host (issue 16): the vm-gvisor claw runs under runsc (systrap, the network
+namespace Docker made for it), its proxy under runc, on the host the program provisioned (the bootstrap
+installed Debian's runsc and registered it because a claw of the host asked for it).
+
+What is proved here, each a row of the VM scorecard: the claw's syscalls are served by gVisor's kernel
+and not the host's; the kernel surface it sees (/proc, /sys, /dev) and the syscalls gVisor's Sentry
+refuses by itself; the same network verdicts as a runc claw (no neighbour, no host address, no lookup
+answered); its sealed secret open inside its sandbox only; its limits (CPU quota, memory, and what the
+pids limit holds under gVisor); and, through the tier's shared checks, its volume encrypted at rest and a
+teardown that leaves nothing (tests/vm/test_vm_cages.py, test_vm_isolation.py).
+
+Probes run by `docker exec`, as the claw's uid inside the sandbox. One difference from runc, recorded:
+runsc applies the cage's seccomp profile (--oci-seccomp) to the container's own process tree (cage-init
+and the claw), not to processes `docker exec` starts, so an exec'd probe shows what gVisor's Sentry
+refuses by itself; the claw's own processes are under both."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+import pytest
+
+from components.runtimes import RUNSC
+from tests.integration.test_isolation_limits import CPU_SPIN, MEMORY_HOG
+from tests.vm import probes
+from tests.vm.conftest import GVISOR, NEIGHBOUR, PROBE, cage_cgroup, container_cgroup, neighbour_row, ssh
+
+pytestmark = pytest.mark.vm
+GROUP = "gVisor claw"
+MiB = probes.MiB
+
+# x86_64 numbers: a syscall the cage's seccomp profile refuses under runc, and whether gVisor's Sentry
+# implements it at all.
+SYSCALLS = {"io_uring_setup": 425, "userfaultfd": 323, "keyctl": 250, "bpf": 321, "perf_event_open": 298,
+            "kexec_load": 246, "mount": 165, "init_module": 175}  # fmt: skip
+SURFACE = """
+import ctypes, platform
+libc = ctypes.CDLL(None, use_errno=True)
+res = {"release": platform.release(), "version": open("/proc/version").read().split(" (")[0].strip()}
+for path in ARG["paths"]:
+    res[path] = os.path.exists(path)
+res["/proc/sys/kernel entries"] = len(os.listdir("/proc/sys/kernel"))
+res["/dev"] = sorted(os.listdir("/dev"))
+for name, nr in ARG["syscalls"].items():
+    r = libc.syscall(nr, 0, 0, 0, 0, 0, 0)
+    res[name] = "succeeded" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+res["seccomp"] = {p: next((l.split()[1] for l in open(f"/proc/{p}/status") if l.startswith("Seccomp:")), None)
+                  for p in ("1", "self")}
+out(res)
+"""
+PATHS = ["/proc/kallsyms", "/proc/modules", "/sys/class/net", "/sys/kernel/security", "/proc/sys/kernel/yama"]
+
+# Forks until refused, for at most ARG["seconds"]; counts the processes the sandbox shows; cleans up.
+FORKS = """
+kids, error = [], None
+start = time.time()
+while len(kids) < ARG["max"] and time.time() - start < ARG["seconds"]:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        error = errno.errorcode.get(e.errno, str(e.errno)); break
+    if pid == 0:
+        time.sleep(ARG["seconds"] + 30); os._exit(0)
+    kids.append(pid)
+seen = len([p for p in os.listdir("/proc") if p.isdigit()])
+for pid in kids:
+    os.kill(pid, signal.SIGKILL)
+for pid in kids:
+    os.waitpid(pid, 0)
+out({"forks": len(kids), "error": error, "seconds": round(time.time() - start, 1), "processes seen": seen})
+"""
+
+
+def inspect(machine, container: str, fmt: str) -> str:
+    return ssh(machine, f"docker inspect -f {shlex.quote(fmt)} {container}").stdout.strip()
+
+
+def host_commands(machine, cgroup: str) -> list[str]:
+    """The host's view of a container: the command name of each process in its cgroup."""
+    pids = ssh(machine, f"cat {shlex.quote(cgroup + '/cgroup.procs')}").stdout.split()
+    return sorted(ssh(machine, f"cat /proc/{p}/comm 2>/dev/null", timeout=60).stdout.strip() for p in pids)
+
+
+def test_the_gvisor_claw_runs_on_gvisors_kernel_and_the_runc_claw_on_the_hosts(cages, vm_scorecard):
+    _, machine, _ = cages
+    runtimes = {c: inspect(machine, c, "{{.HostConfig.Runtime}}") for c in (f"claw-{GVISOR}", f"proxy-{GVISOR}",
+                                                                           f"claw-{PROBE}")}  # fmt: skip
+    host_release = ssh(machine, "uname -r").stdout.strip()
+    seen = {c: probes.probe(machine, f"claw-{c}", "out(__import__('platform').release())") for c in (GVISOR, PROBE)}
+    on_host = host_commands(machine, container_cgroup(machine, f"claw-{GVISOR}"))
+    runc_on_host = host_commands(machine, container_cgroup(machine, f"claw-{PROBE}"))
+    ok = (
+        runtimes == {f"claw-{GVISOR}": RUNSC, f"proxy-{GVISOR}": "runc", f"claw-{PROBE}": "runc"}
+        and seen[PROBE] == host_release != seen[GVISOR]
+        and "python3" not in on_host and "python3" in runc_on_host
+    )  # fmt: skip
+    vm_scorecard.record(
+        GROUP, f"{GVISOR}: which kernel serves the claw",
+        f"claw under {RUNSC}, its proxy under runc; inside, gVisor's kernel (not the host's {host_release}); on "
+        "the host, no process of the claw's own, only the sandbox's (the runc claw's python3 is a host process)",
+        f"runtimes {runtimes}; kernel seen inside: gVisor claw {seen[GVISOR]}, runc claw {seen[PROBE]}; host "
+        f"processes of the gVisor claw's container: {sorted(set(on_host))}; of the runc claw's: {sorted(set(runc_on_host))}",
+        ok,
+    )  # fmt: skip
+    assert ok, (runtimes, seen, on_host, runc_on_host)
+
+
+def test_the_kernel_surface_gvisor_shows_and_the_syscalls_its_sentry_refuses(cages, vm_scorecard):
+    _, machine, _ = cages
+    arg = {"paths": PATHS, "syscalls": SYSCALLS}
+    gvisor = probes.probe(machine, f"claw-{GVISOR}", SURFACE, arg, timeout=120)
+    runc = probes.probe(machine, f"claw-{PROBE}", SURFACE, arg, timeout=120)
+    # Refused by gVisor itself, with no seccomp profile on the exec'd probe: not implemented (ENOSYS),
+    # or refused without privilege.
+    sentry_refuses = {n: gvisor[n] for n in SYSCALLS}
+    hidden = [p for p in PATHS[:3] if not gvisor[p]]
+    ok = (
+        all(v != "succeeded" for v in sentry_refuses.values())
+        and {gvisor[n] for n in ("io_uring_setup", "userfaultfd", "keyctl")} == {"ENOSYS"}
+        and all(runc[n] == "EPERM" for n in SYSCALLS)  # the cage's profile, on runc
+        and hidden == PATHS[:3]
+        and gvisor["seccomp"] == {"1": "2", "self": "0"}  # the claw's tree filtered; an exec'd process not
+        and runc["seccomp"] == {"1": "2", "self": "2"}
+    )  # fmt: skip
+    vm_scorecard.record(
+        GROUP, f"{GVISOR}: the kernel surface and the syscalls the Sentry refuses (probe by docker exec)",
+        "io_uring_setup, userfaultfd, keyctl not implemented (ENOSYS); bpf, perf_event_open, kexec_load, mount, "
+        "init_module refused; no /proc/kallsyms, /proc/modules, /sys/class/net; the claw's own processes under the "
+        "cage's seccomp profile too (Seccomp: 2), an exec'd process under gVisor only (0); on runc every one EPERM",
+        f"gVisor: {sentry_refuses}; absent {hidden}; /proc/sys/kernel entries {gvisor['/proc/sys/kernel entries']} "
+        f"(runc {runc['/proc/sys/kernel entries']}); /dev {gvisor['/dev']}; seccomp {gvisor['seccomp']}; runc: "
+        f"{ {n: runc[n] for n in SYSCALLS} }, seccomp {runc['seccomp']}",
+        ok,
+    )  # fmt: skip
+    assert ok, (gvisor, runc)
+
+
+def test_from_the_gvisor_cage_no_neighbour_no_host_address_and_no_lookup_answers(cages, vm_scorecard):
+    host, machine, _ = cages
+    targets = {
+        f"{c}-{other} on {net}": ip
+        for other in (PROBE, NEIGHBOUR) for c in ("claw", "proxy")
+        for net, ip in probes.addresses(machine, f"{c}-{other}").items()
+    } | probes.host_addresses(machine)  # fmt: skip
+    res = probes.reach(machine, targets, claw=GVISOR)
+    proxied = probes.through_proxy(machine, {k: f"{ip}:22" for k, ip in targets.items()}, claw=GVISOR)
+    lookup = probes.probe(machine, f"claw-{GVISOR}", probes.LOOKUP, {"name": "example.com", "proxied": "example.com"},
+                          timeout=120)  # fmt: skip
+    hit = sorted(label for label, ip in targets.items() if probes.reached(res[ip]))
+    ok = not hit and all(s != 200 for s in proxied.values()) and lookup["getaddrinfo"].startswith("failed")
+    vm_scorecard.record(
+        GROUP, f"{GVISOR} -> the other cages and the VM host's addresses (TCP {len(probes.TCP)} ports, UDP, ICMP; "
+        "CONNECT via its proxy); a name lookup",
+        "the same verdicts as a runc claw: nothing answers, the proxy refuses every CONNECT, no lookup is answered",
+        f"{len(targets)} addresses: answered {hit or 'none'}; {probes.summary(res)}; proxy statuses "
+        f"{sorted(set(proxied.values()))}; lookup: {lookup['getaddrinfo']}; proxy to example.com: {lookup['proxy']}",
+        ok,
+    )  # fmt: skip
+    assert ok, (res, proxied, lookup)
+
+
+def test_the_gvisor_claws_sealed_secret_is_open_inside_its_sandbox_only(cages, vm_scorecard):
+    host, machine, _ = cages
+    secret = host.gvisor_secret
+    inside = probes.probe(machine, f"claw-{GVISOR}", (
+        "hits = 0\n"
+        "for p in os.listdir('/proc'):\n"
+        "    try: hits += ARG.encode() in open(f'/proc/{p}/environ', 'rb').read()\n"
+        "    except OSError: pass\n"
+        "out(hits)\n"
+    ), "ANTHROPIC_API_KEY=" + secret)  # fmt: skip
+    pids = ssh(
+        machine, f"cat {shlex.quote(container_cgroup(machine, f'claw-{GVISOR}') + '/cgroup.procs')}"
+    ).stdout.split()
+    host_env = ssh(machine, f"for p in {' '.join(pids)}; do grep -l -a -F {shlex.quote(secret)} /proc/$p/environ; done "
+                            "2>/dev/null | wc -l").stdout.strip()  # fmt: skip
+    config = ssh(machine, f"docker inspect claw-{GVISOR} | grep -c -F {shlex.quote(secret)}").stdout.strip()
+    ok = inside >= 1 and host_env == "0" and config == "0"
+    vm_scorecard.record(
+        GROUP, f"{GVISOR}: its sealed secret",
+        "open in the claw's environment inside the sandbox; in no host process's environment (the sandbox's "
+        "processes) and not in the container's config",
+        f"claw processes holding it inside: {inside}; host processes of the container holding it: {host_env}; "
+        f"in docker inspect: {config}",
+        ok,
+    )  # fmt: skip
+    assert ok, (inside, host_env, config)
+
+
+def test_a_cpu_spin_in_the_gvisor_cage_is_throttled_at_its_quota(cages, vm_scorecard, neighbour):
+    _, machine, _ = cages
+    claw_dir = container_cgroup(machine, f"claw-{GVISOR}")
+    quota = probes.cgroup_file(machine, claw_dir, "cpu.max").split()
+    before = probes.keyed(probes.cgroup_file(machine, claw_dir, "cpu.stat"))
+    neighbour.window()
+    t0 = time.monotonic()
+    spin = probes.probe(machine, f"claw-{GVISOR}", CPU_SPIN, {"procs": 2, "seconds": 4}, timeout=240)
+    wall = time.monotonic() - t0
+    during = neighbour.window()
+    after = probes.keyed(probes.cgroup_file(machine, claw_dir, "cpu.stat"))
+    delta = {k: after[k] - before[k] for k in ("usage_usec", "nr_throttled", "throttled_usec")}
+    ok = spin["spinners"] == 2 and delta["nr_throttled"] > 0 and delta["throttled_usec"] > 0
+    vm_scorecard.record(
+        GROUP, f"{GVISOR}: two processes spin for 4 s",
+        f"the sandbox is throttled at the claw's quota (cpu.max {' '.join(quota)}): nr_throttled and throttled_usec rise",
+        f"claw cgroup (the whole sandbox): {delta['usage_usec'] / 1e6:.1f} CPU-s in {wall:.1f} s = "
+        f"{delta['usage_usec'] / 1e6 / wall:.3f} CPU, nr_throttled +{delta['nr_throttled']}, throttled "
+        f"+{delta['throttled_usec'] / 1e6:.2f} s", ok,
+    )  # fmt: skip
+    held = neighbour_row(vm_scorecard, "CPU spin in the gVisor cage", during, neighbour.rest, GROUP)
+    assert ok and held, (spin, delta, during)
+
+
+def answers_again(machine, claw: str, tries: int = 60) -> bool:
+    """The claw's sandbox runs a probe again (after Docker restarted it)."""
+    for _ in range(tries):
+        if probes.run(machine, f"claw-{claw}", "out(1)", timeout=60).returncode == 0:
+            return True
+        time.sleep(5)
+    return False
+
+
+def test_forks_in_the_gvisor_cage_end_inside_it_and_its_host_tasks_stay_at_pids_max(cages, vm_scorecard, neighbour):
+    """gVisor does not apply the cage's pids limit to the claw's own processes (google/gvisor#2490): they
+    are tasks of the Sentry, and the host's pids.max counts the sandbox's threads and stub processes. Each
+    process the claw makes costs the Sentry memory, so what ends a fork storm is the cage's memory limit:
+    the whole sandbox is OOM-killed inside its cage and Docker restarts it (bounded restarts). The claw's
+    process count is a figure; the verdicts are the host's pids, the cage's OOM, the neighbour, and the
+    sandbox answering afterwards."""
+    _, machine, _ = cages
+    cage, other = cage_cgroup(machine, GVISOR), cage_cgroup(machine, NEIGHBOUR)
+    pids_max = int(probes.cgroup_file(machine, cage, "pids.max"))
+    oom = lambda: [probes.keyed(probes.cgroup_file(machine, d, "memory.events"))["oom_kill"] for d in (cage, other)]  # noqa: E731
+    before = oom()
+    neighbour.window()
+    done = probes.run(machine, f"claw-{GVISOR}", FORKS, {"max": 150, "seconds": 90}, timeout=400)
+    during = neighbour.window()
+    peak = int(probes.cgroup_file(machine, cage, "pids.peak"))
+    after = oom()
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    forks = json.loads(lines[-1]) if done.returncode == 0 and lines else None
+    back = answers_again(machine, GVISOR)
+    ended = "refused or done" if forks else ("OOM-killed in its cage" if after[0] > before[0] else "other")
+    ok = peak <= pids_max and after[1] == before[1] and back and ended != "other"
+    figures = (f"{forks['forks']} forks in {forks['seconds']} s (refused: {forks['error'] or 'never'}), "
+               f"{forks['processes seen']} processes in the sandbox" if forks
+               else f"the probe ended with exit {done.returncode} ({done.stderr.strip()[-120:]})")  # fmt: skip
+    vm_scorecard.record(
+        GROUP, f"{GVISOR}: forks up to 150 processes for at most 90 s",
+        f"ends inside its cage (refused, or the sandbox OOM-killed by its own memory limit and restarted); the "
+        f"cage's host tasks stay at or below its pids.max ({pids_max}); the neighbour's cgroup sees no OOM kill and "
+        "it answers throughout (gVisor does not apply pids.max to the claw's own processes)",
+        f"{figures}; {ended}: oom_kill in the gVisor cage {before[0]} -> {after[0]}, in the neighbour's {before[1]} -> "
+        f"{after[1]}; the cage's host pids.peak {peak}; the sandbox answers again: {back}", ok,
+    )  # fmt: skip
+    held = neighbour_row(vm_scorecard, "forks in the gVisor cage", during, neighbour.rest, GROUP)
+    assert ok and held, (done.returncode, done.stderr[-300:], forks, peak, before, after, back, during)
+
+
+def test_a_memory_hog_in_the_gvisor_cage_is_killed_inside_it(cages, vm_scorecard, neighbour):
+    """Runs last of this file: the host's OOM killer ends the whole sandbox (the Sentry holds the claw's
+    memory), which Docker restarts under the claw's bounded restart policy."""
+    _, machine, _ = cages
+    cage, other = cage_cgroup(machine, GVISOR), cage_cgroup(machine, NEIGHBOUR)
+    limit = probes.cgroup_file(machine, container_cgroup(machine, f"claw-{GVISOR}"), "memory.max").strip()
+    before = [probes.keyed(probes.cgroup_file(machine, d, "memory.events"))["oom_kill"] for d in (cage, other)]
+    restarts_before = inspect(machine, f"claw-{GVISOR}", "{{.RestartCount}}")
+    neighbour_before = probes.restarts_and_state(machine, NEIGHBOUR)
+    neighbour.window()
+    hog = probes.run(machine, f"claw-{GVISOR}", MEMORY_HOG, timeout=180)
+    during = neighbour.window()
+    after = [probes.keyed(probes.cgroup_file(machine, d, "memory.events"))["oom_kill"] for d in (cage, other)]
+    back = answers_again(machine, GVISOR)
+    restarts_after = inspect(machine, f"claw-{GVISOR}", "{{.RestartCount}}")
+    neighbour_after = probes.restarts_and_state(machine, NEIGHBOUR)
+    ok = (hog.returncode != 0 and after[0] > before[0] and after[1] == before[1]
+          and neighbour_after == neighbour_before and back)  # fmt: skip
+    vm_scorecard.record(
+        GROUP, f"{GVISOR}: allocates 16 MiB blocks until stopped",
+        f"killed inside its cage (the claw's memory.max {int(limit) // MiB} MiB holds the whole sandbox): the "
+        "cage's cgroup counts an OOM kill, the neighbour's none; the sandbox comes back under the restart policy",
+        f"probe exit {hog.returncode}; oom_kill in the gVisor cage {before[0]} -> {after[0]}, in the neighbour's "
+        f"{before[1]} -> {after[1]}; the claw's restarts {restarts_before} -> {restarts_after}; answers again: "
+        f"{back}; neighbour {neighbour_before} -> {neighbour_after}", ok,
+    )  # fmt: skip
+    held = neighbour_row(vm_scorecard, "memory hog in the gVisor cage", during, neighbour.rest, GROUP)
+    assert ok and held, (hog.returncode, hog.stderr[-300:], before, after, restarts_before, restarts_after)
