@@ -21,6 +21,7 @@ def fleet_summary(config: StackConfig, placement: Mapping[str, str], hosts: Iter
             "volume": format_size(c.volume) if c.volume else None,
             "egress": [str(e) for e in c.egress],
             "secrets": list(c.secrets),
+            "runtime": c.runtime,
         }
         for c in sorted(config.claws, key=lambda c: c.name)
     }

@@ -142,13 +142,14 @@ def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console) -> N
     console.print(hosts)
 
     claws = Table(title="Placement")
-    for col in ("claw", "org", "host", "cpus", "memory", "pids", "tmpfs", "volume", "egress"):
+    for col in ("claw", "org", "host", "runtime", "cpus", "memory", "pids", "tmpfs", "volume", "egress"):
         claws.add_column(col)
     for name, c in outputs.get("claws", {}).items():
         claws.add_row(
             name,
             c["org"],
             c["host"],
+            c.get("runtime", "runc"),
             c["cpus"],
             c["memory"],
             str(c["pids"]),
