@@ -721,6 +721,39 @@ def test_volume_create_refuses_a_missing_kek_and_a_changed_size(volume_claw: str
     assert not Path(host_volume_dir(claw)).exists()
 
 
+def test_a_gvisor_claws_volume_lets_the_sandbox_root_walk_to_it_and_nobody_else(
+    volume_claw: str, subid_files: tuple[str, str]
+) -> None:
+    """Under gVisor the sandbox's gofer, root of the daemon's user namespace (the first id of the
+    dockremap range), makes the bind mount: it must walk from / to the claw's data directory. That group
+    may walk the volume's directories (0710) and open the data as the claw's owner would be let in by its
+    namespace root; another host user may not even walk in."""
+    claw = volume_claw
+    create = cagehost.render_volume_create(claw, size=32 * MiB, uid=CONTAINER_UID, subuid_file=subid_files[0],
+                                           subgid_file=subid_files[1], sandbox_walk=True)  # fmt: skip
+    bash(create, kek_stdin(claw))
+    vdir = Path(host_volume_dir(claw))
+    data = Path(cagehost.volume_mount_path(claw))
+    sandbox_uid, sandbox_gid = SUBID_START, SUBID_START + 1000  # container root, mapped
+    for d in (vdir.parent.parent, vdir.parent, vdir, vdir / "mnt"):
+        st = d.stat()
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o710, 0, sandbox_gid), d
+    walker = [require_tool("setpriv"), f"--reuid={sandbox_uid}", f"--regid={sandbox_gid}", "--clear-groups"]
+    assert subprocess.run([*walker, "stat", "-c", "%a", str(data)], capture_output=True).returncode == 0
+    listing = subprocess.run([*walker, "ls", str(vdir)], capture_output=True, text=True)
+    assert listing.returncode != 0 and "Permission denied" in listing.stderr  # walk, not list
+    for path in (data, vdir / "volume-key.wrapped"):
+        other = subprocess.run(as_uid(54321, "stat", str(path)), capture_output=True, text=True)
+        assert other.returncode != 0 and "Permission denied" in other.stderr, path
+    # The runc form keeps the volume's own directories root's alone.
+    bash(cagehost.render_volume_delete(claw))
+    runc = cagehost.render_volume_create(claw, size=32 * MiB, uid=CONTAINER_UID, subuid_file=subid_files[0],
+                                         subgid_file=subid_files[1])  # fmt: skip
+    bash(runc, kek_stdin(claw))
+    assert (vdir.stat().st_mode & 0o7777, vdir.stat().st_gid) == (0o700, 0)
+    bash(cagehost.render_volume_delete(claw))
+
+
 def test_volume_delete_of_a_volume_never_created_succeeds() -> None:
     require_root()
     bash(cagehost.render_volume_delete(claw_name("none")))

@@ -8,9 +8,11 @@ import json
 
 import pytest
 
+from components import hostscripts
 from components.hostconfig import HOST_KEY_PATH, NFT_TABLE, SYSCTL_PATH, render_daemon_json
+from components.runtimes import RUNSC, RUNSC_PACKAGE, RUNSC_PATH
 from tests.vm.conftest import ssh
-from tools import vmhost
+from tools import mockrun, vmhost
 
 pytestmark = pytest.mark.vm
 
@@ -34,12 +36,19 @@ def test_systemd_and_cgroup_v2_as_on_every_current_hetzner_image(vm_host):
 
 
 def test_the_engine_is_debians_docker_io_hardened_on_cgroup_v2(vm_host):
-    _, machine, _, _ = vm_host
+    host, machine, _, _ = vm_host
     info = json.loads(ssh(machine, "docker info --format '{{json .}}'").stdout)
     version = tuple(int(p) for p in info["ServerVersion"].split(".")[:2])
     assert version >= (26, 0), info["ServerVersion"]  # the CVE-2024-29018 fix
     configured = json.loads(ssh(machine, "cat /etc/docker/daemon.json").stdout)
-    assert configured == json.loads(render_daemon_json())  # the program's daemon.json, as rendered
+    # The program's daemon.json, as rendered for this host: with runsc, because a claw of it runs under gVisor.
+    rendered = hostscripts.header_variables(mockrun.unwrap_secrets(host.bootstrap_command.inputs["stdin"]))
+    assert (
+        configured == json.loads(rendered["DAEMON_JSON"]) == json.loads(render_daemon_json(runtimes=("runc", "gvisor")))
+    )
+    assert info["Runtimes"][RUNSC]["path"] == RUNSC_PATH and "runc" in info["Runtimes"]
+    assert info["DefaultRuntime"] == "runc"
+    assert ssh(machine, f"dpkg-query -W -f='${{Status}}' {RUNSC_PACKAGE}").stdout == "install ok installed"
     driver = next(o.split("=", 1)[1] for o in configured["exec-opts"] if o.startswith("native.cgroupdriver="))
     assert info["CgroupVersion"] == "2" and info["CgroupDriver"] == driver
     assert any(opt.startswith("name=userns") for opt in info["SecurityOptions"]), info["SecurityOptions"]
