@@ -17,6 +17,7 @@ from components.conventions import (
     LABEL_ROLE,
     cage_slice,
 )
+from tests.vm import probes
 from tests.vm.conftest import CAGES, NEIGHBOUR, PROBE, cage_cgroup, ssh, ssh_mux_stop
 from tools import recover, replay, vm, vmhost
 
@@ -129,7 +130,8 @@ def test_a_fork_bomb_stops_at_the_cages_pids_limit_and_the_neighbour_still_runs(
     out = in_claw(machine, PROBE, FORK_BOMB).split()
     peak = ssh(machine, f"cat {shlex.quote(cage_cgroup(machine, PROBE) + '/pids.peak')}").stdout.strip()
     neighbour = in_claw(machine, NEIGHBOUR, "import os; print(len(os.listdir('/proc')) > 0)").strip()
-    ok = len(out) == 2 and out[1] == "11" and int(out[0]) < pids_max and int(peak) <= pids_max  # EAGAIN
+    # EAGAIN; pids.peak may pass pids.max only by execs that joined the cgroup (probes.MIGRATED)
+    ok = len(out) == 2 and out[1] == "11" and int(out[0]) < pids_max and int(peak) <= pids_max + probes.MIGRATED
     vm_scorecard.record(
         GROUP, f"{PROBE}: fork bomb (up to 1000 forks)", f"EAGAIN below the cage's pids.max ({pids_max}); neighbour runs",
         f"forks, errno: {' '.join(out)}; the cage's pids.peak {peak}; neighbour answers: {neighbour}",
@@ -137,7 +139,7 @@ def test_a_fork_bomb_stops_at_the_cages_pids_limit_and_the_neighbour_still_runs(
     )  # fmt: skip
     assert len(out) == 2 and out[1] == "11", out  # EAGAIN long before the thousandth fork
     assert int(out[0]) < pids_max
-    assert int(peak) <= pids_max
+    assert int(peak) <= pids_max + probes.MIGRATED
     assert neighbour == "True"
 
 

@@ -79,8 +79,8 @@ def inspect(machine, container: str, fmt: str) -> str:
 
 def host_commands(machine, cgroup: str) -> list[str]:
     """The host's view of a container: the command name of each process in its cgroup."""
-    pids = ssh(machine, f"cat {shlex.quote(cgroup + '/cgroup.procs')}").stdout.split()
-    return sorted(ssh(machine, f"cat /proc/{p}/comm 2>/dev/null", timeout=60).stdout.strip() for p in pids)
+    procs = shlex.quote(cgroup + "/cgroup.procs")
+    return sorted(ssh(machine, f"for p in $(cat {procs}); do cat /proc/$p/comm 2>/dev/null; done").stdout.split())
 
 
 def test_the_gvisor_claw_runs_on_gvisors_kernel_and_the_runc_claw_on_the_hosts(cages, vm_scorecard):
@@ -140,9 +140,7 @@ def test_the_kernel_surface_gvisor_shows_and_the_syscalls_its_sentry_refuses(cag
 def test_from_the_gvisor_cage_no_neighbour_no_host_address_and_no_lookup_answers(cages, vm_scorecard):
     host, machine, _ = cages
     targets = {
-        f"{c}-{other} on {net}": ip
-        for other in (PROBE, NEIGHBOUR) for c in ("claw", "proxy")
-        for net, ip in probes.addresses(machine, f"{c}-{other}").items()
+        f"{c}-{NEIGHBOUR} on {net}": ip for c in ("claw", "proxy") for net, ip in probes.addresses(machine, f"{c}-{NEIGHBOUR}").items()
     } | probes.host_addresses(machine)  # fmt: skip
     res = probes.reach(machine, targets, claw=GVISOR)
     proxied = probes.through_proxy(machine, {k: f"{ip}:22" for k, ip in targets.items()}, claw=GVISOR)
@@ -151,7 +149,7 @@ def test_from_the_gvisor_cage_no_neighbour_no_host_address_and_no_lookup_answers
     hit = sorted(label for label, ip in targets.items() if probes.reached(res[ip]))
     ok = not hit and all(s != 200 for s in proxied.values()) and lookup["getaddrinfo"].startswith("failed")
     vm_scorecard.record(
-        GROUP, f"{GVISOR} -> the other cages and the VM host's addresses (TCP {len(probes.TCP)} ports, UDP, ICMP; "
+        GROUP, f"{GVISOR} -> the neighbour cage and the VM host's addresses (TCP {len(probes.TCP)} ports, UDP, ICMP; "
         "CONNECT via its proxy); a name lookup",
         "the same verdicts as a runc claw: nothing answers, the proxy refuses every CONNECT, no lookup is answered",
         f"{len(targets)} addresses: answered {hit or 'none'}; {probes.summary(res)}; proxy statuses "
@@ -222,38 +220,38 @@ def answers_again(machine, claw: str, tries: int = 60) -> bool:
     return False
 
 
-def test_forks_in_the_gvisor_cage_end_inside_it_and_its_host_tasks_stay_at_pids_max(cages, vm_scorecard, neighbour):
+def test_forks_in_the_gvisor_cage_stay_in_its_sandbox_and_its_host_tasks_within_pids_max(
+    cages, vm_scorecard, neighbour
+):
     """gVisor does not apply the cage's pids limit to the claw's own processes (google/gvisor#2490): they
-    are tasks of the Sentry, and the host's pids.max counts the sandbox's threads and stub processes. Each
-    process the claw makes costs the Sentry memory, so what ends a fork storm is the cage's memory limit:
-    the whole sandbox is OOM-killed inside its cage and Docker restarts it (bounded restarts). The claw's
-    process count is a figure; the verdicts are the host's pids, the cage's OOM, the neighbour, and the
-    sandbox answering afterwards."""
+    are tasks of the Sentry, and the host's pids.max counts the sandbox's threads and stub processes. What
+    bounds them is the cage's memory (each costs the Sentry memory) and CPU. Under TCG, at the claw's
+    quota, a fork storm makes few processes in the tier's time, so the count is a figure; the verdicts are
+    the host's pids, the neighbour, and the sandbox answering afterwards."""
     _, machine, _ = cages
     cage, other = cage_cgroup(machine, GVISOR), cage_cgroup(machine, NEIGHBOUR)
     pids_max = int(probes.cgroup_file(machine, cage, "pids.max"))
     oom = lambda: [probes.keyed(probes.cgroup_file(machine, d, "memory.events"))["oom_kill"] for d in (cage, other)]  # noqa: E731
     before = oom()
     neighbour.window()
-    done = probes.run(machine, f"claw-{GVISOR}", FORKS, {"max": 150, "seconds": 90}, timeout=400)
+    done = probes.run(machine, f"claw-{GVISOR}", FORKS, {"max": 150, "seconds": 30}, timeout=300)
     during = neighbour.window()
     peak = int(probes.cgroup_file(machine, cage, "pids.peak"))
     after = oom()
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     forks = json.loads(lines[-1]) if done.returncode == 0 and lines else None
-    back = answers_again(machine, GVISOR)
-    ended = "refused or done" if forks else ("OOM-killed in its cage" if after[0] > before[0] else "other")
-    ok = peak <= pids_max and after[1] == before[1] and back and ended != "other"
+    back = forks is not None or answers_again(machine, GVISOR)  # an OOM kill restarts the sandbox
+    ok = peak <= pids_max + probes.MIGRATED and after[1] == before[1] and back and (forks or after[0] > before[0])
     figures = (f"{forks['forks']} forks in {forks['seconds']} s (refused: {forks['error'] or 'never'}), "
                f"{forks['processes seen']} processes in the sandbox" if forks
-               else f"the probe ended with exit {done.returncode} ({done.stderr.strip()[-120:]})")  # fmt: skip
+               else f"the probe ended with exit {done.returncode}: the sandbox OOM-killed ({before[0]} -> {after[0]})")  # fmt: skip
     vm_scorecard.record(
-        GROUP, f"{GVISOR}: forks up to 150 processes for at most 90 s",
-        f"ends inside its cage (refused, or the sandbox OOM-killed by its own memory limit and restarted); the "
-        f"cage's host tasks stay at or below its pids.max ({pids_max}); the neighbour's cgroup sees no OOM kill and "
-        "it answers throughout (gVisor does not apply pids.max to the claw's own processes)",
-        f"{figures}; {ended}: oom_kill in the gVisor cage {before[0]} -> {after[0]}, in the neighbour's {before[1]} -> "
-        f"{after[1]}; the cage's host pids.peak {peak}; the sandbox answers again: {back}", ok,
+        GROUP, f"{GVISOR}: forks up to 150 processes for at most 30 s",
+        f"the cage's host tasks stay within its pids.max ({pids_max}; a docker exec joining the cgroup may pass it "
+        f"by {probes.MIGRATED}); the neighbour's cgroup sees no OOM kill and it answers throughout; the sandbox "
+        "answers afterwards (the claw's own process count is a figure: gVisor does not apply pids.max to it)",
+        f"{figures}; the cage's host pids.peak {peak}; oom_kill in the neighbour's cgroup {before[1]} -> {after[1]}; "
+        f"the sandbox answers: {back}", ok,
     )  # fmt: skip
     held = neighbour_row(vm_scorecard, "forks in the gVisor cage", during, neighbour.rest, GROUP)
     assert ok and held, (done.returncode, done.stderr[-300:], forks, peak, before, after, back, during)
