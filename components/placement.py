@@ -30,7 +30,9 @@ What holds exactly (tests/unit/test_placement.py proves each with hypothesis):
   exceeded; pins are honoured; an impossible placement is a PlacementError naming every claw that
   does not fit and by how much;
 - draining a host moves only that host's cages; changing anything but a claw's cpus, memory, tmpfs,
-  volume or pin (egress, secrets, image, pids, org, command) moves nothing;
+  volume, pin or runtime (egress, secrets, image, pids, org, command) moves nothing;
+- a claw goes only to a host that runs its runtime (components.runtimes: gVisor on provisioned Debian
+  13 hosts), and a locked claw whose host no longer can moves;
 - a locked claw never moves because another claw was added, removed, changed or locked, nor because
   another host was drained or removed; a locked claw that grew, or whose host shrank, moves only if its
   host's locked cages no longer fit together, and then the ones that sort last move first;

@@ -13,8 +13,8 @@ The engine knows gVisor under the name RUNSC (daemon.json "runtimes"). Its flags
   network stack of its own (runsc refuses to start its own stack under Docker's userns-remap: "cannot
   run with network enabled in root network namespace"). The cage's network isolation is therefore
   Docker's and the host firewall's, as for a runc claw;
-- `--oci-seccomp`: the cage's seccomp profile is applied inside the sandbox too, so a gVisor claw is
-  refused what a runc claw is (without it runsc ignores the profile);
+- `--oci-seccomp`: the cage's seccomp profile is applied inside the sandbox too, to the container's own
+  processes (cage-init and the claw; not to what `docker exec` starts); without it runsc ignores it;
 - `--systemd-cgroup`: on a host whose engine uses the systemd cgroup driver, the container's cgroup
   path is a systemd `slice:prefix:name` (the cage's slice, components.cagehost), which runsc must read
   as such to put the sandbox in the cage's limits.
