@@ -1,6 +1,6 @@
 """A Debian 13 host in a VM: the production host path, booted and provisioned by the program itself.
 
-    python -m tools.vm up [--keep]    build the disk image (cached), boot, wait for cloud-init to end
+    python -m tools.vm up [--rebuild] build the disk image (cached), boot, provision; it stays running
     python -m tools.vm ssh [CMD ...]  a command on the VM over SSH, the host key pinned
     python -m tools.vm status         exit 0: running and reachable; 1: not running
     python -m tools.vm down           stop the VM, remove its network, leave the image cache
