@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from components.cage import HEALTHCHECK_PYTHON  # noqa: E402
 from components.conventions import PROXY_ALIAS  # noqa: E402
 from components.egress import PROXY_PORT  # noqa: E402
+from tests.vm.conftest import container_cgroup  # noqa: E402
 from tools import replay, vm, vmhost  # noqa: E402
 
 RUNC_CLAW, GVISOR_CLAW = "vm-probe", "vm-gvisor"
@@ -63,14 +64,8 @@ def ssh(machine: vm.Vm, command: str, timeout: float = 600) -> str:
     return done.stdout
 
 
-def cgroup_of(machine: vm.Vm, container: str) -> str:
-    pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' {container}").strip()
-    line = next(l for l in ssh(machine, f"cat /proc/{pid}/cgroup").splitlines() if l.startswith("0::"))
-    return "/sys/fs/cgroup" + line.split("::", 1)[1]
-
-
 def memory(machine: vm.Vm, container: str) -> dict[str, float]:
-    d = shlex.quote(cgroup_of(machine, container))
+    d = shlex.quote(container_cgroup(machine, container))
     current = int(ssh(machine, f"cat {d}/memory.current"))
     stat = dict(l.split() for l in ssh(machine, f"cat {d}/memory.stat").splitlines())
     return {"current_mib": round(current / 2**20, 1), "anon_mib": round(int(stat["anon"]) / 2**20, 1)}

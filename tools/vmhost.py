@@ -32,6 +32,12 @@ REMOTE = "command:remote:Command"
 IDLE = ["/usr/bin/python3", "-c", "import signal; signal.pause()"]
 
 
+def _idle_claw(name: str, org: str, **extra: Any) -> dict[str, Any]:
+    """One of the tier's idle claws: the same small limits for each, what differs in `extra`."""
+    limits = {"cpus": 0.25, "memory": "256MiB", "pids": 64, "tmpfs": "32MiB"}
+    return {"name": name, "org": org, "image": "built:claw-runtime", **limits, **extra, "command": IDLE}
+
+
 def stack_config(operator_public_key: str, sealing_key: str, probe_secret: str) -> dict[str, Any]:
     """A one-host cloud stack: the host the VM stands in for."""
     return {
@@ -44,42 +50,10 @@ def stack_config(operator_public_key: str, sealing_key: str, probe_secret: str) 
         # Three idle claws of three orgs: two under runc (one with an encrypted volume and a sealed
         # secret), one under gVisor (with a volume and a secret too), so the host gets runsc.
         "clawstaff:claws": [
-            {
-                "name": "vm-probe",
-                "org": "acme",
-                "image": "built:claw-runtime",
-                "cpus": 0.25,
-                "memory": "256MiB",
-                "pids": 64,
-                "tmpfs": "32MiB",
-                "volume": "64MiB",
-                "secrets": ["ANTHROPIC_API_KEY"],
-                "command": IDLE,
-            },
-            {
-                "name": "vm-neighbour",
-                "org": "globex",
-                "image": "built:claw-runtime",
-                "cpus": 0.25,
-                "memory": "256MiB",
-                "pids": 64,
-                "tmpfs": "32MiB",
-                "command": IDLE,
-            },
-            {
-                "name": "vm-gvisor",
-                "org": "initech",
-                "image": "built:claw-runtime",
-                "runtime": "gvisor",
-                "cpus": 0.25,
-                "memory": "256MiB",
-                "pids": 64,
-                "tmpfs": "32MiB",
-                "volume": "64MiB",
-                "secrets": ["ANTHROPIC_API_KEY"],
-                "command": IDLE,
-            },
-        ],  # fmt: skip
+            _idle_claw("vm-probe", "acme", volume="64MiB", secrets=["ANTHROPIC_API_KEY"]),
+            _idle_claw("vm-neighbour", "globex"),
+            _idle_claw("vm-gvisor", "initech", runtime="gvisor", volume="64MiB", secrets=["ANTHROPIC_API_KEY"]),
+        ],
         "clawstaff:sealingKey": sealing_key,
         "clawstaff:clawSecrets": {
             "vm-probe": {"ANTHROPIC_API_KEY": probe_secret},

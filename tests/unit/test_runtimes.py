@@ -5,11 +5,10 @@ on the VM host (tests/vm/test_vm_gvisor.py)."""
 from __future__ import annotations
 
 import json
-import shlex
 
 import pytest
 
-from components import runtimes
+from components import hostscripts, runtimes
 from components.config import ConfigError, parse_stack_config
 from components.hostconfig import daemon_config, render_bootstrap_script, render_cloud_init
 from components.hostkeys import derive_first_contact_key
@@ -135,11 +134,7 @@ def _bootstrap(**kw) -> str:
 
 
 def _header(script: str, name: str) -> str:
-    """A header variable's value, as the shell reads it (a value may span lines)."""
-    lexer = shlex.shlex(script[script.index(f"readonly {name}=") :], posix=True)
-    lexer.whitespace_split = True
-    assert next(lexer) == "readonly"
-    return next(lexer).split("=", 1)[1]
+    return hostscripts.header_variables(script)[name]
 
 
 def test_the_bootstrap_installs_runsc_only_where_a_gvisor_claw_runs():
