@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import queue
 import subprocess
 import textwrap
+import threading
+import time
 from typing import Any
 
 from components import hostscripts
@@ -51,26 +54,74 @@ def probe(machine, container: str, code: str, arg: Any = None, *, timeout: int =
     return json.loads(lines[-1])
 
 
-def start(machine, container: str, code: str, arg: Any = None, *, timeout: int = 120) -> subprocess.Popen:
-    """A probe that runs beside the test: its stdin stays open until `stop` (the program may wait
-    for that), its output lines are read with `readline`."""
-    return subprocess.Popen(
-        [*ssh_argv(machine), _docker_exec(container, code, arg, timeout, interactive=True)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+class Running:
+    """A probe that runs beside the test: its stdin stays open until `stop` (the program may wait for
+    that); its output lines are read with `readline`. Both pipes are drained by threads, so no read
+    waits past its timeout: a probe that hangs (a stuck `docker exec`, a VM gone quiet) fails the test
+    that waits on it instead of holding the tier."""
+
+    def __init__(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)  # fmt: skip
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.errors: list[str] = []
+        self._readers = [threading.Thread(target=self._drain_stdout, daemon=True),
+                         threading.Thread(target=self._drain_stderr, daemon=True)]  # fmt: skip
+        for reader in self._readers:
+            reader.start()
+
+    def _drain_stdout(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)  # end of output
+
+    def _drain_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.errors.append(line)
+
+    def stderr(self) -> str:
+        return "".join(self.errors)
+
+    def readline(self, timeout: float = 300) -> Any:
+        """The next JSON line; fails the test after `timeout` seconds of silence."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.proc.kill()
+            raise AssertionError(
+                f"the probe said nothing for {timeout:.0f} s (killed): {self.stderr()[-1500:]}"
+            ) from None
+        if line is None:
+            self.lines.put(None)
+            self._readers[1].join(timeout=10)  # all of stderr
+            raise AssertionError(f"the probe ended early ({self.proc.wait(timeout=60)}): {self.stderr()[-1500:]}")
+        return json.loads(line)
+
+    def stop(self, timeout: float = 120) -> tuple[int, list, str]:
+        """Close the probe's stdin, wait: (exit code, the JSON lines it printed since the last read,
+        stderr)."""
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"the probe did not end {timeout:.0f} s after its input closed (killed)") from None
+        for reader in self._readers:
+            reader.join(timeout=30)
+        rest = []
+        while not self.lines.empty() and (line := self.lines.get_nowait()) is not None:
+            if line.strip():
+                rest.append(json.loads(line))
+        return self.proc.returncode, rest, self.stderr()
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
 
-def readline(proc: subprocess.Popen) -> Any:
-    line = proc.stdout.readline()
-    if not line:
-        raise AssertionError(f"the probe ended early ({proc.wait()}): {proc.stderr.read()[-1500:]}")
-    return json.loads(line)
-
-
-def stop(proc: subprocess.Popen, timeout: int = 120) -> tuple[int, list, str]:
-    """Close the probe's stdin, wait: (exit code, its JSON lines, stderr)."""
-    stdout, stderr = proc.communicate(input="", timeout=timeout)
-    return proc.returncode, [json.loads(line) for line in stdout.splitlines() if line.strip()], stderr
+def start(machine, container: str, code: str, arg: Any = None, *, timeout: int = 120) -> Running:
+    """A probe beside the test (`Running`); `timeout` bounds the program inside the container too."""
+    return Running([*ssh_argv(machine), _docker_exec(container, code, arg, timeout, interactive=True)])
 
 
 # The neighbour measures itself for as long as the module runs: a fixed bit of CPU work plus a TCP
@@ -109,16 +160,15 @@ class Neighbour:
     samples since the previous call."""
 
     def __init__(self, machine, claw: str):
-        self.proc = start(machine, f"claw-{claw}", MEASURE, timeout=7200)
-        assert readline(self.proc) == {"ready": True}
+        self.probe = start(machine, f"claw-{claw}", MEASURE, timeout=7200)
+        assert self.probe.readline() == {"ready": True}
 
     def window(self) -> dict:
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        return readline(self.proc)
+        self.probe.send("")
+        return self.probe.readline(timeout=120)
 
     def stop(self) -> None:
-        stop(self.proc)
+        self.probe.stop()
 
 
 # --- host-side facts, read on the VM --------------------------------------------------------------
@@ -128,6 +178,15 @@ def script_facts(host, resource: str) -> dict:
     """The facts line of a host command the program registered (its size, limits, ...)."""
     create = next(r for r in host.evaluation.resources if r.name == resource).inputs["create"]
     return hostscripts.script_facts(shlex.split(mockrun.unwrap_secrets(create))[2])
+
+
+def wait_answers(machine, claw: str, tries: int = 60) -> bool:
+    """The claw's container runs a probe (again: after Docker restarted it); False after `tries` tries."""
+    for _ in range(tries):
+        if run(machine, f"claw-{claw}", "out(1)", timeout=60).returncode == 0:
+            return True
+        time.sleep(5)
+    return False
 
 
 def restarts_and_state(machine, claw: str) -> str:

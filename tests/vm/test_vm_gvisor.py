@@ -83,40 +83,36 @@ def host_commands(machine, cgroup: str) -> list[str]:
     return sorted(ssh(machine, f"for p in $(cat {procs}); do cat /proc/$p/comm 2>/dev/null; done").stdout.split())
 
 
-def test_the_gvisor_claw_runs_on_gvisors_kernel_and_the_runc_claw_on_the_hosts(cages, vm_scorecard):
+def test_gvisors_kernel_serves_the_claw_and_shows_it_a_narrower_surface(cages, vm_scorecard):
+    """Two rows from one pair of probes (each `docker exec` into the sandbox costs the tier seconds under
+    TCG): which kernel serves each claw, and what the gVisor claw's kernel shows and refuses."""
     _, machine, _ = cages
     runtimes = {c: inspect(machine, c, "{{.HostConfig.Runtime}}") for c in (f"claw-{GVISOR}", f"proxy-{GVISOR}",
                                                                            f"claw-{PROBE}")}  # fmt: skip
     host_release = ssh(machine, "uname -r").stdout.strip()
-    seen = {c: probes.probe(machine, f"claw-{c}", "out(__import__('platform').release())") for c in (GVISOR, PROBE)}
+    arg = {"paths": PATHS, "syscalls": SYSCALLS}
+    gvisor = probes.probe(machine, f"claw-{GVISOR}", SURFACE, arg, timeout=120)
+    runc = probes.probe(machine, f"claw-{PROBE}", SURFACE, arg, timeout=120)
     on_host = host_commands(machine, container_cgroup(machine, f"claw-{GVISOR}"))
     runc_on_host = host_commands(machine, container_cgroup(machine, f"claw-{PROBE}"))
-    ok = (
+    kernel_ok = (
         runtimes == {f"claw-{GVISOR}": RUNSC, f"proxy-{GVISOR}": "runc", f"claw-{PROBE}": "runc"}
-        and seen[PROBE] == host_release != seen[GVISOR]
+        and runc["release"] == host_release != gvisor["release"]
         and "python3" not in on_host and "python3" in runc_on_host
     )  # fmt: skip
     vm_scorecard.record(
         GROUP, f"{GVISOR}: which kernel serves the claw",
         f"claw under {RUNSC}, its proxy under runc; inside, gVisor's kernel (not the host's {host_release}); on "
         "the host, no process of the claw's own, only the sandbox's (the runc claw's python3 is a host process)",
-        f"runtimes {runtimes}; kernel seen inside: gVisor claw {seen[GVISOR]}, runc claw {seen[PROBE]}; host "
-        f"processes of the gVisor claw's container: {sorted(set(on_host))}; of the runc claw's: {sorted(set(runc_on_host))}",
-        ok,
+        f"runtimes {runtimes}; kernel seen inside: gVisor claw {gvisor['release']}, runc claw {runc['release']}; "
+        f"host processes of the gVisor claw's container: {sorted(set(on_host))}; of the runc claw's: "
+        f"{sorted(set(runc_on_host))}", kernel_ok,
     )  # fmt: skip
-    assert ok, (runtimes, seen, on_host, runc_on_host)
-
-
-def test_the_kernel_surface_gvisor_shows_and_the_syscalls_its_sentry_refuses(cages, vm_scorecard):
-    _, machine, _ = cages
-    arg = {"paths": PATHS, "syscalls": SYSCALLS}
-    gvisor = probes.probe(machine, f"claw-{GVISOR}", SURFACE, arg, timeout=120)
-    runc = probes.probe(machine, f"claw-{PROBE}", SURFACE, arg, timeout=120)
     # Refused by gVisor itself, with no seccomp profile on the exec'd probe: not implemented (ENOSYS),
     # or refused without privilege.
     sentry_refuses = {n: gvisor[n] for n in SYSCALLS}
     hidden = [p for p in PATHS[:3] if not gvisor[p]]
-    ok = (
+    surface_ok = (
         all(v != "succeeded" for v in sentry_refuses.values())
         and {gvisor[n] for n in ("io_uring_setup", "userfaultfd", "keyctl")} == {"ENOSYS"}
         and all(runc[n] == "EPERM" for n in SYSCALLS)  # the cage's profile, on runc
@@ -132,9 +128,9 @@ def test_the_kernel_surface_gvisor_shows_and_the_syscalls_its_sentry_refuses(cag
         f"gVisor: {sentry_refuses}; absent {hidden}; /proc/sys/kernel entries {gvisor['/proc/sys/kernel entries']} "
         f"(runc {runc['/proc/sys/kernel entries']}); /dev {gvisor['/dev']}; seccomp {gvisor['seccomp']}; runc: "
         f"{ {n: runc[n] for n in SYSCALLS} }, seccomp {runc['seccomp']}",
-        ok,
+        surface_ok,
     )  # fmt: skip
-    assert ok, (gvisor, runc)
+    assert kernel_ok and surface_ok, (runtimes, host_release, on_host, runc_on_host, gvisor, runc)
 
 
 def test_from_the_gvisor_cage_no_neighbour_no_host_address_and_no_lookup_answers(cages, vm_scorecard):
@@ -211,13 +207,15 @@ def test_a_cpu_spin_in_the_gvisor_cage_is_throttled_at_its_quota(cages, vm_score
     assert ok and held, (spin, delta, during)
 
 
-def answers_again(machine, claw: str, tries: int = 60) -> bool:
-    """The claw's sandbox runs a probe again (after Docker restarted it)."""
+def restarted(machine, container: str, restarts: int, tries: int = 60) -> tuple[int, str]:
+    """(RestartCount, status) once Docker has restarted the container past `restarts` and it runs, or
+    as it stands after `tries` looks 2 s apart."""
     for _ in range(tries):
-        if probes.run(machine, f"claw-{claw}", "out(1)", timeout=60).returncode == 0:
-            return True
-        time.sleep(5)
-    return False
+        count, status = inspect(machine, container, "{{.RestartCount}} {{.State.Status}}").split()
+        if int(count) > restarts and status == "running":
+            break
+        time.sleep(2)
+    return int(count), status
 
 
 def test_forks_in_the_gvisor_cage_stay_in_its_sandbox_and_its_host_tasks_within_pids_max(
@@ -240,7 +238,7 @@ def test_forks_in_the_gvisor_cage_stay_in_its_sandbox_and_its_host_tasks_within_
     after = oom()
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     forks = json.loads(lines[-1]) if done.returncode == 0 and lines else None
-    back = forks is not None or answers_again(machine, GVISOR)  # an OOM kill restarts the sandbox
+    back = forks is not None or probes.wait_answers(machine, GVISOR)  # an OOM kill restarts the sandbox
     ok = peak <= pids_max + probes.MIGRATED and after[1] == before[1] and back and (forks or after[0] > before[0])
     figures = (f"{forks['forks']} forks in {forks['seconds']} s (refused: {forks['error'] or 'never'}), "
                f"{forks['processes seen']} processes in the sandbox" if forks
@@ -259,7 +257,9 @@ def test_forks_in_the_gvisor_cage_stay_in_its_sandbox_and_its_host_tasks_within_
 
 def test_a_memory_hog_in_the_gvisor_cage_is_killed_inside_it(cages, vm_scorecard, neighbour):
     """Runs last of this file: the host's OOM killer ends the whole sandbox (the Sentry holds the claw's
-    memory), which Docker restarts under the claw's bounded restart policy."""
+    memory), which Docker restarts under the claw's bounded restart policy. The restarted sandbox takes
+    about 90 s under TCG to answer a probe again; the next probe of it (the raw-disk test) waits for that
+    (probes.wait_answers) rather than this test."""
     _, machine, _ = cages
     cage, other = cage_cgroup(machine, GVISOR), cage_cgroup(machine, NEIGHBOUR)
     limit = probes.cgroup_file(machine, container_cgroup(machine, f"claw-{GVISOR}"), "memory.max").strip()
@@ -270,18 +270,17 @@ def test_a_memory_hog_in_the_gvisor_cage_is_killed_inside_it(cages, vm_scorecard
     hog = probes.run(machine, f"claw-{GVISOR}", MEMORY_HOG, timeout=180)
     during = neighbour.window()
     after = [probes.keyed(probes.cgroup_file(machine, d, "memory.events"))["oom_kill"] for d in (cage, other)]
-    back = answers_again(machine, GVISOR)
-    restarts_after = inspect(machine, f"claw-{GVISOR}", "{{.RestartCount}}")
+    restarts_after, state = restarted(machine, f"claw-{GVISOR}", int(restarts_before))
     neighbour_after = probes.restarts_and_state(machine, NEIGHBOUR)
     ok = (hog.returncode != 0 and after[0] > before[0] and after[1] == before[1]
-          and neighbour_after == neighbour_before and back)  # fmt: skip
+          and neighbour_after == neighbour_before and restarts_after > int(restarts_before) and state == "running")  # fmt: skip
     vm_scorecard.record(
         GROUP, f"{GVISOR}: allocates 16 MiB blocks until stopped",
         f"killed inside its cage (the claw's memory.max {int(limit) // MiB} MiB holds the whole sandbox): the "
-        "cage's cgroup counts an OOM kill, the neighbour's none; the sandbox comes back under the restart policy",
+        "cage's cgroup counts an OOM kill, the neighbour's none; Docker restarts the sandbox under the restart policy",
         f"probe exit {hog.returncode}; oom_kill in the gVisor cage {before[0]} -> {after[0]}, in the neighbour's "
-        f"{before[1]} -> {after[1]}; the claw's restarts {restarts_before} -> {restarts_after}; answers again: "
-        f"{back}; neighbour {neighbour_before} -> {neighbour_after}", ok,
+        f"{before[1]} -> {after[1]}; the claw's restarts {restarts_before} -> {restarts_after} ({state}); "
+        f"neighbour {neighbour_before} -> {neighbour_after}", ok,
     )  # fmt: skip
     held = neighbour_row(vm_scorecard, "memory hog in the gVisor cage", during, neighbour.rest, GROUP)
     assert ok and held, (hog.returncode, hog.stderr[-300:], before, after, restarts_before, restarts_after)
