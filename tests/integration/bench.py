@@ -407,6 +407,15 @@ def out(value):
     print(json.dumps(value), flush=True)
 """
 
+# The control for a neighbour's latency "at rest": the same `docker exec` into the faulty cage, the
+# same interpreter start and the same window as a fault, and then nothing. A fault's effect on the
+# neighbour is its window against this one: what the test harness itself costs (an exec is work for
+# dockerd, containerd and runc; the interpreter's start is CPU of the cage) is in both.
+PLACEBO = """
+time.sleep(ARG["seconds"])
+out({"slept": ARG["seconds"]})
+"""
+
 
 @dataclass
 class Bench:

@@ -29,6 +29,7 @@ from tests.vm.conftest import GVISOR, NEIGHBOUR, PROBE, cage_cgroup, container_c
 
 pytestmark = pytest.mark.vm
 GROUP = "gVisor claw"
+FAULTY = GVISOR  # the cage this module's faults run in (the neighbour fixture's placebo too)
 MiB = probes.MiB
 
 # x86_64 numbers: a syscall the cage's seccomp profile refuses under runc, and whether gVisor's Sentry
