@@ -36,6 +36,8 @@ q = lambda f: round(samples[min(len(samples) - 1, int(f * len(samples)))], 2)
 out({"n": len(samples), "fails": fails, "p50_ms": q(0.5), "p95_ms": q(0.95), "max_ms": round(samples[-1], 2)})
 """
 
+# Forks until refused, ARG["max"] children or ARG["seconds"] gone; holds them ARG["hold"] s, counts the
+# processes the cage's /proc shows, kills them. (Under gVisor the count is the sandbox's own.)
 FORK_BOMB = """
 kids, error = [], None
 start = time.time()
@@ -45,12 +47,14 @@ while len(kids) < ARG["max"] and time.time() - start < ARG["seconds"]:
     except OSError as e:
         error = errno.errorcode.get(e.errno, str(e)); break
     if pid == 0:
-        signal.alarm(ARG["hold"] + 5); signal.pause(); os._exit(0)
+        signal.alarm(ARG["seconds"] + ARG["hold"] + 5); signal.pause(); os._exit(0)
     kids.append(pid)
+elapsed = time.time() - start
 time.sleep(ARG["hold"])
+seen = len([p for p in os.listdir("/proc") if p.isdigit()])
 for k in kids: os.kill(k, 9)
 for k in kids: os.waitpid(k, 0)
-out({"forked": len(kids), "error": error})
+out({"forked": len(kids), "error": error, "seconds": round(elapsed, 1), "processes seen": seen})
 """
 
 MEMORY_HOG = """
