@@ -18,7 +18,7 @@ import pytest
 from components import seccomp
 from components.egress import parse_access_line
 from tests.integration.bench import CAGE_A, CAGE_B
-from tests.integration.test_isolation_limits import _finish, _measure_b, rest_window
+from tests.integration.test_isolation_limits import PAIRED_INTERVAL, _finish, _measure_b, rest_window
 from tests.integration.test_isolation_network import THROUGH_PROXY
 
 pytestmark = pytest.mark.integration
@@ -599,8 +599,8 @@ def test_a_log_flood_is_held_to_the_relays_rate_and_the_neighbour_keeps_answerin
         )
     engine = _engine_pids()
     cpu_before = _cpu_seconds(engine)
-    neighbour = _measure_b(bench, 8, interval=0.1)
-    neighbour_ip = _measure_b(bench, 8, proxy_b, 0.1)
+    neighbour = _measure_b(bench, 8, interval=PAIRED_INTERVAL)
+    neighbour_ip = _measure_b(bench, 8, proxy_b, PAIRED_INTERVAL)
     time.sleep(1)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     started = time.monotonic()

@@ -80,11 +80,15 @@ out({"spinners": len(kids)})
 MEASURE_BY_ADDRESS = MEASURE.replace('("egress-proxy", 3128)', '(ARG["proxy"], 3128)')
 
 
-def _measure_b(bench, seconds: float, proxy: str | None = None, interval: float = 0.05):
+# Two measurers at once sample every PAIRED_INTERVAL s each: B's own new connections stay at 20 a second,
+# as with one measurer, under the cage's SYN rate (components.egress.CAGE_CONNECTIONS_PER_SECOND), which
+# would otherwise drop B's SYNs (1 s retries in B's figures).
+INTERVAL, PAIRED_INTERVAL = 0.05, 0.1
+
+
+def _measure_b(bench, seconds: float, proxy: str | None = None, interval: float = INTERVAL):
     """B measures itself for `seconds`, a sample every `interval` s: round trips to its proxy by name
-    (Docker's embedded DNS, in dockerd), or by the proxy's address when one is given. Two measurers at
-    once take 0.1 s each: B's own new connections stay at 20 a second, under the cage's SYN rate
-    (components.egress.CAGE_CONNECTIONS_PER_SECOND), which would otherwise drop B's SYNs (1 s retries)."""
+    (Docker's embedded DNS, in dockerd), or by the proxy's address when one is given."""
     arg = {"seconds": seconds, "interval": interval} | ({"proxy": proxy} if proxy else {})
     code = MEASURE_BY_ADDRESS if proxy else MEASURE
     return bench.popen_probe(f"claw-{CAGE_B}", code, arg, timeout=int(seconds) + 20)
@@ -102,7 +106,7 @@ def rest_window(bench, seconds: float = 6, proxy: str | None = None) -> tuple[di
     (by name, and by `proxy`'s address too when given, two programs at once as the log flood's test
     runs them) while, from the second second on, A runs bench.PLACEBO for `seconds` through the same
     `docker exec` a fault's probe takes. (figures by name, figures by address or None)"""
-    interval = 0.1 if proxy else 0.05
+    interval = PAIRED_INTERVAL if proxy else INTERVAL
     by_name = _measure_b(bench, seconds + 2, interval=interval)
     by_address = _measure_b(bench, seconds + 2, proxy, interval) if proxy else None
     time.sleep(1)

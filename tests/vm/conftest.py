@@ -22,6 +22,7 @@ import time
 import pytest
 
 from tests.conftest import IN_CI
+from tests.integration.bench import PLACEBO
 from tools import isolation_report, replay, vm, vmhost
 
 PROBE, NEIGHBOUR, GVISOR = "vm-probe", "vm-neighbour", "vm-gvisor"  # the cages of tools.vmhost.stack_config
@@ -156,7 +157,6 @@ def neighbour(request, cages, vm_scorecard):
     measured as a fault's are: while the module's faulty cage (its `FAULTY`, else the probe cage) runs
     a probe that does nothing for 10 s (tests.integration.bench.PLACEBO) through the same SSH and
     `docker exec` a fault's probe takes, so what the harness costs the VM is in both."""
-    from tests.integration.bench import PLACEBO
     from tests.vm import probes  # probes imports this module
 
     _, machine, _ = cages
