@@ -20,7 +20,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components import cagehost, seccomp
+from components import cageaudit, cagehost, seccomp
 from components.conventions import (
     CAGE_KEY_DIR_MOUNT,
     CAGE_VOLUME_MOUNT,
@@ -224,6 +224,15 @@ class ClawCage(pulumi.ComponentResource):
                     type="bind", source=cagehost.volume_mount_path(claw.name), target=CAGE_VOLUME_MOUNT, read_only=False
                 )
             )
+        # The kernel's record of what the claw runs and which files it changes (and, with a volume,
+        # reads): loaded after the volume is mounted, before the claw starts, removed with the cage.
+        audit = self._host_command(
+            f"{name}-audit",
+            create=cageaudit.render_audit_create(claw.name, uid=args.claw_uid, volume=bool(claw.volume)),
+            delete=cageaudit.render_audit_delete(claw.name),
+            after=[volume] if claw.volume else [],
+        )
+        host_state.append(audit)
 
         proxy = docker.Container(
             f"{name}-proxy",
@@ -362,12 +371,12 @@ class ClawCage(pulumi.ComponentResource):
         ]
         return broker, f"http://{BROKER_ALIAS}:{BROKER_PORT}", claw_secrets, claw_env
 
-    def _host_command(self, name: str, *, create: str, delete: str, stdin: pulumi.Input[str] | None = None):
+    def _host_command(self, name: str, *, create: str, delete: str, stdin: pulumi.Input[str] | None = None, after=()):
         """Run a cage's host-side script where the host is: locally, or over the host's pinned SSH.
 
         No `update` step: a change re-runs create, which converges. Delete before replace: the state
         is keyed by the claw's name, so a new create must not precede the old delete."""
-        opts = pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=self._host.ready)
+        opts = pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=[*self._host.ready, *after])
         create, delete = cagehost.shell_command(create), cagehost.shell_command(delete)
         if self._host.connection is None:
             return command.local.Command(name, create=create, delete=delete, stdin=stdin, opts=opts)

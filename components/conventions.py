@@ -127,6 +127,15 @@ def host_broker_ca_dir(claw: str) -> str:
 
 # The egress proxy's rendered squid.conf, per cage, on the host's disk (no secret in it); the proxy
 # container mounts the directory read-only at PROXY_CONFIG_MOUNT.
+# The kernel audit rules of a cage (components/hostscripts/audit-create.sh) carry this key; it is how
+# its create and delete find them, and how the trail (tools/audittrail.py) names the claw of a record.
+AUDIT_KEY_PREFIX = "clawcage-"
+
+
+def audit_key(claw: str) -> str:
+    return f"{AUDIT_KEY_PREFIX}{claw}"
+
+
 HOST_PROXY_CONFIG_ROOT = "/etc/clawstaff/proxies"
 PROXY_CONFIG_MOUNT = "/etc/clawcage"
 # The proxy's name on its cage network: the claw's HTTPS_PROXY points here.

@@ -116,7 +116,7 @@ CLAW_ENV = "CLAWCAGE_CLAW"
 RESERVED_ENV_PREFIX = "CLAWCAGE_"
 PROXY_ENV_NAMES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
 LABEL_CONFIG_SHA256 = "clawstaff.config-sha256"
-CAGE_SCRIPT_PIECES = ("limits", "key", "proxy-config", "volume", "broker-state")
+CAGE_SCRIPT_PIECES = ("limits", "key", "proxy-config", "volume", "broker-state", "audit")
 
 # The credential broker of a cage with brokered secrets (components/broker.py, components/cage.py): a
 # container on the cage network only (alias BROKER_ALIAS, the proxy's port), whose way out is the cage's

@@ -55,6 +55,8 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
     "volume-delete.sh": (*_CAGE, "lib/volume-common.sh"),
     "proxy-config-create.sh": _CAGE,
     "proxy-config-delete.sh": _CAGE,
+    "audit-create.sh": (*_CAGE, "lib/host-id.sh"),
+    "audit-delete.sh": _CAGE,
     "cage-state.sh": (),
     "bootstrap.sh": (),
     "host-key-install.sh": (),

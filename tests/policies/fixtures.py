@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from components import cage as cage_component
-from components import cagehost, seccomp
+from components import cageaudit, cagehost, seccomp
 from components import conventions as cv
 from components.config import Endpoint
 from components.egress import PROXY_PORT, egress_allowlist, render_proxy_config
@@ -354,6 +354,16 @@ def volume_command(claw: str = CLAW, host: str = HOST, remote: bool = False) -> 
     )
 
 
+def audit_command(claw: str = CLAW, host: str = HOST, remote: bool = False, volume: bool = True) -> Props:
+    return _command(
+        cageaudit.render_audit_create(claw, uid=CLAW_UID, volume=volume),
+        cageaudit.render_audit_delete(claw),
+        None,
+        host,
+        remote,
+    )
+
+
 def cage(
     claw: str = CLAW, org: str = ORG, host: str = HOST, *, volume: bool = True, remote: bool = True
 ) -> list[StackEntry]:
@@ -373,6 +383,7 @@ def cage(
     ]
     if volume:
         entries.append((command_type, f"{claw}-volume", volume_command(claw, host, remote), COMMAND_PROVIDER))
+    entries.append((command_type, f"{claw}-audit", audit_command(claw, host, remote, volume), COMMAND_PROVIDER))
     entries += [
         (CONTAINER, f"{claw}-proxy", proxy_container(claw, org, host, driver), provider),
         (CONTAINER, f"{claw}-claw", claw_container(claw, org, host, volume, driver), provider),

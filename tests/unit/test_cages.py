@@ -49,7 +49,7 @@ def test_every_claw_has_exactly_its_cage(stack):
     for claw in config.claws:
         children = _cage(evaluation, claw.name)
         expected = (
-            {"network", "proxy", "claw", "limits", "key", "proxy-config"}
+            {"network", "proxy", "claw", "limits", "key", "proxy-config", "audit"}
             | ({"volume"} if claw.volume else set())
             | ({"broker", "broker-state"} if claw.broker else set())  # brokered secrets: tests/unit/test_broker.py
         )
@@ -172,6 +172,9 @@ def test_every_host_command_has_an_idempotent_delete_and_runs_before_the_contain
                 assert resource.urn in cage["claw"].dependencies or name in ("proxy-config", "broker-state")
         assert cage["limits"].urn in cage["proxy"].dependencies
         assert cage["proxy-config"].urn in cage["proxy"].dependencies
+        # The audit rules watch the volume's reads: loaded once it is mounted, before the claw starts.
+        if claw.volume:
+            assert cage["volume"].urn in cage["audit"].dependencies
         if claw.broker:
             assert cage["broker-state"].urn in cage["broker"].dependencies
             assert cage["broker"].urn in cage["claw"].dependencies
