@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,6 +224,36 @@ def _spawn_dockerd(paths: EnginePaths) -> None:
         )
 
 
+def audit_daemon_pid() -> int | None:
+    """The pid of the audit daemon the kernel sends its records to (`auditctl -s`), or None."""
+    result = subprocess.run(["auditctl", "-s"], capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        field, _, value = line.partition(" ")
+        if field == "pid" and value.strip().isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+def ensure_audit_daemon() -> str:
+    """Start auditd if it is not running: every cage's audit command refuses to load its rules
+    without a daemon that writes the records (components/cageaudit.py)."""
+    if shutil.which("auditctl") is None or shutil.which("auditd") is None:
+        raise EngineError("auditd is not installed (apt-get install auditd): every cage's audit command needs it")
+    pid = audit_daemon_pid()
+    if pid is None:
+        if _systemd():
+            subprocess.run(["systemctl", "start", "auditd.service"], check=True)
+        else:
+            subprocess.run(["auditd"], check=True)  # forks into the background once it is listening
+        for _ in range(50):
+            if (pid := audit_daemon_pid()) is not None:
+                break
+            time.sleep(0.2)
+        else:
+            raise EngineError("auditd was started but the kernel names no audit daemon (auditctl -s: pid 0)")
+    return f"auditd={pid}"
+
+
 def _systemd() -> bool:
     return Path("/run/systemd/system").is_dir()
 
@@ -295,6 +326,8 @@ def start(paths: EnginePaths, resolv_conf: str) -> str:
     config_sha = _sha256(daemon_json)
     load_firewall(paths, rules)  # always: cheap, atomic, repairs drift
     sysctls = apply_sysctls()
+    if paths.is_main:
+        sysctls.append(ensure_audit_daemon())
     _write_if_changed(paths.daemon_json, daemon_json, 0o644)
 
     pid = _running_pid(paths)

@@ -32,7 +32,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.conventions import HOST_KEY_ROOT, HOST_VOLUME_ROOT, LABEL_CLAW, LABEL_HOST, LABEL_ROLE, ROLE_CLAW
+from components.conventions import (
+    AUDIT_KEY_PREFIX,
+    HOST_KEY_ROOT,
+    HOST_VOLUME_ROOT,
+    LABEL_CLAW,
+    LABEL_HOST,
+    LABEL_ROLE,
+    ROLE_CLAW,
+)
 from components.cagehost import shell_command
 from components.hostscripts import render_script
 from tools import mockrun, replay
@@ -50,6 +58,7 @@ class CageState:
     boot_id: str
     key: bool
     volume_mounted: bool
+    audited: bool
     claw_running: bool
     proxy_running: bool
 
@@ -86,7 +95,7 @@ def _command(evaluation: mockrun.Evaluation, name: str) -> mockrun.Registered | 
 def state_script(claws: list[str]) -> str:
     return render_script(
         "cage-state.sh", title="state of the cages", CLAWS=" ".join(claws), KEY_ROOT=HOST_KEY_ROOT,
-        VOLUME_ROOT=HOST_VOLUME_ROOT,
+        VOLUME_ROOT=HOST_VOLUME_ROOT, AUDIT_KEY_PREFIX=AUDIT_KEY_PREFIX,
     )  # fmt: skip
 
 
@@ -98,18 +107,22 @@ def parse_states(output: str, claws: list[str]) -> list[CageState]:
 
 
 def plan(evaluation: mockrun.Evaluation, states: list[CageState]) -> list[Step]:
-    """What brings every cage back, in order: key, volume, proxy, claw. A healthy cage needs nothing."""
+    """What brings every cage back, in order: key, volume, audit rules (they watch the mounted volume),
+    proxy, claw. A healthy cage needs nothing."""
     steps: list[Step] = []
     for state in states:
         claw = state.claw
         volume = _command(evaluation, f"{claw}-volume")
         key = _command(evaluation, f"{claw}-key")
-        if key is None:
-            raise RecoverError(f"the program registers no remote key command for cage {claw}")
+        audit = _command(evaluation, f"{claw}-audit")
+        if key is None or audit is None:
+            raise RecoverError(f"the program registers no remote key or audit command for cage {claw}")
         if not state.key:
             steps.append(Step(claw, f"put cage {claw}'s key on the host's tmpfs (the key command's create)", key))
         if volume is not None and not state.volume_mounted:
             steps.append(Step(claw, f"re-open cage {claw}'s encrypted volume (the volume command's create)", volume))
+        if not state.audited:
+            steps.append(Step(claw, f"load cage {claw}'s kernel audit rules (the audit command's create)", audit))
         if not state.proxy_running:
             steps.append(Step(claw, f"start proxy-{claw}", container=f"proxy-{claw}"))
         if not state.claw_running:
@@ -123,7 +136,7 @@ def describe(host: str, states: list[CageState], steps: list[Step]) -> str:
         lacks = [
             what
             for what, ok in (
-                ("no key", s.key), ("volume not mounted", s.volume_mounted),
+                ("no key", s.key), ("volume not mounted", s.volume_mounted), ("unaudited", s.audited),
                 ("proxy stopped", s.proxy_running), ("claw stopped", s.claw_running),
             )
             if not ok
@@ -173,7 +186,7 @@ def recover(host: Host, *, apply: bool, out=print) -> list[CageState]:
     host.apply(steps)
     states = host.observe()
     out(describe(host.name, states, []))
-    stopped = [s.claw for s in states if not (s.key and s.claw_running and s.proxy_running)]
+    stopped = [s.claw for s in states if not (s.key and s.audited and s.claw_running and s.proxy_running)]
     if stopped:
         raise RecoverError(f"cages {stopped} are still not running after recovery")
     return states

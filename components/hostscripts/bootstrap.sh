@@ -83,10 +83,13 @@ systemctl reload-or-restart ssh.service
 
 log "packages and automatic security updates"
 apt-get update -q
-apt-get install -y -q --no-install-recommends ca-certificates curl gnupg nftables unattended-upgrades
+apt-get install -y -q --no-install-recommends ca-certificates curl gnupg nftables unattended-upgrades auditd
 put /etc/apt/apt.conf.d/20auto-upgrades 0644 < <(printf '%s' "$AUTO_UPGRADES")
 put /etc/apt/apt.conf.d/52clawstaff-unattended-upgrades 0644 < <(printf '%s' "$UNATTENDED_UPGRADES")
 systemctl enable --now apt-daily.timer apt-daily-upgrade.timer
+
+log "kernel audit (each cage's audit command loads its rules; auditd writes the records)"
+systemctl enable --now auditd.service
 
 log "host firewall"
 put "$FIREWALL_PATH" 0600 < <(printf '%s' "$FIREWALL_RULES")
@@ -160,6 +163,8 @@ if [ -n "$RUNSC_PACKAGE" ]; then
 fi
 nft list table inet "$NFT_TABLE" >/dev/null || die "firewall table inet $NFT_TABLE is not loaded"
 [ -z "$(swapon --show --noheadings)" ] || die "swap is still active"
+audit_status=$(auditctl -s)
+[[ $(awk '$1 == "pid" { print $2 }' <<<"$audit_status") =~ ^[1-9][0-9]*$ ]] || die "auditd is not running: $audit_status"
 sshd_effective=$(sshd -T)
 grep -qx 'passwordauthentication no' <<<"$sshd_effective" || die "sshd still accepts passwords"
 log "host $HOST_NAME is hardened"

@@ -233,6 +233,7 @@ def test_bootstrap_does_every_step() -> None:
         "sysctl -q -p /etc/sysctl.d/90-clawstaff.conf",
         "sshd -t",
         "unattended-upgrades",
+        "systemctl enable --now auditd.service",
         "/etc/apt/apt.conf.d/20auto-upgrades",
         "nft -c -f /etc/clawstaff/firewall.nft",
         "systemctl enable clawstaff-firewall.service",

@@ -16,7 +16,9 @@ def claws_on(evaluation, host: str) -> list[str]:
 
 
 def state(claw: str, **changes) -> recover.CageState:
-    fields = dict(claw=claw, boot_id="b" * 32, key=True, volume_mounted=True, claw_running=True, proxy_running=True)
+    fields = dict(
+        claw=claw, boot_id="b" * 32, key=True, volume_mounted=True, audited=True, claw_running=True, proxy_running=True
+    )
     return recover.CageState(**{**fields, **changes})
 
 
@@ -27,20 +29,23 @@ def test_the_claws_of_a_host_are_those_the_program_places_there(prod_eval) -> No
         recover.host_claws(prod_eval, "nowhere")
 
 
-def test_a_rebooted_cage_gets_its_key_its_volume_and_its_containers_back_in_that_order(prod_eval) -> None:
+def test_a_rebooted_cage_gets_its_key_volume_audit_rules_and_containers_back_in_that_order(prod_eval) -> None:
     with_volume = next(c for c, info in prod_eval.outputs["claws"].items() if info["volume"])
-    after_reboot = state(with_volume, key=False, volume_mounted=False, claw_running=False, proxy_running=False)
+    after_reboot = state(
+        with_volume, key=False, volume_mounted=False, audited=False, claw_running=False, proxy_running=False
+    )
     steps = recover.plan(prod_eval, [after_reboot])
     assert [s.command.name if s.command else s.container for s in steps] == [
         f"{with_volume}-key",
         f"{with_volume}-volume",
+        f"{with_volume}-audit",
         f"proxy-{with_volume}",
         f"claw-{with_volume}",
     ]
     # What the operator sees before anything runs.
     text = recover.describe("h", [after_reboot], steps)
-    assert f"{with_volume}: no key, volume not mounted, proxy stopped, claw stopped" in text
-    assert "1. put cage" in text and f"4. start claw-{with_volume}" in text
+    assert f"{with_volume}: no key, volume not mounted, unaudited, proxy stopped, claw stopped" in text
+    assert "1. put cage" in text and f"5. start claw-{with_volume}" in text
 
 
 def test_a_running_cage_needs_nothing_and_a_cage_without_a_volume_gets_none(prod_eval) -> None:
@@ -65,5 +70,5 @@ def test_the_state_script_reads_a_host_without_cages_and_reports_every_cage_miss
     done = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     states = recover.parse_states(done.stdout, ["t-none-1", "t-none-2"])
-    assert all(not (s.key or s.volume_mounted or s.claw_running or s.proxy_running) for s in states)
+    assert all(not (s.key or s.volume_mounted or s.audited or s.claw_running or s.proxy_running) for s in states)
     assert len({s.boot_id for s in states}) == 1 and len(states[0].boot_id) == 36

@@ -1,0 +1,247 @@
+"""A claw's trail from the kernel's audit records: parse what auditd wrote, and say it as events.
+
+The records are those of the cage's audit rules (components/cageaudit.py), as `ausearch --raw -k
+<the cage's key>` prints them from the host's audit log: one line per record,
+
+    type=SYSCALL msg=audit(1796217124.172:13): arch=c000003e syscall=59 success=no exit=-2 ... key="clawcage-a"\x1dARCH=x86_64 SYSCALL=execve ...
+
+where the part after the group separator (\x1d) is auditd's own reading of the numbers (its default
+`log_format = ENRICHED`). Strings the claw controls (paths, arguments, the program's name) arrive
+quoted or hex-encoded, never bare, so a file named ` key=other` cannot forge a field: they are decoded
+here, after the line is split.
+
+Each event is one syscall of the cage's user that a rule matched, or one change of the cage's rules,
+and becomes one JSON object of the schema SCHEMA (docs/audit.md, "The trail's schema"):
+
+    {"schema": "clawstaff.audit/1", "time": "2026-12-02T13:40:01.123Z", "serial": 456,
+     "claw": "acme-support", "org": "acme", "kind": "process" | "file" | "rules",
+     "action": "exec" | "create" | "write" | "read" | "open" | "truncate" | "rename" | "delete" |
+               "mkdir" | "mknod" | "link" | "chmod" | "chown" | "xattr" | "loaded" | "removed",
+     "result": "ok" | "<errno name>", "syscall": "openat", "pid": 1234, "ppid": 1200, "uid": 165532,
+     "exe": "/usr/bin/python3.13", "argv": [...] (exec only), "cwd": "/", "paths": ["/data/notes"]}
+
+Paths are as the claw named them, inside its own mount namespace (so `/data/...` is its volume).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from components.conventions import AUDIT_KEY_PREFIX
+
+SCHEMA = "clawstaff.audit/1"
+ENRICHED_SEPARATOR = "\x1d"
+
+_LINE = re.compile(r"type=(?P<type>\S+) msg=audit\((?P<sec>\d+)\.(?P<ms>\d+):(?P<serial>\d+)\): ?(?P<rest>.*)")
+_FIELD = re.compile(r'([A-Za-z0-9_-]+)=("[^"]*"|\{[^}]*\}|\S*)')
+_HEX = re.compile(r"(?:[0-9A-F]{2})+")
+# Fields the kernel writes with audit_log_untrustedstring: quoted when plain, hex when not, "(null)"
+# when absent. Every other field is the kernel's own number or word.
+_UNTRUSTED = frozenset({"name", "cwd", "exe", "comm", "key", "proctitle", "cmd"})
+_EXEC_ARG = re.compile(r"a\d+")
+
+ACTIONS: dict[str, str] = {
+    **dict.fromkeys(("execve", "execveat"), "exec"),
+    **dict.fromkeys(("creat",), "create"),
+    **dict.fromkeys(("truncate", "ftruncate"), "truncate"),
+    **dict.fromkeys(("rename", "renameat", "renameat2"), "rename"),
+    **dict.fromkeys(("unlink", "unlinkat", "rmdir"), "delete"),
+    **dict.fromkeys(("mkdir", "mkdirat"), "mkdir"),
+    **dict.fromkeys(("mknod", "mknodat"), "mknod"),
+    **dict.fromkeys(("link", "linkat", "symlink", "symlinkat"), "link"),
+    **dict.fromkeys(("chmod", "fchmod", "fchmodat"), "chmod"),
+    **dict.fromkeys(("chown", "fchown", "lchown", "fchownat"), "chown"),
+    **dict.fromkeys(("setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr"), "xattr"),
+}
+# Which argument holds an open's flags (a hex number): open(path, flags), openat(dirfd, path, flags).
+# openat2 passes them in a struct the record does not show: its action is "open" unless it created.
+_OPEN_FLAGS_ARG = {"open": "a1", "openat": "a2"}
+O_ACCMODE, O_CREAT, O_TRUNC = 0o3, 0o100, 0o1000
+_RULE_OPS = {"add_rule": "loaded", "remove_rule": "removed"}
+
+
+class TrailError(ValueError):
+    """The records cannot be read as a trail; the message says which line and why."""
+
+
+@dataclass(frozen=True)
+class Record:
+    type: str
+    time: float
+    serial: int
+    fields: dict[str, str]
+    enriched: dict[str, str]
+
+
+@dataclass
+class Event:
+    time: str
+    serial: int
+    claw: str
+    kind: str
+    action: str
+    result: str
+    org: str | None = None
+    syscall: str | None = None
+    pid: int | None = None
+    ppid: int | None = None
+    uid: int | None = None
+    exe: str | None = None
+    argv: list[str] | None = None
+    cwd: str | None = None
+    paths: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": SCHEMA, **{k: v for k, v in asdict(self).items() if v is not None}})
+
+
+def _decode(name: str, value: str) -> str:
+    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+        return value[1:-1]
+    if (name in _UNTRUSTED or _EXEC_ARG.fullmatch(name)) and value != "(null)" and _HEX.fullmatch(value):
+        return bytes.fromhex(value).decode("utf-8", "backslashreplace")
+    return value
+
+
+def _fields(text: str, *, decode: bool) -> dict[str, str]:
+    return {k: (_decode(k, v) if decode else v.strip('"')) for k, v in _FIELD.findall(text)}
+
+
+def parse_records(text: str) -> list[Record]:
+    """Every record of `ausearch --raw` output (lines `----` between events, and blank ones, skipped)."""
+    records = []
+    # Not splitlines(): it also splits at the enriched part's separator \x1d.
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip() or line.startswith("----") or line.startswith("<no matches>"):
+            continue
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise TrailError(f"line {number} is not an audit record: {line[:120]!r}")
+        raw, _, enriched = match["rest"].partition(ENRICHED_SEPARATOR)
+        records.append(
+            Record(
+                type=match["type"],
+                time=int(match["sec"]) + int(match["ms"]) / 1000,
+                serial=int(match["serial"]),
+                fields=_fields(raw, decode=True),
+                enriched=_fields(enriched, decode=False),
+            )
+        )
+    return records
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _claw_of(key: str | None) -> str | None:
+    return key[len(AUDIT_KEY_PREFIX) :] if key and key.startswith(AUDIT_KEY_PREFIX) else None
+
+
+def _result(syscall: Mapping[str, str]) -> str:
+    if syscall.get("success") == "yes":
+        return "ok"
+    code = syscall.get("exit", "")
+    number = -int(code) if code.lstrip("-").isdigit() else 0
+    return errno.errorcode.get(number, f"error {code}")
+
+
+def _file_action(name: str, syscall: Mapping[str, str], paths: list[dict[str, str]]) -> str:
+    if name in ACTIONS:
+        return ACTIONS[name]
+    if any(p.get("nametype") == "CREATE" for p in paths):
+        return "create"
+    flags_arg = _OPEN_FLAGS_ARG.get(name)
+    if flags_arg is None:
+        return "open"
+    flags = int(syscall.get(flags_arg, "0"), 16)
+    if flags & O_ACCMODE:
+        return "write"
+    return "truncate" if flags & O_TRUNC else "read"
+
+
+def _group(records: Iterable[Record]) -> Iterator[list[Record]]:
+    groups: dict[tuple[float, int], list[Record]] = {}
+    for record in records:
+        groups.setdefault((record.time, record.serial), []).append(record)
+    for key in sorted(groups):
+        yield groups[key]
+
+
+def events(records: Iterable[Record], orgs: Mapping[str, str] | None = None) -> list[Event]:
+    """The cage events among `records`, in the kernel's order; records of no cage's key are left out."""
+    found: list[Event] = []
+    for group in _group(records):
+        first = group[0]
+        by_type: dict[str, list[Record]] = {}
+        for record in group:
+            by_type.setdefault(record.type, []).append(record)
+        for change in by_type.get("CONFIG_CHANGE", []):
+            claw = _claw_of(change.fields.get("key"))
+            op = _RULE_OPS.get(change.fields.get("op", ""))
+            if claw and op:
+                result = "ok" if change.fields.get("res") == "1" else "failed"
+                event = Event(_iso(first.time), first.serial, claw, "rules", op, result, (orgs or {}).get(claw))
+                last = found[-1] if found else None
+                # One load (or removal) of a cage's rules is one event, however many rules it holds.
+                if not (last and last.kind == "rules" and (last.claw, last.action) == (claw, op) and last.time[:19] == event.time[:19]):  # fmt: skip
+                    found.append(event)
+        syscalls = by_type.get("SYSCALL", [])
+        if not syscalls:
+            continue
+        syscall = syscalls[0]
+        claw = _claw_of(syscall.fields.get("key"))
+        if claw is None:
+            continue
+        name = syscall.enriched.get("SYSCALL")
+        if not name:
+            raise TrailError(
+                f"record {first.serial} has no SYSCALL name: auditd must write log_format = ENRICHED "
+                "(/etc/audit/auditd.conf), which Debian's auditd does by default"
+            )
+        paths = [p.fields for p in sorted(by_type.get("PATH", []), key=lambda r: int(r.fields.get("item", "0")))]
+        cwd = by_type["CWD"][0].fields.get("cwd") if by_type.get("CWD") else None
+        event = Event(
+            _iso(first.time),
+            first.serial,
+            claw,
+            "process" if ACTIONS.get(name) == "exec" else "file",
+            ACTIONS.get(name) or _file_action(name, syscall.fields, paths),
+            _result(syscall.fields),
+            (orgs or {}).get(claw),
+            name,
+            int(syscall.fields["pid"]) if syscall.fields.get("pid", "").isdigit() else None,
+            int(syscall.fields["ppid"]) if syscall.fields.get("ppid", "").isdigit() else None,
+            int(syscall.fields["uid"]) if syscall.fields.get("uid", "").isdigit() else None,
+            syscall.fields.get("exe"),
+            cwd=cwd,
+            paths=[p["name"] for p in paths if p.get("nametype") != "PARENT" and p.get("name") not in (None, "(null)")],
+        )
+        if event.action == "exec" and by_type.get("EXECVE"):
+            args = by_type["EXECVE"][0].fields
+            count = int(args.get("argc", "0"))
+            event.argv = [args.get(f"a{i}", "") for i in range(count)]
+        found.append(event)
+    return found
+
+
+def within(found: Iterable[Event], since: datetime | None = None, until: datetime | None = None) -> list[Event]:
+    """The events from `since` to `until` (inclusive, both optional, aware datetimes)."""
+
+    def at(event: Event) -> datetime:
+        return datetime.fromisoformat(event.time.replace("Z", "+00:00"))
+
+    return [e for e in found if (since is None or at(e) >= since) and (until is None or at(e) <= until)]
+
+
+def describe(event: Event) -> str:
+    """One line a reader can follow: what, on what, with which result."""
+    if event.kind == "rules":
+        return f"audit rules {event.action}"
+    what = " ".join(event.argv) if event.argv else ", ".join(event.paths) or "-"
+    return f"{event.action} {what}"
