@@ -165,6 +165,14 @@ def _file_action(name: str, syscall: Mapping[str, str], paths: list[dict[str, st
     return "truncate" if flags & O_TRUNC else "read"
 
 
+def _names(paths: list[dict[str, str]]) -> list[str]:
+    """The objects' names; the directory alone when the call failed before its object existed (a
+    refused create records only the parent: `/etc/`)."""
+    named = [p for p in paths if p.get("name") not in (None, "(null)")]
+    objects = [p["name"] for p in named if p.get("nametype") != "PARENT"]
+    return objects or [p["name"] for p in named]
+
+
 def _group(records: Iterable[Record]) -> Iterator[list[Record]]:
     groups: dict[tuple[float, int], list[Record]] = {}
     for record in records:
@@ -220,7 +228,7 @@ def events(records: Iterable[Record], orgs: Mapping[str, str] | None = None) -> 
             int(syscall.fields["uid"]) if syscall.fields.get("uid", "").isdigit() else None,
             syscall.fields.get("exe"),
             cwd=cwd,
-            paths=[p["name"] for p in paths if p.get("nametype") != "PARENT" and p.get("name") not in (None, "(null)")],
+            paths=_names(paths),
         )
         if event.action == "exec" and by_type.get("EXECVE"):
             args = by_type["EXECVE"][0].fields

@@ -417,6 +417,64 @@ out({"slept": ARG["seconds"]})
 """
 
 
+# --- the audit trail's probe (tests/integration/test_isolation_trail.py, tests/vm/test_vm_trail.py)
+
+# A tool run, then the file operations of the issue, on the volume and in /tmp, and a refused write.
+TRAIL_ACTIONS = """
+import subprocess
+tag = ARG["tag"]
+subprocess.run(["/usr/bin/python3", "-I", "-c", "pass", tag], check=True)
+bases = [base for base in ("/data", "/tmp") if os.path.isdir(base)]  # /data: a cage with a volume
+for base in bases:
+    path = f"{base}/{tag}-note"
+    with open(path, "w") as f:
+        f.write("kept")
+    with open(path) as f:
+        f.read()
+    os.rename(path, path + "-renamed")
+    os.chmod(path + "-renamed", 0o600)
+    os.remove(path + "-renamed")
+try:
+    open(f"/etc/{tag}-refused", "w")
+except OSError as error:
+    refused = error.errno
+out({"refused": errno.errorcode[refused], "bases": bases})
+"""
+
+
+def trail_steps(found, tag: str) -> list[tuple[str, str, str]]:
+    """(action, what, result) of the events that name the run's tag, and of the refused write into
+    /etc after them. The kernel names only the directory of a create that failed (`/etc/`): the name
+    it was refused never became a path."""
+    steps, started = [], False
+    for event in found:
+        argv = [a if "\n" not in a else "<program>" for a in event.argv or []]  # a probe's code, shortened
+        what = " ".join(argv) if argv else " ".join(event.paths)
+        refused = started and event.result != "ok" and event.paths == ["/etc/"]
+        if tag in what or refused:
+            steps.append((event.action, what, event.result))
+            started = True
+    return steps
+
+
+def trail_expected(tag: str, said: dict) -> list[tuple[str, str, str]]:
+    """What TRAIL_ACTIONS leaves in the claw's trail, in order. A read is recorded on the volume only:
+    the read of /tmp is not a record, by design (docs/audit.md)."""
+    want = [
+        ("exec", f"/usr/bin/python3 -I -c <program> {json.dumps({'tag': tag})}", "ok"),  # the probe, by docker exec
+        ("exec", f"/usr/bin/python3 -I -c pass {tag}", "ok"),  # the tool it runs
+    ]
+    for base in said["bases"]:
+        path = f"{base}/{tag}-note"
+        want += [("create", path, "ok")] + ([("read", path, "ok")] if base == "/data" else [])
+        want += [
+            ("rename", f"{path} {path}-renamed", "ok"),
+            ("chmod", f"{path}-renamed", "ok"),
+            ("delete", f"{path}-renamed", "ok"),
+        ]
+    return want + [("write", "/etc/", said["refused"])]
+
+
 @dataclass
 class Bench:
     stack: BenchStack

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from components import cagehost
-from components.conventions import HOST_VOLUME_ROOT, host_broker_dir, host_key_dir, host_volume_dir
+from components.conventions import HOST_VOLUME_ROOT, audit_key, host_broker_dir, host_key_dir, host_volume_dir
 from tests.integration.bench import CAGE_A, cage_cgroup_dirs
+from tools import audit
 
 pytestmark = pytest.mark.integration
 GROUP = "teardown"
@@ -44,13 +45,18 @@ def _state(bench) -> dict:
         "mounts": [l.split()[4] for l in mounts.splitlines() if l.split()[4].startswith(volumes)],
         "loop devices": [l for l in loops.splitlines() if any(v in l for v in volumes + aliases)],
         "cgroups": [str(d) for c in cages for d in cage_cgroup_dirs(c)],
+        "audit rules": [
+            line
+            for line in subprocess.run(["auditctl", "-l"], capture_output=True, text=True).stdout.splitlines()
+            if any(line.endswith(f"-F key={audit_key(c)}") for c in cages)
+        ],
     }
 
 
 def test_teardown_leaves_nothing_and_the_volume_is_shredded(isolation_bench):
     bench = isolation_bench
     before = _state(bench)
-    assert before["containers"] and before["key files"] and before["volume dirs"] and before["cgroups"], (
+    assert before["containers"] and before["key files"] and before["volume dirs"] and before["audit rules"], (
         f"the bench is not deployed as expected: {before}"
     )
     if bench.volume_marker is None:  # run on its own: write what a thief would look for
@@ -72,7 +78,8 @@ def test_teardown_leaves_nothing_and_the_volume_is_shredded(isolation_bench):
         ok = not errors and not left
         bench.scorecard.record(
             GROUP,
-            "after the delete steps: containers, networks, keys, volumes, configs, mounts, loop devices, cgroups",
+            "after the delete steps: containers, networks, keys, volumes, configs, mounts, loop devices, cgroups, "
+            "audit rules",
             "nothing left",
             {"errors": errors, "left": left or "nothing", "removed": {k: len(v) for k, v in before.items()}},
             ok,
@@ -85,8 +92,24 @@ def test_teardown_leaves_nothing_and_the_volume_is_shredded(isolation_bench):
             recovered,
             recovered.get("plaintext") is False,
         )
+        # The cage's trail outlives it: its records stay in the host's log, the last one its rules' removal.
+        orgs = {c.name: c.org for c in bench.stack.config.claws}
+        trail = audit.timeline(CAGE_A, audit.local_search, orgs)
+        kept = bool(trail) and (trail[-1].kind, trail[-1].action) == ("rules", "removed")
+        bench.scorecard.record(
+            GROUP,
+            f"{CAGE_A}'s audit trail after teardown (`tools.audit --stack local --claw {CAGE_A}`)",
+            "its rules are gone (above); its records are kept, the last one the removal of its rules",
+            {
+                "events": len(trail),
+                "first": trail[0].to_json() if trail else None,
+                "last": trail[-1].to_json() if trail else None,
+            },  # fmt: skip
+            kept,
+        )
         assert ok, (errors, left)
         assert recovered.get("plaintext") is False, recovered
+        assert kept, trail[-3:]
     finally:
         subprocess.run(["umount", str(work / "mnt")], capture_output=True)
         for line in subprocess.run(["losetup", "-j", str(copy)], capture_output=True, text=True).stdout.splitlines():

@@ -1,0 +1,170 @@
+"""A claw's timeline from its host's kernel audit trail: what it ran and which files it changed or read.
+
+    python -m tools.audit --stack local --claw acme-reports [--since 2026-12-02T10:00] [--until ...] [--json]
+    python -m tools.audit --vm --claw vm-probe ...
+
+Reads the records of the cage's audit rules (components/cageaudit.py) from the host's auditd log
+with `ausearch`, on this machine for the `local` stack, over the host's pinned SSH for the VM tier's
+host, and prints them as a table or, with --json, as JSON lines of the schema tools.audittrail.SCHEMA
+(docs/audit.md). Times are UTC; --since/--until take ISO 8601 (a time without a zone is UTC).
+
+What it does not do yet (docs/audit.md, "Not built yet"): read a central sink. A Hetzner host's
+trail is on that host (`ausearch -k clawcage-<claw>` there); the shipping to a sink is issue 15's
+second step.
+Exit 0: printed (also when empty); 2: bad usage, an unknown claw, or a host that cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pulumi
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from components.conventions import audit_key
+from tools import audittrail, mockrun, replay
+
+EXIT_OK, EXIT_USAGE = 0, 2
+NO_MATCHES = "<no matches>"
+
+
+class AuditError(Exception):
+    """What was asked cannot be answered; the message says what and why."""
+
+
+def search_script(claw: str) -> str:
+    """What a host runs: the raw records of the cage's key, then ausearch's own exit status (1 with
+    no output is an empty trail, anything else an error)."""
+    return f'ausearch --raw -k {shlex.quote(audit_key(claw))} 2>&1; echo "ausearch-exit=$?"'
+
+
+def read_output(output: str) -> str:
+    """The records of a host's answer to search_script; AuditError when ausearch failed."""
+    body, _, status = output.rstrip("\n").rpartition("\n")
+    if not status.startswith("ausearch-exit="):
+        body, status = output, "ausearch-exit=?"
+    code = status.removeprefix("ausearch-exit=")
+    if code == "0":
+        return body
+    if code == "1" and (not body.strip() or body.strip() == NO_MATCHES):  # --raw says nothing when none match
+        return ""
+    raise AuditError(f"ausearch failed on the host (exit {code}): {body.strip()[-500:]}")
+
+
+def local_search(claw: str) -> str:
+    done = subprocess.run(["/bin/bash", "-c", search_script(claw)], capture_output=True, text=True, timeout=300)
+    return done.stdout
+
+
+def timeline(
+    claw: str, search: Callable[[str], str], orgs: dict[str, str], since=None, until=None
+) -> list[audittrail.Event]:
+    """The claw's events in the kernel's order. ausearch matches keys by prefix, so only events whose
+    key is exactly this claw's are kept (claw `a` never shows claw `ab`'s)."""
+    records = audittrail.parse_records(read_output(search(claw)))
+    found = [e for e in audittrail.events(records, orgs) if e.claw == claw]
+    return audittrail.within(found, since, until)
+
+
+def _when(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise AuditError(
+            f"{flag} {text!r} is not an ISO 8601 time (e.g. 2026-12-02T10:00 or 2026-12-02T10:00:00Z)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _stack_claws(stack: str, root: Path) -> dict[str, str]:
+    from components.config import load_stack_file, parse_stack_config
+
+    raw, secret = load_stack_file(root / f"Pulumi.{stack}.yaml")
+    return {c.name: c.org for c in parse_stack_config(raw, stack=stack, secret_keys=secret).claws}
+
+
+def _vm_search() -> tuple[Callable[[str], str], dict[str, str]]:
+    from tools import vm, vmhost
+
+    machine = vm.Vm.load()
+    if machine is None or not machine.alive():
+        raise AuditError("no VM is running (make vm, or the VM tier's tests with CLAWSTAFF_VM_KEEP=1)")
+    rendered = vmhost.rendered()
+    orgs = {name: info["org"] for name, info in rendered.evaluation.outputs["claws"].items()}
+    via = rendered.bootstrap_command  # the connection pinned to the host's derived key
+    connection = mockrun.unwrap_secrets(via.inputs["connection"])
+
+    def search(claw: str) -> str:
+        return replay.ssh_exec(
+            via, connection, machine.address, machine.operator_key, search_script(claw), None, "audit"
+        )
+
+    return search, orgs
+
+
+def table(claw: str, found: list[audittrail.Event]) -> Table:
+    out = Table(title=f"audit trail of claw {claw} ({len(found)} events, UTC)", title_justify="left")
+    for column in ("time", "kind", "what", "result", "pid", "program"):
+        out.add_column(column, overflow="fold")
+    for event in found:
+        out.add_row(
+            event.time.replace("T", " ").removesuffix("Z"),
+            event.kind,
+            escape(audittrail.describe(event)),
+            event.result,
+            str(event.pid or ""),
+            escape(event.exe or ""),
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.audit", description=__doc__.split("\n\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--stack", help="a stack whose host is this machine (local)")
+    where.add_argument("--vm", action="store_true", help="the VM tier's host (tools/vm.py)")
+    parser.add_argument("--claw", required=True)
+    parser.add_argument("--since", help="ISO 8601, inclusive")
+    parser.add_argument("--until", help="ISO 8601, inclusive")
+    parser.add_argument("--json", action="store_true", help="JSON lines (schema clawstaff.audit/1)")
+    args = parser.parse_args(argv)
+    try:
+        since, until = _when(args.since, "--since"), _when(args.until, "--until")
+        if args.vm:
+            search, orgs = _vm_search()
+            where_text = "the VM tier's host"
+        else:
+            if args.stack != "local":
+                raise AuditError(
+                    f"stack {args.stack!r}: its hosts' trails are on the hosts (ausearch -k {audit_key(args.claw)} "
+                    "there); reading them from a central sink is not built yet (docs/audit.md). This command "
+                    "reads --stack local (this machine) and --vm"
+                )
+            orgs = _stack_claws(args.stack, mockrun.ROOT)
+            search, where_text = local_search, "Pulumi.local.yaml"
+        if args.claw not in orgs:
+            raise AuditError(f"claw {args.claw!r} is not in {where_text} (claws: {', '.join(sorted(orgs))})")
+        found = timeline(args.claw, search, orgs, since, until)
+    except (AuditError, audittrail.TrailError, replay.ReplayError, pulumi.RunError) as error:
+        Console(stderr=True).print(f"[red]audit:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    if args.json:
+        for event in found:
+            print(event.to_json())
+    else:
+        Console(width=None if sys.stdout.isatty() else 200).print(table(args.claw, found))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
