@@ -15,6 +15,7 @@ from components.conventions import (
     HOST_PROXY_CONFIG_ROOT,
     HOST_VOLUME_ROOT,
     LABEL_ROLE,
+    audit_key,
     cage_slice,
 )
 from tests.vm import probes
@@ -192,7 +193,9 @@ def test_a_reboot_fails_closed_and_one_command_brings_every_cage_back(cages, vm_
     target = recover.Host(host.evaluation, vmhost.HOST_NAME, machine.address, machine.operator_key)
     after = {s.claw: s for s in target.observe()}
     # What holds a secret is gone, and the claw cannot start without it: every cage failed closed.
-    failed_closed = all(not s.key and not s.claw_running for s in after.values()) and not after[PROBE].volume_mounted
+    # The audit rules live in the kernel only: gone too, loaded again by the recovery before the claw runs.
+    failed_closed = all(not s.key and not s.audited and not s.claw_running for s in after.values())
+    failed_closed = failed_closed and not after[PROBE].volume_mounted
     keys_left = [c for c in (PROBE, NEIGHBOUR) if left_at(machine, f"{HOST_KEY_ROOT}/{c}")]
     loops = ssh(machine, "losetup -a").stdout.split()
     # What holds none is on disk and came back: the proxies (Docker's restart policy, at boot, in
@@ -207,12 +210,16 @@ def test_a_reboot_fails_closed_and_one_command_brings_every_cage_back(cages, vm_
     preview: list[str] = []
     recover.recover(target, apply=False, out=preview.append)
     text = "\n".join(preview)
-    planned = all(f"put cage {c}'s key on the host's tmpfs" in text and f"start claw-{c}" in text for c in after)
+    planned = all(
+        f"put cage {c}'s key on the host's tmpfs" in text and f"load cage {c}'s kernel audit rules" in text
+        and f"start claw-{c}" in text
+        for c in after
+    )  # fmt: skip
     planned = planned and f"re-open cage {PROBE}'s encrypted volume" in text
     unchanged = {s.claw: s for s in target.observe()} == after
     # The command: every cage runs again, with its key, its volume's data and its limits.
     states = recover.recover(target, apply=True, out=preview.append)
-    back = all(s.key and s.claw_running and s.proxy_running for s in states)
+    back = all(s.key and s.audited and s.claw_running and s.proxy_running for s in states)
     kept = in_claw(machine, PROBE, f"print(open('{CAGE_VOLUME_MOUNT}/before-reboot').read())").strip()
     pids = ssh(machine, f"cat {cage_dir(PROBE)}/pids.max").stdout.strip()
     pid = ssh(machine, f"docker inspect -f '{{{{.State.Pid}}}}' claw-{PROBE}").stdout.strip()
@@ -222,10 +229,11 @@ def test_a_reboot_fails_closed_and_one_command_brings_every_cage_back(cages, vm_
     reopened = claw_processes_holding_the_secret(host, machine) >= 1
     vm_scorecard.record(
         GROUP, "reboot of the VM, then `python -m tools.recover --vm` (preview) and `--apply`",
-        "every claw fails closed (no key, not running, no volume); proxies and slices come back by themselves; "
+        "every claw fails closed (no key, no audit rules, not running, no volume); proxies and slices come back by "
+        "themselves; "
         "no secret on disk; the preview changes nothing; the command brings every cage back, data and limits kept",
-        f"rebooted to SSH in {seconds:.0f} s; after it (claw, key, claw running, proxy running): "
-        f"{[(s.claw, s.key, s.claw_running, s.proxy_running) for s in after.values()]}, keys left {keys_left or 'none'}, "
+        f"rebooted to SSH in {seconds:.0f} s; after it (claw, key, audited, claw running, proxy running): "
+        f"{[(s.claw, s.key, s.audited, s.claw_running, s.proxy_running) for s in after.values()]}, keys left {keys_left or 'none'}, "
         f"loop devices {loops or 'none'}, secret in files {on_disk or 'none'}; preview planned every step: {planned}, "
         f"changed nothing: {unchanged}; after --apply every cage runs: {back}, the file written before reads "
         f"{kept!r}, pids.max {pids}, claw in its slice: {in_slice}, its credentials open again: {reopened}",
@@ -267,11 +275,29 @@ def test_teardown_leaves_nothing_on_the_vm(cages, vm_scorecard):
         + ssh(machine, f"ls -A {HOST_VOLUME_ROOT}/.loop 2>/dev/null").stdout.split(),
         "loop devices": ssh(machine, "losetup -a").stdout.splitlines(),
         "mounts": [m for m in ssh(machine, "findmnt -rn -o TARGET").stdout.split() if HOST_VOLUME_ROOT in m],
+        "audit rules": [
+            line
+            for line in ssh(machine, "auditctl -l").stdout.splitlines()
+            if any(line.endswith(f"-F key={audit_key(c)}") for c in CAGES)
+        ],
     }
     vm_scorecard.record(
         GROUP, f"teardown of the {len(CAGES)} cages (two under runc, one under gVisor)",
-        "no error; no container, network, slice (cgroup or unit), key, file, loop device or mount left",
+        "no error; no container, network, slice (cgroup or unit), key, file, loop device, mount or audit rule left",
         {"errors": errors, **{k: v or "none" for k, v in left.items()}}, errors == [] and not any(left.values()),
+    )  # fmt: skip
+    # Each cage's trail outlives it: its records stay in the host's log, the last one its rules' removal.
+    from tests.vm.test_vm_trail import trail
+
+    host = cages[0]
+    trails = {c: trail(host, machine, c) for c in CAGES}
+    ends = {c: (t[-1].kind, t[-1].action) if t else None for c, t in trails.items()}
+    kept = all(end == ("rules", "removed") for end in ends.values())
+    vm_scorecard.record(
+        GROUP, "each cage's audit trail after its teardown (tools.audit's search on the VM)",
+        "kept in the host's audit log; its last event the removal of the cage's rules",
+        {c: f"{len(t)} events, last {ends[c]}" for c, t in trails.items()}, kept,
     )  # fmt: skip
     assert errors == []
     assert left == {k: [] for k in left}, left
+    assert kept, ends

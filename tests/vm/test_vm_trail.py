@@ -1,0 +1,80 @@
+"""The kernel audit trail on the production path (issue 15): the bootstrap's auditd, each cage's rules
+loaded by its audit command over SSH, read back with tools.audit's search over the pinned connection.
+
+The probe claw (runc) runs a tool and makes, reads, renames, chmods and deletes files on its volume and
+in /tmp; the neighbour does the same meanwhile; so does the gVisor claw, whose processes the host's
+kernel never runs (gVisor's sentry serves their syscalls), so the host's rules see none of them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.bench import TRAIL_ACTIONS, trail_expected, trail_steps
+from tests.vm import probes
+from tests.vm.conftest import GVISOR, NEIGHBOUR, PROBE, ssh
+from tools import audit
+
+pytestmark = pytest.mark.vm
+GROUP = "audit trail"
+
+
+def trail(host, machine, claw: str, tag: str | None = None, tries: int = 15):
+    """The claw's events on the VM (auditd writes them a moment later: wait for the run's last one)."""
+    orgs = {name: info["org"] for name, info in host.evaluation.outputs["claws"].items()}
+
+    def search(name: str) -> str:
+        done = ssh(machine, audit.search_script(name))
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    for _ in range(tries):
+        found = audit.timeline(claw, search, orgs)
+        if tag is None or any(step[1] == "/etc/" for step in trail_steps(found, tag)):
+            return found
+        time.sleep(1)
+    return found
+
+
+def test_the_hosts_trail_has_each_claws_actions_in_order_and_nothing_of_another_cage(cages, vm_scorecard):
+    host, machine, _ = cages
+    tags = {claw: f"vm-trail-{claw}-{int(time.time())}" for claw in (PROBE, NEIGHBOUR, GVISOR)}
+    said = {claw: probes.probe(machine, f"claw-{claw}", TRAIL_ACTIONS, {"tag": tag}) for claw, tag in tags.items()}
+    found = trail(host, machine, PROBE, tags[PROBE])
+    steps = trail_steps(found, tags[PROBE])
+    want = trail_expected(tags[PROBE], said[PROBE])
+    strangers = [t for c, t in tags.items() if c != PROBE and trail_steps(found, t)]
+    org = host.evaluation.outputs["claws"][PROBE]["org"]
+    identities = {(e.claw, e.org) for e in found}
+    ok = steps == want and not strangers and identities == {(PROBE, org)} and said[PROBE]["bases"] == ["/data", "/tmp"]
+    vm_scorecard.record(
+        GROUP,
+        f"{PROBE} runs a tool, writes, reads, renames, chmods and deletes a file on its volume and in /tmp, tries "
+        f"to write /etc; {NEIGHBOUR} and {GVISOR} do the same; the host's trail of {PROBE} (tools.audit's search)",
+        "each of those events in order, with the claw, its org and the result; nothing of the other cages",
+        {
+            "events of the run": steps,
+            "other cages' runs in this trail": strangers or "none",
+            "identities": sorted(identities),
+        },  # fmt: skip
+        ok,
+    )
+    assert steps == want
+    assert not strangers and identities == {(PROBE, org)}
+    neighbours = trail(host, machine, NEIGHBOUR, tags[NEIGHBOUR])
+    assert trail_steps(neighbours, tags[NEIGHBOUR]) == trail_expected(tags[NEIGHBOUR], said[NEIGHBOUR])
+    # gVisor: the claw's processes are the sentry's, not the host kernel's; the host sees none of them.
+    sandboxed = trail(host, machine, GVISOR, tries=1)
+    seen = trail_steps(sandboxed, tags[GVISOR])
+    rules = [e.action for e in sandboxed if e.kind == "rules"]
+    vm_scorecard.record(
+        GROUP,
+        f"the same run in the gVisor claw {GVISOR}: what the host's audit rules see of it",
+        "its rules are loaded, but none of the run's events: gVisor's sentry serves the claw's syscalls, the "
+        "host kernel runs only the sandbox (docs/audit.md says what a gVisor claw's trail lacks)",
+        {"rules events": rules, "events of the run": seen or "none", "the run said": said[GVISOR]},
+        "loaded" in rules and not seen,
+    )
+    assert "loaded" in rules and not seen
