@@ -178,6 +178,10 @@ FIREWALL_UNIT = host_file("clawstaff-firewall.service", FIREWALL_PATH=FIREWALL_P
 # Docker refuses to start without the firewall: no window in which cages run unfiltered.
 DOCKER_UNIT_DROPIN = host_file("docker-10-clawstaff.conf")
 AUTO_UPGRADES = host_file("20auto-upgrades")
+# The audit subsystem's settings, without Debian's -D (a reload must keep the cages' rules): the
+# bootstrap installs it as /etc/audit/rules.d/audit.rules, tools.engine applies it on this machine.
+AUDIT_BASE_RULES = host_file("audit-base.rules")
+AUDITD_CONF = host_file("auditd.conf")
 # Debian's 50unattended-upgrades already selects Debian-Security. Docker's repository is added so
 # that containerd.io (which ships runc) gets its security fixes; docker-ce and docker-ce-cli are held
 # at DOCKER_ENGINE_VERSION, and unattended-upgrades never touches held packages.
@@ -230,6 +234,8 @@ def render_bootstrap_script(
         SYSCTL_CONF=_file(render_sysctls()),
         SSHD_CONFIG=_file(render_sshd_config()),
         AUTO_UPGRADES=_file(AUTO_UPGRADES),
+        AUDIT_RULES=_file(AUDIT_BASE_RULES),
+        AUDITD_CONF=_file(AUDITD_CONF),
         UNATTENDED_UPGRADES=_file(UNATTENDED_UPGRADES),
         FIREWALL_RULES=_file(firewall),
         FIREWALL_UNIT=_file(FIREWALL_UNIT),

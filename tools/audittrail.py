@@ -5,8 +5,11 @@ The records are those of the cage's audit rules (components/cageaudit.py), as `a
 
     type=SYSCALL msg=audit(1796217124.172:13): arch=c000003e syscall=59 success=no exit=-2 ... key="clawcage-a"\x1dARCH=x86_64 SYSCALL=execve ...
 
-where the part after the group separator (\x1d) is auditd's own reading of the numbers (its default
-`log_format = ENRICHED`). Strings the claw controls (paths, arguments, the program's name) arrive
+where a part after the group separator (\x1d) is auditd's own reading of the numbers, when it writes
+`log_format = ENRICHED`. The hosts write RAW (components/hostscripts/files/auditd.conf: ENRICHED
+costs auditd a user-database lookup per uid field, and a cage's uid is in no database, which made
+file-heavy claws ten times slower), so the syscall's name comes from SYSCALL_NAMES, by the record's
+architecture and number. Strings the claw controls (paths, arguments, the program's name) arrive
 quoted or hex-encoded, never bare, so a file named ` key=other` cannot forge a field: they are decoded
 here, after the line is split.
 
@@ -63,6 +66,26 @@ ACTIONS: dict[str, str] = {
 _OPEN_FLAGS_ARG = {"open": "a1", "openat": "a2"}
 O_ACCMODE, O_CREAT, O_TRUNC = 0o3, 0o100, 0o1000
 _RULE_OPS = {"add_rule": "loaded", "remove_rule": "removed"}
+# The names of the syscalls the cages' rules record (components.cageaudit.AUDIT_SYSCALLS), by the
+# record's `arch` (AUDIT_ARCH_X86_64, AUDIT_ARCH_AARCH64) and number; tests/host/test_cageaudit_real.py
+# holds them to `ausyscall <arch> --dump`.
+SYSCALL_NAMES: dict[str, dict[int, str]] = {
+    "c000003e": {
+        2: "open", 59: "execve", 76: "truncate", 77: "ftruncate", 82: "rename", 83: "mkdir", 84: "rmdir",
+        85: "creat", 86: "link", 87: "unlink", 88: "symlink", 90: "chmod", 91: "fchmod", 92: "chown",
+        93: "fchown", 94: "lchown", 133: "mknod", 188: "setxattr", 189: "lsetxattr", 190: "fsetxattr",
+        197: "removexattr", 198: "lremovexattr", 199: "fremovexattr", 257: "openat", 258: "mkdirat",
+        259: "mknodat", 260: "fchownat", 263: "unlinkat", 264: "renameat", 265: "linkat", 266: "symlinkat",
+        268: "fchmodat", 316: "renameat2", 322: "execveat", 437: "openat2",
+    },
+    "c00000b7": {
+        5: "setxattr", 6: "lsetxattr", 7: "fsetxattr", 14: "removexattr", 15: "lremovexattr",
+        16: "fremovexattr", 33: "mknodat", 34: "mkdirat", 35: "unlinkat", 36: "symlinkat", 37: "linkat",
+        38: "renameat", 45: "truncate", 46: "ftruncate", 52: "fchmod", 53: "fchmodat", 54: "fchownat",
+        55: "fchown", 56: "openat", 221: "execve", 276: "renameat2", 281: "execveat", 437: "openat2",
+    },
+}  # fmt: skip
+ARCH_NAMES = {"c000003e": "x86_64", "c00000b7": "aarch64"}
 
 
 class TrailError(ValueError):
@@ -165,6 +188,12 @@ def _file_action(name: str, syscall: Mapping[str, str], paths: list[dict[str, st
     return "truncate" if flags & O_TRUNC else "read"
 
 
+def _syscall_name(fields: Mapping[str, str]) -> str:
+    number = fields.get("syscall", "")
+    known = SYSCALL_NAMES.get(fields.get("arch", ""), {})
+    return known.get(int(number), f"syscall {number}") if number.isdigit() else f"syscall {number or '?'}"
+
+
 def _names(paths: list[dict[str, str]]) -> list[str]:
     """The objects' names; the directory alone when the call failed before its object existed (a
     refused create records only the parent: `/etc/`)."""
@@ -206,12 +235,7 @@ def events(records: Iterable[Record], orgs: Mapping[str, str] | None = None) -> 
         claw = _claw_of(syscall.fields.get("key"))
         if claw is None:
             continue
-        name = syscall.enriched.get("SYSCALL")
-        if not name:
-            raise TrailError(
-                f"record {first.serial} has no SYSCALL name: auditd must write log_format = ENRICHED "
-                "(/etc/audit/auditd.conf), which Debian's auditd does by default"
-            )
+        name = syscall.enriched.get("SYSCALL") or _syscall_name(syscall.fields)
         paths = [p.fields for p in sorted(by_type.get("PATH", []), key=lambda r: int(r.fields.get("item", "0")))]
         cwd = by_type["CWD"][0].fields.get("cwd") if by_type.get("CWD") else None
         event = Event(

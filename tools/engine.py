@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -35,7 +36,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.hostconfig import LOCAL_CGROUP_DRIVER, NFT_TABLE, SYSCTLS, render_daemon_json, render_nftables
+from components.hostconfig import (
+    AUDIT_BASE_RULES,
+    AUDITD_CONF,
+    LOCAL_CGROUP_DRIVER,
+    NFT_TABLE,
+    SYSCTLS,
+    render_daemon_json,
+    render_nftables,
+)
 
 ADMIN_SSH_CIDRS = ("127.0.0.1/32",)
 START_TIMEOUT_S = 60.0
@@ -224,6 +233,9 @@ def _spawn_dockerd(paths: EnginePaths) -> None:
         )
 
 
+AUDITD_CONF_PATH = Path("/etc/audit/auditd.conf")  # the provisioned hosts' (components.hostconfig.AUDITD_CONF)
+
+
 def audit_daemon_pid() -> int | None:
     """The pid of the audit daemon the kernel sends its records to (`auditctl -s`), or None."""
     result = subprocess.run(["auditctl", "-s"], capture_output=True, text=True)
@@ -239,7 +251,10 @@ def ensure_audit_daemon() -> str:
     without a daemon that writes the records (components/cageaudit.py)."""
     if shutil.which("auditctl") is None or shutil.which("auditd") is None:
         raise EngineError("auditd is not installed (apt-get install auditd): every cage's audit command needs it")
+    conf_changed = _write_if_changed(AUDITD_CONF_PATH, AUDITD_CONF, 0o640)
     pid = audit_daemon_pid()
+    if pid is not None and conf_changed:
+        os.kill(pid, signal.SIGHUP)  # auditd re-reads its configuration
     if pid is None:
         if _systemd():
             subprocess.run(["systemctl", "start", "auditd.service"], check=True)
@@ -251,6 +266,13 @@ def ensure_audit_daemon() -> str:
             time.sleep(0.2)
         else:
             raise EngineError("auditd was started but the kernel names no audit daemon (auditctl -s: pid 0)")
+    # The provisioned hosts' settings (queue size, wait, failure mode): without systemd nothing loads
+    # /etc/audit/rules.d here, and the kernel's default queue of 64 records stalls every audited cage.
+    for line in AUDIT_BASE_RULES.splitlines():
+        if line.strip() and not line.startswith("#"):
+            done = subprocess.run(["auditctl", *shlex.split(line)], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise EngineError(f"auditctl refused {line!r}: {done.stderr.strip()}")
     return f"auditd={pid}"
 
 

@@ -6,7 +6,7 @@
 # Header (readonly): HOST_NAME, ENGINE (docker.io: Debian's own package, DOCKER_VERSION its lowest
 # accepted version; docker-ce: Docker's repository, DOCKER_VERSION the exact pin), DOCKER_VERSION, DOCKER_KEY_FINGERPRINT, DOCKER_REPO_URL, DEBIAN_CODENAME,
 # NFT_TABLE, FIREWALL_PATH, SYSCTL_PATH, SSHD_DROPIN_PATH, HOST_KEY_PATH, AUTHORIZED_KEYS, SYSCTL_CONF,
-# SSHD_CONFIG, AUTO_UPGRADES, UNATTENDED_UPGRADES, FIREWALL_RULES, FIREWALL_UNIT, DOCKER_UNIT_DROPIN,
+# SSHD_CONFIG, AUTO_UPGRADES, UNATTENDED_UPGRADES, AUDIT_RULES, AUDITD_CONF, FIREWALL_RULES, FIREWALL_UNIT, DOCKER_UNIT_DROPIN,
 # RUNSC_PACKAGE (gVisor's package when a claw of the host runs under it, else empty), RUNSC_PATH, RUNSC_RUNTIME,
 # DAEMON_JSON.
 umask 022
@@ -83,13 +83,21 @@ systemctl reload-or-restart ssh.service
 
 log "packages and automatic security updates"
 apt-get update -q
-apt-get install -y -q --no-install-recommends ca-certificates curl gnupg nftables unattended-upgrades auditd
+# The audit daemon's files first, so that its very first start already writes the cages' format;
+# confold keeps them over the package's own (also on every later upgrade, as unattended-upgrades does).
+put /etc/audit/auditd.conf 0640 < <(printf '%s' "$AUDITD_CONF")
+put /etc/audit/rules.d/audit.rules 0640 < <(printf '%s' "$AUDIT_RULES")
+apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+  ca-certificates curl gnupg nftables unattended-upgrades auditd
 put /etc/apt/apt.conf.d/20auto-upgrades 0644 < <(printf '%s' "$AUTO_UPGRADES")
 put /etc/apt/apt.conf.d/52clawstaff-unattended-upgrades 0644 < <(printf '%s' "$UNATTENDED_UPGRADES")
 systemctl enable --now apt-daily.timer apt-daily-upgrade.timer
 
 log "kernel audit (each cage's audit command loads its rules; auditd writes the records)"
 systemctl enable --now auditd.service
+# A changed configuration is re-read on SIGHUP (auditd refuses a manual stop, so no restart).
+if changed /etc/audit/auditd.conf; then systemctl kill --signal=HUP auditd.service; fi
+augenrules --load >/dev/null || die "augenrules refused /etc/audit/rules.d"
 
 log "host firewall"
 put "$FIREWALL_PATH" 0600 < <(printf '%s' "$FIREWALL_RULES")

@@ -161,3 +161,13 @@ def test_the_audit_tools_know_every_syscall_the_rules_name(arch) -> None:
     table = set(run(["ausyscall", arch, "--dump"]).stdout.split())
     for kind, names in cageaudit.AUDIT_SYSCALLS[arch].items():
         assert set(names) <= table, (arch, kind, set(names) - table)
+
+
+@pytest.mark.parametrize("code", sorted(audittrail.ARCH_NAMES))
+def test_the_trails_syscall_numbers_are_the_audit_tools(code) -> None:
+    require_tool("ausyscall")
+    arch = audittrail.ARCH_NAMES[code]
+    dump = run(["ausyscall", arch, "--dump"]).stdout.splitlines()[1:]
+    table = {int(n): name for n, name in (line.split() for line in dump if line.strip())}
+    for number, name in audittrail.SYSCALL_NAMES[code].items():
+        assert table[number] == name, (arch, number)

@@ -143,3 +143,14 @@ def test_the_metadata_address_is_root_only_on_the_host(vm_host):
         assert "Connection refused" in as_nobody.stderr or "refused" in as_nobody.stderr.lower(), as_nobody.stderr
     finally:
         ssh(machine, "kill $(cat /run/metadata-standin.pid); ip addr del 169.254.169.254/32 dev lo")
+
+
+def test_the_audit_daemon_runs_with_the_programs_settings(vm_host):
+    from components.hostconfig import AUDIT_BASE_RULES, AUDITD_CONF
+
+    _, machine, _, _ = vm_host
+    status = dict(line.split(" ", 1) for line in ssh(machine, "auditctl -s").stdout.splitlines() if " " in line)
+    assert int(status["pid"]) > 0 and status["enabled"] == "1", status
+    assert status["backlog_limit"] == "8192" and status["backlog_wait_time"] == "60000", status
+    assert ssh(machine, "cat /etc/audit/auditd.conf").stdout == AUDITD_CONF
+    assert ssh(machine, "cat /etc/audit/rules.d/audit.rules").stdout == AUDIT_BASE_RULES

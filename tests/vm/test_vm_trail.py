@@ -15,6 +15,7 @@ import pytest
 from tests.integration.bench import TRAIL_ACTIONS, trail_expected, trail_steps
 from tests.vm import probes
 from tests.vm.conftest import GVISOR, NEIGHBOUR, PROBE, ssh
+from components.conventions import audit_key
 from tools import audit
 
 pytestmark = pytest.mark.vm
@@ -63,6 +64,12 @@ def test_the_hosts_trail_has_each_claws_actions_in_order_and_nothing_of_another_
     )
     assert steps == want
     assert not strangers and identities == {(PROBE, org)}
+    # Loading the host's audit settings again (what audit-rules.service and an upgrade of auditd do)
+    # keeps every cage's rules: the program's rules.d has no -D.
+    before = ssh(machine, "auditctl -l").stdout
+    reloaded = ssh(machine, "augenrules --load && auditctl -l")
+    assert reloaded.returncode == 0 and f"key={audit_key(PROBE)}" in reloaded.stdout, reloaded.stderr
+    assert reloaded.stdout.count("-F key=clawcage-") == before.count("-F key=clawcage-")
     neighbours = trail(host, machine, NEIGHBOUR, tags[NEIGHBOUR])
     assert trail_steps(neighbours, tags[NEIGHBOUR]) == trail_expected(tags[NEIGHBOUR], said[NEIGHBOUR])
     # gVisor: the claw's processes are the sentry's, not the host kernel's; the host sees none of them.
