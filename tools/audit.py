@@ -43,7 +43,9 @@ class AuditError(Exception):
 def search_script(claw: str) -> str:
     """What a host runs: the raw records of the cage's key, then ausearch's own exit status (1 with
     no output is an empty trail, anything else an error)."""
-    return f'ausearch --raw -k {shlex.quote(audit_key(claw))} 2>&1; echo "ausearch-exit=$?"'
+    # --input-logs: the log files auditd.conf names, rotated ones too. Without it ausearch reads its
+    # stdin whenever that is not a terminal (over SSH, from a program) and finds nothing there.
+    return f'ausearch --input-logs --raw -k {shlex.quote(audit_key(claw))} 2>&1; echo "ausearch-exit=$?"'
 
 
 def read_output(output: str) -> str:

@@ -1,6 +1,6 @@
 """A claw's trail from the kernel's audit records: parse what auditd wrote, and say it as events.
 
-The records are those of the cage's audit rules (components/cageaudit.py), as `ausearch --raw -k
+The records are those of the cage's audit rules (components/cageaudit.py), as `ausearch --input-logs --raw -k
 <the cage's key>` prints them from the host's audit log: one line per record,
 
     type=SYSCALL msg=audit(1796217124.172:13): arch=c000003e syscall=59 success=no exit=-2 ... key="clawcage-a"\x1dARCH=x86_64 SYSCALL=execve ...
