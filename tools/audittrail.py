@@ -17,9 +17,10 @@ Each event is one syscall of the cage's user that a rule matched, or one change 
 and becomes one JSON object of the schema SCHEMA (docs/audit.md, "The trail's schema"):
 
     {"schema": "clawstaff.audit/1", "time": "2026-12-02T13:40:01.123Z", "serial": 456,
-     "claw": "acme-support", "org": "acme", "kind": "process" | "file" | "rules",
+     "claw": "acme-support", "org": "acme", "kind": "process" | "file" | "network" | "rules",
      "action": "exec" | "create" | "write" | "read" | "open" | "truncate" | "rename" | "delete" |
-               "mkdir" | "mknod" | "link" | "chmod" | "chown" | "xattr" | "loaded" | "removed",
+               "mkdir" | "mknod" | "link" | "chmod" | "chown" | "xattr" | "bind" | "admin" |
+               "loaded" | "removed",
      "result": "ok" | "<errno name>", "syscall": "openat", "pid": 1234, "ppid": 1200, "uid": 165532,
      "exe": "/usr/bin/python3.13", "argv": [...] (exec only), "cwd": "/", "paths": ["/data/notes"]}
 
@@ -60,12 +61,28 @@ ACTIONS: dict[str, str] = {
     **dict.fromkeys(("chmod", "fchmod", "fchmodat"), "chmod"),
     **dict.fromkeys(("chown", "fchown", "lchown", "fchownat"), "chown"),
     **dict.fromkeys(("setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr"), "xattr"),
+    "fallocate": "write",
+    **dict.fromkeys(("readlink", "readlinkat", "getxattr", "lgetxattr", "fgetxattr", "listxattr"), "read"),
+    **dict.fromkeys(("llistxattr", "flistxattr"), "read"),
+    "bind": "bind",  # kind "network": a socket bound (a UNIX socket's name is a file)
+    **dict.fromkeys(("acct", "swapon", "quotactl"), "admin"),  # root's calls: a claw's attempt fails
 }
+_NETWORK = frozenset({"bind"})
 # Which argument holds an open's flags (a hex number): open(path, flags), openat(dirfd, path, flags).
 # openat2 passes them in a struct the record does not show: its action is "open" unless it created.
 _OPEN_FLAGS_ARG = {"open": "a1", "openat": "a2"}
 O_ACCMODE, O_CREAT, O_TRUNC = 0o3, 0o100, 0o1000
 _RULE_OPS = {"add_rule": "loaded", "remove_rule": "removed"}
+# What audit 4 (Debian 13) adds to a `perm=` rule: it lists every syscall of the kernel's class, not
+# only those named (the VM's `auditctl -l` shows them). Their records are named and read like the rest.
+CLASS_EXTRAS_X86_64 = {
+    49: "bind", 89: "readlink", 163: "acct", 167: "swapon", 179: "quotactl", 191: "getxattr", 192: "lgetxattr",
+    193: "fgetxattr", 194: "listxattr", 195: "llistxattr", 196: "flistxattr", 267: "readlinkat", 285: "fallocate",
+}  # fmt: skip
+CLASS_EXTRAS_AARCH64 = {
+    8: "getxattr", 9: "lgetxattr", 10: "fgetxattr", 11: "listxattr", 12: "llistxattr", 13: "flistxattr",
+    47: "fallocate", 60: "quotactl", 78: "readlinkat", 89: "acct", 200: "bind", 224: "swapon",
+}  # fmt: skip
 # The names of the syscalls the cages' rules record (components.cageaudit.AUDIT_SYSCALLS), by the
 # record's `arch` (AUDIT_ARCH_X86_64, AUDIT_ARCH_AARCH64) and number; tests/host/test_cageaudit_real.py
 # holds them to `ausyscall <arch> --dump`.
@@ -77,12 +94,14 @@ SYSCALL_NAMES: dict[str, dict[int, str]] = {
         197: "removexattr", 198: "lremovexattr", 199: "fremovexattr", 257: "openat", 258: "mkdirat",
         259: "mknodat", 260: "fchownat", 263: "unlinkat", 264: "renameat", 265: "linkat", 266: "symlinkat",
         268: "fchmodat", 316: "renameat2", 322: "execveat", 437: "openat2",
+        **CLASS_EXTRAS_X86_64,
     },
     "c00000b7": {
         5: "setxattr", 6: "lsetxattr", 7: "fsetxattr", 14: "removexattr", 15: "lremovexattr",
         16: "fremovexattr", 33: "mknodat", 34: "mkdirat", 35: "unlinkat", 36: "symlinkat", 37: "linkat",
         38: "renameat", 45: "truncate", 46: "ftruncate", 52: "fchmod", 53: "fchmodat", 54: "fchownat",
         55: "fchown", 56: "openat", 221: "execve", 276: "renameat2", 281: "execveat", 437: "openat2",
+        **CLASS_EXTRAS_AARCH64,
     },
 }  # fmt: skip
 ARCH_NAMES = {"c000003e": "x86_64", "c00000b7": "aarch64"}
@@ -242,7 +261,7 @@ def events(records: Iterable[Record], orgs: Mapping[str, str] | None = None) -> 
             _iso(first.time),
             first.serial,
             claw,
-            "process" if ACTIONS.get(name) == "exec" else "file",
+            "process" if ACTIONS.get(name) == "exec" else "network" if name in _NETWORK else "file",
             ACTIONS.get(name) or _file_action(name, syscall.fields, paths),
             _result(syscall.fields),
             (orgs or {}).get(claw),
