@@ -417,7 +417,7 @@ out({"slept": ARG["seconds"]})
 """
 
 
-# --- the audit trail's probe (tests/integration/test_isolation_trail.py, tests/vm/test_vm_trail.py)
+# --- the audit trail's probe (tests/integration/test_isolation_audit_trail.py, tests/vm/test_vm_trail.py)
 
 # A tool run, then the file operations of the issue, on the volume and in /tmp, and a refused write.
 TRAIL_ACTIONS = """

@@ -1,5 +1,6 @@
 """Kernel audit trail probes (issue 15): what a claw runs and which files it makes, changes, reads and
 deletes are in its host's audit log under its own cage's key, in order, and nothing of another cage is.
+(The file sorts before test_isolation_teardown.py, which removes the cages.)
 
 The claw does it as the claw does anything: code run in its container as its user. The trail is read
 as an operator reads it, with tools.audit (ausearch on this machine, the `local` stack's host).
