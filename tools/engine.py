@@ -269,9 +269,9 @@ def ensure_audit_daemon() -> str:
     # The provisioned hosts' settings (queue size, wait, failure mode): without systemd nothing loads
     # /etc/audit/rules.d here, and the kernel's default queue of 64 records stalls every audited cage.
     for line in AUDIT_BASE_RULES.splitlines():
-        if line.strip() and not line.startswith("#"):
+        if line.strip() and not line.startswith("#") and line.strip() != "-i":
             done = subprocess.run(["auditctl", *shlex.split(line)], capture_output=True, text=True)
-            if done.returncode != 0:
+            if done.returncode != 0 and "Rule exists" not in done.stderr:
                 raise EngineError(f"auditctl refused {line!r}: {done.stderr.strip()}")
     return f"auditd={pid}"
 

@@ -55,7 +55,9 @@ def trail(claw: str) -> list[audittrail.Event]:
 def as_uid(uid: int, script: str, cwd: Path) -> str:
     """Run `script` as `uid` in `cwd` (relative paths: its parents need not be open to that uid)."""
     done = subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "/bin/sh", "-c", script],
+        # The script runs in a child of the first shell: setpriv starts as root, and a process that
+        # starts as root gets no audit context (audit-base.rules); what it starts as `uid` does.
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "/bin/sh", "-c", '/bin/sh -c "$1"; exit $?', "sh", script],
         cwd=cwd, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

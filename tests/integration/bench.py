@@ -420,7 +420,14 @@ out({"slept": ARG["seconds"]})
 # --- the audit trail's probe (tests/integration/test_isolation_audit_trail.py, tests/vm/test_vm_trail.py)
 
 # A tool run, then the file operations of the issue, on the volume and in /tmp, and a refused write.
-TRAIL_ACTIONS = """
+# The actions run in a child of the probe: the probe is started by `docker exec`, which runc starts
+# as root, so it has no audit context (components/hostscripts/files/audit-base.rules); what it starts,
+# as the claw's user, has one, as everything the claw itself starts does.
+TRAIL_BODY = """
+import errno, json, os, subprocess, sys
+ARG = json.loads(sys.argv[1])
+def out(value):
+    print(json.dumps(value), flush=True)
 import subprocess
 tag = ARG["tag"]
 subprocess.run(["/usr/bin/python3", "-I", "-c", "pass", tag], check=True)
@@ -440,6 +447,16 @@ except OSError as error:
     refused = error.errno
 out({"refused": errno.errorcode[refused], "bases": bases})
 """
+TRAIL_ACTIONS = """
+import subprocess
+done = subprocess.run(["/usr/bin/python3", "-I", "-c", ARG["body"], json.dumps({"tag": ARG["tag"]})],
+                      capture_output=True, text=True, check=True)
+print(done.stdout, flush=True)
+"""
+
+
+def trail_arg(tag: str) -> dict:
+    return {"tag": tag, "body": TRAIL_BODY}
 
 
 def trail_steps(found, tag: str) -> list[tuple[str, str, str]]:
@@ -461,7 +478,7 @@ def trail_expected(tag: str, said: dict) -> list[tuple[str, str, str]]:
     """What TRAIL_ACTIONS leaves in the claw's trail, in order. A read is recorded on the volume only:
     the read of /tmp is not a record, by design (docs/audit.md)."""
     want = [
-        ("exec", f"/usr/bin/python3 -I -c <program> {json.dumps({'tag': tag})}", "ok"),  # the probe, by docker exec
+        ("exec", f"/usr/bin/python3 -I -c <program> {json.dumps({'tag': tag})}", "ok"),  # the probe's child
         ("exec", f"/usr/bin/python3 -I -c pass {tag}", "ok"),  # the tool it runs
     ]
     for base in said["bases"]:

@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from tests.integration.bench import CAGE_A, CAGE_B, TRAIL_ACTIONS, trail_expected, trail_steps
+from tests.integration.bench import CAGE_A, CAGE_B, TRAIL_ACTIONS, trail_arg, trail_expected, trail_steps
 from tools import audit
 
 pytestmark = pytest.mark.integration
@@ -23,8 +23,8 @@ def test_a_claws_programs_and_file_operations_are_in_its_trail_in_order_and_no_n
     bench = isolation_bench
     orgs = {c.name: c.org for c in bench.stack.config.claws}
     tag, other = f"trail-{secrets.token_hex(4)}", f"trail-{secrets.token_hex(4)}"
-    said = bench.probe(f"claw-{CAGE_A}", TRAIL_ACTIONS, {"tag": tag})
-    bench.probe(f"claw-{CAGE_B}", TRAIL_ACTIONS, {"tag": other})  # the neighbour does the same meanwhile
+    said = bench.probe(f"claw-{CAGE_A}", TRAIL_ACTIONS, trail_arg(tag))
+    bench.probe(f"claw-{CAGE_B}", TRAIL_ACTIONS, trail_arg(other))  # the neighbour does the same meanwhile
     found = audit.timeline(CAGE_A, audit.local_search, orgs)
     assert said["bases"] == ["/data", "/tmp"], said  # the probe cage has a volume
     steps = trail_steps(found, tag)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.integration.bench import TRAIL_ACTIONS, trail_expected, trail_steps
+from tests.integration.bench import TRAIL_ACTIONS, trail_arg, trail_expected, trail_steps
 from tests.vm import probes
 from tests.vm.conftest import GVISOR, NEIGHBOUR, PROBE, ssh
 from components.conventions import audit_key
@@ -42,7 +42,7 @@ def trail(host, machine, claw: str, tag: str | None = None, tries: int = 15):
 def test_the_hosts_trail_has_each_claws_actions_in_order_and_nothing_of_another_cage(cages, vm_scorecard):
     host, machine, _ = cages
     tags = {claw: f"vm-trail-{claw}-{int(time.time())}" for claw in (PROBE, NEIGHBOUR, GVISOR)}
-    said = {claw: probes.probe(machine, f"claw-{claw}", TRAIL_ACTIONS, {"tag": tag}) for claw, tag in tags.items()}
+    said = {claw: probes.probe(machine, f"claw-{claw}", TRAIL_ACTIONS, trail_arg(tag)) for claw, tag in tags.items()}
     found = trail(host, machine, PROBE, tags[PROBE])
     steps = trail_steps(found, tags[PROBE])
     want = trail_expected(tags[PROBE], said[PROBE])
