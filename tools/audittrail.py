@@ -194,8 +194,7 @@ def _result(syscall: Mapping[str, str]) -> str:
 
 
 def _file_action(name: str, syscall: Mapping[str, str], paths: list[dict[str, str]]) -> str:
-    if name in ACTIONS:
-        return ACTIONS[name]
+    """The action of an open-family call (every other syscall's is in ACTIONS)."""
     if any(p.get("nametype") == "CREATE" for p in paths):
         return "create"
     flags_arg = _OPEN_FLAGS_ARG.get(name)
@@ -257,12 +256,13 @@ def events(records: Iterable[Record], orgs: Mapping[str, str] | None = None) -> 
         name = syscall.enriched.get("SYSCALL") or _syscall_name(syscall.fields)
         paths = [p.fields for p in sorted(by_type.get("PATH", []), key=lambda r: int(r.fields.get("item", "0")))]
         cwd = by_type["CWD"][0].fields.get("cwd") if by_type.get("CWD") else None
+        action = ACTIONS.get(name) or _file_action(name, syscall.fields, paths)
         event = Event(
             _iso(first.time),
             first.serial,
             claw,
-            "process" if ACTIONS.get(name) == "exec" else "network" if name in _NETWORK else "file",
-            ACTIONS.get(name) or _file_action(name, syscall.fields, paths),
+            "process" if action == "exec" else "network" if name in _NETWORK else "file",
+            action,
             _result(syscall.fields),
             (orgs or {}).get(claw),
             name,

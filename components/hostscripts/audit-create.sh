@@ -34,5 +34,5 @@ while IFS= read -r line; do
   out=$(auditctl "${rule[@]}" 2>&1) || die "auditctl refused the rule '${rule[*]}': $out"
   want=$(( want + 1 ))
 done <<<"$rules"
-loaded=$(auditctl -l -k "$KEY" | grep -c -- "-F key=$KEY\$" || true)
+loaded=$(rules_held "$KEY")
 (( loaded == want )) || die "the kernel holds $loaded audit rules with key $KEY, not the $want loaded"

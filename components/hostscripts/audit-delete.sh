@@ -5,5 +5,5 @@
 
 command -v auditctl >/dev/null || exit 0
 auditctl -D -k "$KEY" >/dev/null || die "cannot remove the cage's audit rules (key $KEY)"
-left=$(auditctl -l -k "$KEY" | grep -c -- "-F key=$KEY\$" || true)
+left=$(rules_held "$KEY")
 (( left == 0 )) || die "the kernel still holds $left audit rules with key $KEY"
