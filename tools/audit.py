@@ -4,7 +4,7 @@
     python -m tools.audit --vm --claw vm-probe ...
 
 Reads the records of the cage's audit rules (components/cageaudit.py) from the host's auditd log
-with `ausearch`, on this machine for the `local` stack, over the host's pinned SSH for the VM tier's
+with `ausearch`, and the cage's limit hits (OOM kills, refused forks) from the kernel's log, on this machine for the `local` stack, over the host's pinned SSH for the VM tier's
 host, and prints them as a table or, with --json, as JSON lines of the schema tools.audittrail.SCHEMA
 (docs/audit.md). Times are UTC; --since/--until take ISO 8601 (a time without a zone is UTC).
 
@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from components import conventions
+from components.daemon import LOCAL_CGROUP_DRIVER, PROVISIONED_CGROUP_DRIVER
 from components.conventions import audit_key
 from tools import audittrail, mockrun, replay
 
@@ -45,35 +47,70 @@ def search_script(claw: str) -> str:
     no output is an empty trail, anything else an error)."""
     # --input-logs: the log files auditd.conf names, rotated ones too. Without it ausearch reads its
     # stdin whenever that is not a terminal (over SSH, from a program) and finds nothing there.
-    return f'ausearch --input-logs --raw -k {shlex.quote(audit_key(claw))} 2>&1; echo "ausearch-exit=$?"'
+    return f'ausearch --input-logs --raw -k {shlex.quote(audit_key(claw))} 2>&1; echo "search-exit=$?"'
 
 
-def read_output(output: str) -> str:
-    """The records of a host's answer to search_script; AuditError when ausearch failed."""
+def kernel_script() -> str:
+    """What a host runs for the limit hits (tools.audittrail.limit_events): the kernel's log lines that
+    say them, from the journal on a systemd host (it keeps them across reboots), from the ring buffer
+    on this machine's engine; then the search's exit status (1 with no output: none)."""
+    pattern = shlex.quote(audittrail.KERNEL_PATTERN)
+    return (
+        "set -o pipefail; if [ -d /run/systemd/system ]; then "
+        f"journalctl -k -q -o short-unix --no-pager --grep {pattern} 2>&1; "
+        f"else dmesg --time-format iso 2>&1 | grep -E {pattern}; fi; "
+        'echo "search-exit=$?"'
+    )
+
+
+def read_output(output: str, what: str = "ausearch") -> str:
+    """The lines of a host's answer to search_script or kernel_script; AuditError when the search
+    failed."""
     body, _, status = output.rstrip("\n").rpartition("\n")
-    if not status.startswith("ausearch-exit="):
-        body, status = output, "ausearch-exit=?"
-    code = status.removeprefix("ausearch-exit=")
+    if not status.startswith("search-exit="):
+        body, status = output, "search-exit=?"
+    code = status.removeprefix("search-exit=")
     if code == "0":
         return body
     if code == "1" and (not body.strip() or body.strip() == NO_MATCHES):  # --raw says nothing when none match
         return ""
-    raise AuditError(f"ausearch failed on the host (exit {code}): {body.strip()[-500:]}")
+    raise AuditError(f"{what} failed on the host (exit {code}): {body.strip()[-500:]}")
 
 
-def local_search(claw: str) -> str:
-    done = subprocess.run(["/bin/bash", "-c", search_script(claw)], capture_output=True, text=True, timeout=300)
+def local_run(script: str) -> str:
+    """Run a search on this machine (the `local` stack's host)."""
+    done = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, timeout=300)
     return done.stdout
 
 
+def local_search(claw: str) -> str:
+    return local_run(search_script(claw))
+
+
 def timeline(
-    claw: str, search: Callable[[str], str], orgs: dict[str, str], since=None, until=None
+    claw: str,
+    search: Callable[[str], str],
+    orgs: dict[str, str],
+    since=None,
+    until=None,
+    *,
+    kernel: tuple[Callable[[str], str], str] | None = None,
 ) -> list[audittrail.Event]:
     """The claw's events in the kernel's order. ausearch matches keys by prefix, so only events whose
-    key is exactly this claw's are kept (claw `a` never shows claw `ab`'s)."""
+    key is exactly this claw's are kept (claw `a` never shows claw `ab`'s). With `kernel` (how to run
+    a script on the host, and the cage's cgroup there), its limit hits from the kernel's log too."""
     records = audittrail.parse_records(read_output(search(claw)))
     found = [e for e in audittrail.events(records, orgs) if e.claw == claw]
+    if kernel is not None:
+        run, cgroup = kernel
+        lines = read_output(run(kernel_script()), "the kernel log search")
+        found = audittrail.merged(found, audittrail.limit_events(lines, claw, cgroup, orgs.get(claw)))
     return audittrail.within(found, since, until)
+
+
+def cage_cgroup(claw: str, driver: str) -> str:
+    """The cage's cgroup as the kernel's log names it (absolute, below the cgroup mount)."""
+    return "/" + conventions.cage_cgroup(claw, driver)
 
 
 def _when(text: str | None, flag: str) -> datetime | None:
@@ -95,7 +132,7 @@ def _stack_claws(stack: str, root: Path) -> dict[str, str]:
     return {c.name: c.org for c in parse_stack_config(raw, stack=stack, secret_keys=secret).claws}
 
 
-def _vm_search() -> tuple[Callable[[str], str], dict[str, str]]:
+def _vm_search() -> tuple[Callable[[str], str], Callable[[str], str], dict[str, str]]:
     from tools import vm, vmhost
 
     machine = vm.Vm.load()
@@ -106,12 +143,10 @@ def _vm_search() -> tuple[Callable[[str], str], dict[str, str]]:
     via = rendered.bootstrap_command  # the connection pinned to the host's derived key
     connection = mockrun.unwrap_secrets(via.inputs["connection"])
 
-    def search(claw: str) -> str:
-        return replay.ssh_exec(
-            via, connection, machine.address, machine.operator_key, search_script(claw), None, "audit"
-        )
+    def run(script: str) -> str:
+        return replay.ssh_exec(via, connection, machine.address, machine.operator_key, script, None, "audit")
 
-    return search, orgs
+    return (lambda claw: run(search_script(claw))), run, orgs
 
 
 def table(claw: str, found: list[audittrail.Event]) -> Table:
@@ -125,7 +160,7 @@ def table(claw: str, found: list[audittrail.Event]) -> Table:
             escape(audittrail.describe(event)),
             event.result,
             str(event.pid or ""),
-            escape(event.exe or ""),
+            escape(event.exe or event.comm or ""),
         )
     return out
 
@@ -143,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         since, until = _when(args.since, "--since"), _when(args.until, "--until")
         if args.vm:
-            search, orgs = _vm_search()
-            where_text = "the VM tier's host"
+            search, run, orgs = _vm_search()
+            where_text, driver = "the VM tier's host", PROVISIONED_CGROUP_DRIVER
         else:
             if args.stack != "local":
                 raise AuditError(
@@ -153,10 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "reads --stack local (this machine) and --vm"
                 )
             orgs = _stack_claws(args.stack, mockrun.ROOT)
-            search, where_text = local_search, "Pulumi.local.yaml"
+            search, run, where_text, driver = local_search, local_run, "Pulumi.local.yaml", LOCAL_CGROUP_DRIVER
         if args.claw not in orgs:
             raise AuditError(f"claw {args.claw!r} is not in {where_text} (claws: {', '.join(sorted(orgs))})")
-        found = timeline(args.claw, search, orgs, since, until)
+        found = timeline(args.claw, search, orgs, since, until, kernel=(run, cage_cgroup(args.claw, driver)))
     except (AuditError, audittrail.TrailError, replay.ReplayError, pulumi.RunError) as error:
         Console(stderr=True).print(f"[red]audit:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE

@@ -17,12 +17,15 @@ Each event is one syscall of the cage's user that a rule matched, or one change 
 and becomes one JSON object of the schema SCHEMA (docs/audit.md, "The trail's schema"):
 
     {"schema": "clawstaff.audit/1", "time": "2026-12-02T13:40:01.123Z", "serial": 456,
-     "claw": "acme-support", "org": "acme", "kind": "process" | "file" | "network" | "rules",
+     "claw": "acme-support", "org": "acme", "kind": "process" | "file" | "network" | "rules" | "limit",
      "action": "exec" | "create" | "write" | "read" | "open" | "truncate" | "rename" | "delete" |
                "mkdir" | "mknod" | "link" | "chmod" | "chown" | "xattr" | "bind" | "admin" |
-               "loaded" | "removed",
+               "loaded" | "removed" | "oom-kill" | "fork-refused",
      "result": "ok" | "<errno name>", "syscall": "openat", "pid": 1234, "ppid": 1200, "uid": 165532,
      "exe": "/usr/bin/python3.13", "argv": [...] (exec only), "cwd": "/", "paths": ["/data/notes"]}
+
+A limit hit (kind "limit": action "oom-kill" or "fork-refused") comes from the kernel's log instead
+(limit_events): no serial, and `comm` and `cgroup` in place of the program's path.
 
 Paths are as the claw named them, inside its own mount namespace (so `/data/...` is its volume).
 """
@@ -123,7 +126,7 @@ class Record:
 @dataclass
 class Event:
     time: str
-    serial: int
+    serial: int | None  # the audit record's; None for a line of the kernel's log (a limit hit)
     claw: str
     kind: str
     action: str
@@ -137,6 +140,8 @@ class Event:
     argv: list[str] | None = None
     cwd: str | None = None
     paths: list[str] = field(default_factory=list)
+    comm: str | None = None  # a limit hit: the task's name as the kernel knows it (the claw can set it)
+    cgroup: str | None = None  # a limit hit: the cgroup it happened in (below the cage's)
 
     def to_json(self) -> str:
         return json.dumps({"schema": SCHEMA, **{k: v for k, v in asdict(self).items() if v is not None}})
@@ -281,6 +286,63 @@ def events(records: Iterable[Record], orgs: Mapping[str, str] | None = None) -> 
     return found
 
 
+# Limit hits are not audit records: the kernel says them in its log. An OOM kill names the victim's
+# memory cgroup, a refused fork the forking task's pids cgroup; both paths are the host's (the engine's
+# and the program's names), so the cage is told by its cgroup, not by anything the claw can set.
+KERNEL_PATTERN = "oom-kill:|fork rejected by pids controller"
+# oom-kill:constraint=..,nodemask=..,cpuset=..,mems_allowed=..,oom_memcg=..,task_memcg=..,task=..,pid=..,uid=..
+# Node masks can hold commas and the task's name anything: the kernel's fields are read from the left
+# up to the first oom_memcg=, the name's end from the right.
+_OOM_KILL = re.compile(
+    r"oom-kill:.*?,oom_memcg=(?P<limited>[^,]*),task_memcg=(?P<cgroup>[^,]*),task=(?P<comm>.*),pid=(?P<pid>\d+),uid=(?P<uid>\d+)"
+)
+_FORK_REFUSED = re.compile(r"cgroup: fork rejected by pids controller in (?P<cgroup>\S+)")
+# journalctl -k -o short-unix (systemd hosts) and dmesg --time-format iso (this machine's engine).
+_JOURNAL_LINE = re.compile(r"(?P<sec>\d+)\.(?P<us>\d{6}) \S+ kernel: (?P<message>.*)")
+_DMESG_LINE = re.compile(
+    r"(?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d),(?P<us>\d{6})(?P<zone>[+-]\d\d:\d\d) (?P<message>.*)"
+)
+
+
+def _kernel_line(line: str, number: int) -> tuple[float, str]:
+    if match := _JOURNAL_LINE.fullmatch(line):
+        return int(match["sec"]) + int(match["us"]) / 1e6, match["message"]
+    if match := _DMESG_LINE.fullmatch(line):
+        moment = datetime.fromisoformat(f"{match['stamp']}.{match['us']}{match['zone']}")
+        return moment.timestamp(), match["message"]
+    raise TrailError(
+        f"kernel log line {number} is neither journalctl's short-unix nor dmesg's iso form: {line[:120]!r}"
+    )
+
+
+def limit_events(text: str, claw: str, cgroup: str, org: str | None = None) -> list[Event]:
+    """The limit hits of the cage whose cgroup is `cgroup` (absolute: /clawstaff.slice/clawstaff-a.slice
+    or /clawstaff/a) among kernel log lines: an OOM kill of a task below it (action "oom-kill", result
+    "killed"), a fork refused by a pids limit below it (action "fork-refused", result "EAGAIN"; the
+    kernel says that once per cgroup, at its first refusal). Other lines are left out."""
+    inside = lambda path: path == cgroup or path.startswith(cgroup.rstrip("/") + "/")  # noqa: E731
+    found = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        seconds, message = _kernel_line(line, number)
+        if (oom := _OOM_KILL.search(message)) and inside(oom["cgroup"]):
+            found.append(
+                Event(_iso(seconds), None, claw, "limit", "oom-kill", "killed", org, pid=int(oom["pid"]),
+                      uid=int(oom["uid"]), comm=oom["comm"], cgroup=oom["cgroup"])
+            )  # fmt: skip
+        elif (refused := _FORK_REFUSED.search(message)) and inside(refused["cgroup"]):
+            found.append(
+                Event(_iso(seconds), None, claw, "limit", "fork-refused", "EAGAIN", org, cgroup=refused["cgroup"])
+            )
+    return found
+
+
+def merged(*streams: Iterable[Event]) -> list[Event]:
+    """One timeline from several sources, by time (the kernel's order kept within a time)."""
+    return sorted((e for stream in streams for e in stream), key=lambda e: e.time)
+
+
 def within(found: Iterable[Event], since: datetime | None = None, until: datetime | None = None) -> list[Event]:
     """The events from `since` to `until` (inclusive, both optional, aware datetimes)."""
 
@@ -294,5 +356,8 @@ def describe(event: Event) -> str:
     """One line a reader can follow: what, on what, with which result."""
     if event.kind == "rules":
         return f"audit rules {event.action}"
+    if event.kind == "limit":
+        task = f" {event.comm} (pid {event.pid})" if event.comm is not None else ""
+        return f"{event.action}{task} in {event.cgroup}"
     what = " ".join(event.argv) if event.argv else ", ".join(event.paths) or "-"
     return f"{event.action} {what}"

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.integration.bench import CAGE_A, CAGE_B, PLACEBO, cgroup_file
 from tests.integration.test_isolation_credentials import claw_cmdline
+from tools import audit
 
 pytestmark = pytest.mark.integration
 GROUP = "limits"
@@ -139,6 +141,15 @@ def _b_held(bench, fault: str, during: dict, rest: dict) -> bool:
     return ok
 
 
+def _limit_hits(bench, cage: str, leaf: str, action: str) -> list:
+    """The cage's limit hits of `action` in the claw container `leaf`'s cgroup, as `tools.audit --stack
+    local` reads them from the kernel's log."""
+    orgs = {c.name: c.org for c in bench.stack.config.claws}
+    kernel = (audit.local_run, audit.cage_cgroup(cage, "cgroupfs"))
+    found = audit.timeline(cage, audit.local_search, orgs, kernel=kernel)
+    return [e for e in found if e.action == action and e.cgroup.endswith("/" + leaf) and e.org == orgs[cage]]
+
+
 def _claw_id(bench, cage: str) -> str:
     claw = bench.claw(cage)
     claw.reload()
@@ -150,6 +161,7 @@ def test_fork_bomb_hits_the_cage_pids_limit(isolation_bench, at_rest):
     pids_max = int(cgroup_file("pids", CAGE_A, "pids.max").read_text())
     leaf = _claw_id(bench, CAGE_A)
     events_before = cgroup_file("pids", CAGE_A, "pids.events", leaf).read_text()
+    started = time.time() - 1  # the kernel log's clock is read from its boot time: a second's slack
     b = _measure_b(bench, 7)
     time.sleep(1)
     bomb = bench.probe(f"claw-{CAGE_A}", FORK_BOMB, {"max": 5000, "seconds": 10, "hold": 3}, timeout=40)
@@ -165,12 +177,25 @@ def test_fork_bomb_hits_the_cage_pids_limit(isolation_bench, at_rest):
         ok,
     )
     held = _b_held(bench, "fork bomb in A", during, at_rest)
+    # The refusal is in the claw's trail: the kernel says it at the cgroup's first refusal, once.
+    hits = _limit_hits(bench, CAGE_A, leaf, "fork-refused")
+    first = events_before.split() == ["max", "0"]
+    in_trail = len(hits) == 1 and (not first or hits[0].time >= _iso(started))
+    bench.scorecard.record(
+        "audit trail",
+        f"{CAGE_A}'s trail after its fork bomb (`tools.audit --stack local`, from the kernel's log)",
+        "one fork-refused event of the claw's cgroup, at its first refusal, with the claw and its org",
+        [(e.time, e.action, e.result, e.cgroup) for e in hits] or "none",
+        in_trail,
+    )
     assert ok and held, (bomb, during)
+    assert in_trail, (hits, events_before)
 
 
 def test_memory_hog_is_oom_killed_and_the_claw_restarts_within_its_bound(isolation_bench, at_rest):
     bench = isolation_bench
     claw_id = _claw_id(bench, CAGE_A)
+    started = time.time() - 1
     oom_control = cgroup_file("memory", CAGE_A, "memory.oom_control", claw_id)
     kills_before = _oom_kills(oom_control)
     restarts_before = bench.claw(CAGE_A).attrs["RestartCount"]
@@ -189,6 +214,16 @@ def test_memory_hog_is_oom_killed_and_the_claw_restarts_within_its_bound(isolati
         ok,
     )
     held = _b_held(bench, "memory hog in A", during, at_rest)
+    hits = [e for e in _limit_hits(bench, CAGE_A, claw_id, "oom-kill") if e.time >= _iso(started)]
+    in_trail = len(hits) == kills_after - kills_before and all(e.comm and e.pid for e in hits)
+    bench.scorecard.record(
+        "audit trail",
+        f"{CAGE_A}'s trail after its memory hog (`tools.audit --stack local`, from the kernel's log)",
+        "an oom-kill event per kill the claw's memory cgroup counted, with the task, its pid and the claw",
+        [(e.time, e.action, e.comm, e.pid) for e in hits] or "none",
+        in_trail,
+    )
+    assert in_trail, (hits, kills_before, kills_after)
 
     # The claw itself dies (as the OOM killer would kill it): Docker restarts it, within its bound.
     killer = """
@@ -225,6 +260,10 @@ out("the claw's own process was not found in the cage")
         restarted and alive and policy == {"Name": "on-failure", "MaximumRetryCount": 5},
     )
     assert ok and held and restarted and alive, (hog.returncode, hog.stderr[-300:], kills_before, kills_after)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _oom_kills(path: Path) -> int:

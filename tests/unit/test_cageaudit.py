@@ -16,6 +16,10 @@ from components.conventions import audit_key
 from tools import audittrail
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "audit-sample.log"
+# What this machine's kernel said (dmesg --time-format iso) when containers below /clawstaff/sample-claw
+# and /clawstaff/sample-claw-2 (the cgroupfs form of two cages' cgroups) forked past their pids limit
+# and then allocated past their memory limit.
+KERNEL_SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "kernel-limits.log"
 
 # The kernel's own classes (include/asm-generic/audit_write.h, audit_change_attr.h) of calls that
 # create, change or remove a file or its attributes, plus the open family (opens for writing):
@@ -150,3 +154,77 @@ def test_the_number_table_names_every_syscall_the_rules_record() -> None:
         extras = audittrail.CLASS_EXTRAS_X86_64 if arch == "x86_64" else audittrail.CLASS_EXTRAS_AARCH64
         assert named - recorded == set(extras.values()), arch
     assert all(name in audittrail.ACTIONS or name.startswith("open") for name in named)
+
+
+def test_a_cages_limit_hits_come_from_the_kernels_log_by_its_cgroup() -> None:
+    found = audittrail.limit_events(KERNEL_SAMPLE.read_text(), "sample-claw", "/clawstaff/sample-claw", "org")
+    # Only this cage's: /clawstaff/sample-claw-2 shares the name's prefix and is another cage.
+    assert [(e.kind, e.action, e.result, e.comm, e.claw, e.org) for e in found] == [
+        ("limit", "fork-refused", "EAGAIN", None, "sample-claw", "org"),
+        ("limit", "oom-kill", "killed", "python3", "sample-claw", "org"),
+    ]
+    oom = found[1]
+    assert (oom.pid, oom.uid, oom.serial) == (3733, 165532, None)
+    assert oom.cgroup.startswith("/clawstaff/sample-claw/") and oom.time == "2026-12-02T18:17:25.672Z"
+    assert audittrail.describe(oom) == f"oom-kill python3 (pid 3733) in {oom.cgroup}"
+    data = json.loads(oom.to_json())
+    assert data["schema"] == audittrail.SCHEMA and "serial" not in data and data["comm"] == "python3"
+
+
+def test_the_journals_form_of_the_kernels_log_reads_the_same() -> None:
+    # journalctl -k -o short-unix: seconds since the epoch, the host's name, "kernel:".
+    line = KERNEL_SAMPLE.read_text().split("\n")[1]
+    stamp, message = line.split(" ", 1)
+    seconds = datetime.fromisoformat(stamp.replace(",", ".")).timestamp()
+    journal = f"{seconds:.6f} vm-cage-01 kernel: {message}"
+    assert audittrail.limit_events(journal, "c", "/clawstaff/sample-claw") == audittrail.limit_events(
+        line, "c", "/clawstaff/sample-claw"
+    )
+
+
+def test_a_task_name_cannot_move_an_oom_kill_into_another_cage() -> None:
+    # The claw names its own tasks (prctl PR_SET_NAME, 15 bytes): the kernel's own fields are read
+    # from the left, the name's end from the right.
+    forged = (
+        "2026-12-02T18:17:25,672072+00:00 oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=0,2,cpuset=x,mems_allowed=0,2,"
+        "oom_memcg=/clawstaff/a/1,task_memcg=/clawstaff/a/1,task=x,task_memcg=/clawstaff/b/1,pid=7,uid=9"
+    )
+    assert audittrail.limit_events(forged, "b", "/clawstaff/b") == []
+    (event,) = audittrail.limit_events(forged, "a", "/clawstaff/a")
+    assert (event.comm, event.pid, event.cgroup) == ("x,task_memcg=/clawstaff/b/1", 7, "/clawstaff/a/1")
+
+
+def test_a_kernel_line_of_neither_form_is_refused_with_its_number() -> None:
+    with pytest.raises(audittrail.TrailError, match="kernel log line 2 is neither"):
+        audittrail.limit_events("\nDec 02 18:17:25 host kernel: oom-kill:...", "a", "/clawstaff/a")
+
+
+def test_the_timeline_merges_limit_hits_by_time_and_keeps_the_kernels_order() -> None:
+    from tools import audit
+
+    searched = []
+
+    def run(script: str) -> str:
+        searched.append(script)
+        return KERNEL_SAMPLE.read_text() + "search-exit=0\n"
+
+    def search(claw: str) -> str:
+        return SAMPLE.read_text() + "\nsearch-exit=0\n"
+
+    cgroup = audit.cage_cgroup("sample-claw", "cgroupfs")
+    found = audit.timeline("sample-claw", search, {"sample-claw": "org"}, kernel=(run, cgroup))
+    assert cgroup == "/clawstaff/sample-claw" and searched == [audit.kernel_script()]
+    assert [e.time for e in found] == sorted(e.time for e in found)
+    audited = [e for e in found if e.kind != "limit"]
+    assert [e.serial for e in audited] == [e.serial for e in sample_events()]
+    assert [e.action for e in found if e.kind == "limit"] == ["fork-refused", "oom-kill"]
+    # A host where the search fails says so; none found is an empty list.
+    assert audit.timeline("sample-claw", search, {}, kernel=(lambda _: "search-exit=1\n", cgroup))
+    with pytest.raises(audit.AuditError, match="the kernel log search failed on the host \\(exit 2\\)"):
+        audit.timeline("sample-claw", search, {}, kernel=(lambda _: "dmesg: nope\nsearch-exit=2\n", cgroup))
+
+
+def test_the_systemd_form_of_a_cages_cgroup_is_its_slice() -> None:
+    from tools import audit
+
+    assert audit.cage_cgroup("vm-probe", "systemd") == "/clawstaff.slice/clawstaff-vm\\x2dprobe.slice"

@@ -16,6 +16,7 @@ from tests.integration.bench import TRAIL_ACTIONS, trail_arg, trail_expected, tr
 from tests.vm import probes
 from tests.vm.conftest import GVISOR, NEIGHBOUR, PROBE, ssh
 from components.conventions import audit_key
+from components.daemon import PROVISIONED_CGROUP_DRIVER
 from tools import audit
 
 pytestmark = pytest.mark.vm
@@ -26,13 +27,14 @@ def trail(host, machine, claw: str, tag: str | None = None, tries: int = 15):
     """The claw's events on the VM (auditd writes them a moment later: wait for the run's last one)."""
     orgs = {name: info["org"] for name, info in host.evaluation.outputs["claws"].items()}
 
-    def search(name: str) -> str:
-        done = ssh(machine, audit.search_script(name))
+    def run(script: str) -> str:
+        done = ssh(machine, script)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    kernel = (run, audit.cage_cgroup(claw, PROVISIONED_CGROUP_DRIVER))
     for _ in range(tries):
-        found = audit.timeline(claw, search, orgs)
+        found = audit.timeline(claw, lambda name: run(audit.search_script(name)), orgs, kernel=kernel)
         if tag is None or any(step[1] == "/etc/" for step in trail_steps(found, tag)):
             return found
         time.sleep(1)
@@ -72,6 +74,23 @@ def test_the_hosts_trail_has_each_claws_actions_in_order_and_nothing_of_another_
     assert reloaded.stdout.count("-F key=clawcage-") == before.count("-F key=clawcage-")
     neighbours = trail(host, machine, NEIGHBOUR, tags[NEIGHBOUR])
     assert trail_steps(neighbours, tags[NEIGHBOUR]) == trail_expected(tags[NEIGHBOUR], said[NEIGHBOUR])
+    # Limit hits, from the host's journal (the kernel's log): the probe's fork bomb and memory hog
+    # (test_vm_cages.py, test_vm_isolation.py ran them), in its own slice; none in the neighbour's.
+    hits = {
+        c: [(e.action, e.cgroup) for e in t if e.kind == "limit"] for c, t in ((PROBE, found), (NEIGHBOUR, neighbours))
+    }
+    slice_ = audit.cage_cgroup(PROBE, PROVISIONED_CGROUP_DRIVER) + "/"
+    ours = {action for action, cgroup in hits[PROBE] if cgroup.startswith(slice_)}
+    limited = ours == {"fork-refused", "oom-kill"} and not hits[NEIGHBOUR]
+    vm_scorecard.record(
+        GROUP,
+        f"the trails of {PROBE} and {NEIGHBOUR} after {PROBE}'s fork bomb and memory hog (tools.audit, from the "
+        "host's journal)",
+        f"{PROBE}'s has the refused fork and the OOM kill, in its own slice; {NEIGHBOUR}'s has no limit hit",
+        hits,
+        limited,
+    )
+    assert limited, hits
     # gVisor: the claw's processes are the sentry's, not the host kernel's; the host sees none of them.
     sandboxed = trail(host, machine, GVISOR, tries=1)
     seen = trail_steps(sandboxed, tags[GVISOR])
