@@ -22,6 +22,7 @@ import pulumi_docker as docker
 
 from components import cageaudit, cagehost, seccomp
 from components.conventions import (
+    proxy_container,
     CAGE_KEY_DIR_MOUNT,
     CAGE_VOLUME_MOUNT,
     LABEL_CLAW,
@@ -236,7 +237,7 @@ class ClawCage(pulumi.ComponentResource):
 
         proxy = docker.Container(
             f"{name}-proxy",
-            name=f"proxy-{claw.name}",
+            name=proxy_container(claw.name),
             image=args.proxy_image,
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[PROXY_ALIAS]),

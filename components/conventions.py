@@ -136,6 +136,11 @@ def audit_key(claw: str) -> str:
     return f"{AUDIT_KEY_PREFIX}{claw}"
 
 
+def proxy_container(claw: str) -> str:
+    """The name of a cage's egress proxy container (its log is the cage's API calls)."""
+    return f"proxy-{claw}"
+
+
 HOST_PROXY_CONFIG_ROOT = "/etc/clawstaff/proxies"
 PROXY_CONFIG_MOUNT = "/etc/clawcage"
 # The proxy's name on its cage network: the claw's HTTPS_PROXY points here.

@@ -103,6 +103,8 @@ def _networks(cidrs: Iterable[str], what: str) -> list[str]:
 
 
 ACCESS_LOG_TAG = "clawcage-egress"
+# The `reason` of a request the proxy let through; every other reason is a refusal's.
+ALLOWED_REASON = "allowlisted"
 # The access log is JSON lines: one object per request, every value a JSON string. Fields a client
 # chooses (method, URL) are URL-encoded by Squid (`%#`: quote, backslash, controls, non-ASCII and
 # every other unsafe byte become %XX), so no value can break the string it sits in, and
@@ -270,7 +272,7 @@ def render_proxy_config(
         "acl why_not_allowlisted annotate_transaction reason=not-allowlisted",
         "acl why_blocked_dst annotate_transaction reason=blocked-destination",
         "acl why_wrong_port annotate_transaction reason=port-not-allowed",
-        "acl why_allowed annotate_transaction reason=allowlisted",
+        f"acl why_allowed annotate_transaction reason={ALLOWED_REASON}",
         "acl why_not_client annotate_transaction reason=not-a-cage-client",
     ]
     if clients:

@@ -4,7 +4,8 @@
     python -m tools.audit --vm --claw vm-probe ...
 
 Reads the records of the cage's audit rules (components/cageaudit.py) from the host's auditd log
-with `ausearch`, and the cage's limit hits (OOM kills, refused forks) from the kernel's log, on this machine for the `local` stack, over the host's pinned SSH for the VM tier's
+with `ausearch`, the cage's limit hits (OOM kills, refused forks) from the kernel's log and its API
+calls from its egress proxy's log, on this machine for the `local` stack, over the host's pinned SSH for the VM tier's
 host, and prints them as a table or, with --json, as JSON lines of the schema tools.audittrail.SCHEMA
 (docs/audit.md). Times are UTC; --since/--until take ISO 8601 (a time without a zone is UTC).
 
@@ -31,7 +32,7 @@ from rich.table import Table
 
 from components import conventions
 from components.daemon import LOCAL_CGROUP_DRIVER, PROVISIONED_CGROUP_DRIVER
-from components.conventions import audit_key
+from components.conventions import audit_key, proxy_container
 from tools import audittrail, mockrun, replay
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -63,13 +64,34 @@ def kernel_script() -> str:
     )
 
 
-def read_output(output: str, what: str = "ausearch") -> str:
-    """The lines of a host's answer to search_script or kernel_script; AuditError when the search
-    failed."""
+def proxy_script(claw: str) -> str:
+    """What a host runs for the claw's API calls (tools.audittrail.api_events): its egress proxy's log,
+    each line with the engine's timestamp; then docker's exit status."""
+    return f'docker logs --timestamps {shlex.quote(proxy_container(claw))} 2>&1; echo "search-exit=$?"'
+
+
+def _split_status(output: str) -> tuple[str, str]:
     body, _, status = output.rstrip("\n").rpartition("\n")
     if not status.startswith("search-exit="):
         body, status = output, "search-exit=?"
-    code = status.removeprefix("search-exit=")
+    return body, status.removeprefix("search-exit=")
+
+
+def read_proxy_output(output: str, claw: str) -> str | None:
+    """The proxy's lines from a host's answer to proxy_script; None when its container is gone (its
+    log went with it: docs/audit.md); AuditError when docker failed otherwise."""
+    body, code = _split_status(output)
+    if code == "0":
+        return body
+    if code == "1" and "No such container" in body:
+        return None
+    raise AuditError(f"docker logs {proxy_container(claw)} failed on the host (exit {code}): {body.strip()[-500:]}")
+
+
+def read_output(output: str, what: str = "ausearch") -> str:
+    """The lines of a host's answer to search_script or kernel_script; AuditError when the search
+    failed."""
+    body, code = _split_status(output)
     if code == "0":
         return body
     if code == "1" and (not body.strip() or body.strip() == NO_MATCHES):  # --raw says nothing when none match
@@ -94,17 +116,24 @@ def timeline(
     since=None,
     until=None,
     *,
-    kernel: tuple[Callable[[str], str], str] | None = None,
+    host: tuple[Callable[[str], str], str] | None = None,
+    notes: list[str] | None = None,
 ) -> list[audittrail.Event]:
-    """The claw's events in the kernel's order. ausearch matches keys by prefix, so only events whose
-    key is exactly this claw's are kept (claw `a` never shows claw `ab`'s). With `kernel` (how to run
-    a script on the host, and the cage's cgroup there), its limit hits from the kernel's log too."""
+    """The claw's events in time order. ausearch matches keys by prefix, so only events whose key is
+    exactly this claw's are kept (claw `a` never shows claw `ab`'s). With `host` (how to run a script
+    on the claw's host, and the cage's cgroup there) also its limit hits from the kernel's log and its
+    API calls from its proxy's log; what could not be read is said in `notes`."""
     records = audittrail.parse_records(read_output(search(claw)))
     found = [e for e in audittrail.events(records, orgs) if e.claw == claw]
-    if kernel is not None:
-        run, cgroup = kernel
+    if host is not None:
+        run, cgroup = host
         lines = read_output(run(kernel_script()), "the kernel log search")
-        found = audittrail.merged(found, audittrail.limit_events(lines, claw, cgroup, orgs.get(claw)))
+        limits = audittrail.limit_events(lines, claw, cgroup, orgs.get(claw))
+        proxy = read_proxy_output(run(proxy_script(claw)), claw)
+        calls = audittrail.api_events(proxy, claw, orgs.get(claw)) if proxy is not None else []
+        if proxy is None and notes is not None:
+            notes.append(f"no API calls: the proxy container {proxy_container(claw)} is gone, and its log with it")
+        found = audittrail.merged(found, limits, calls)
     return audittrail.within(found, since, until)
 
 
@@ -191,10 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             search, run, where_text, driver = local_search, local_run, "Pulumi.local.yaml", LOCAL_CGROUP_DRIVER
         if args.claw not in orgs:
             raise AuditError(f"claw {args.claw!r} is not in {where_text} (claws: {', '.join(sorted(orgs))})")
-        found = timeline(args.claw, search, orgs, since, until, kernel=(run, cage_cgroup(args.claw, driver)))
+        notes: list[str] = []
+        found = timeline(args.claw, search, orgs, since, until, host=(run, cage_cgroup(args.claw, driver)), notes=notes)
     except (AuditError, audittrail.TrailError, replay.ReplayError, pulumi.RunError) as error:
         Console(stderr=True).print(f"[red]audit:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
+    for note in notes:
+        Console(stderr=True).print(f"[yellow]audit:[/] {escape(note)}", highlight=False, soft_wrap=True)
     if args.json:
         for event in found:
             print(event.to_json())

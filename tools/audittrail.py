@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from components.conventions import AUDIT_KEY_PREFIX
+from components.egress import ALLOWED_REASON, parse_access_line
 
 SCHEMA = "clawstaff.audit/1"
 ENRICHED_SEPARATOR = "\x1d"
@@ -140,6 +141,10 @@ class Event:
     argv: list[str] | None = None
     cwd: str | None = None
     paths: list[str] = field(default_factory=list)
+    method: str | None = None  # an API call: the HTTP method (CONNECT)
+    request: str | None = None  # an API call: what the claw asked its proxy for (host:port, or a URL)
+    status: str | None = None  # an API call: the proxy's HTTP status
+    reason: str | None = None  # an API call: why the proxy allowed or refused it
     comm: str | None = None  # a limit hit: the task's name as the kernel knows it (the claw can set it)
     cgroup: str | None = None  # a limit hit: the cgroup it happened in (below the cage's)
 
@@ -338,6 +343,44 @@ def limit_events(text: str, claw: str, cgroup: str, org: str | None = None) -> l
     return found
 
 
+# docker logs --timestamps: RFC 3339 with nanoseconds, then the line as the container wrote it.
+_DOCKER_LOG_LINE = re.compile(r"(?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<frac>\d+))?Z (?P<line>.*)")
+
+
+def api_events(text: str, claw: str, org: str | None = None) -> list[Event]:
+    """The claw's API calls among its egress proxy's log lines (`docker logs --timestamps`): every
+    request the proxy allowed (action "allowed") or refused ("refused"), with what was asked, the
+    status and the proxy's reason. The time is when the proxy wrote the line: for a CONNECT, when its
+    tunnel closed. Squid's own messages are left out; a line that claims to be an access line and
+    does not parse, or names another claw, is refused (components.egress.parse_access_line)."""
+    found = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        match = _DOCKER_LOG_LINE.fullmatch(line)
+        if match is None:
+            raise TrailError(f"proxy log line {number} has no docker timestamp: {line[:120]!r}")
+        try:
+            entry = parse_access_line(match["line"])
+        except ValueError as error:
+            raise TrailError(f"proxy log line {number}: {error}") from None
+        if entry is None:
+            continue
+        if entry.get("claw") != claw:
+            raise TrailError(f"proxy log line {number} names claw {entry.get('claw')!r}, not {claw!r}")
+        micros = (match["frac"] or "0")[:6].ljust(6, "0")
+        seconds = datetime.fromisoformat(f"{match['stamp']}.{micros}+00:00").timestamp()
+        status = entry.get("status", "")
+        found.append(
+            Event(
+                _iso(seconds), None, claw, "api", "allowed" if entry.get("reason") == ALLOWED_REASON else "refused",
+                "ok" if status.startswith("2") else status, entry.get("org", org), method=entry.get("method"),
+                request=entry.get("request"), status=status, reason=entry.get("reason"),
+            )
+        )  # fmt: skip
+    return found
+
+
 def merged(*streams: Iterable[Event]) -> list[Event]:
     """One timeline from several sources, by time (the kernel's order kept within a time)."""
     return sorted((e for stream in streams for e in stream), key=lambda e: e.time)
@@ -356,6 +399,8 @@ def describe(event: Event) -> str:
     """One line a reader can follow: what, on what, with which result."""
     if event.kind == "rules":
         return f"audit rules {event.action}"
+    if event.kind == "api":
+        return f"{event.action} {event.method} {event.request} ({event.status} {event.reason})"
     if event.kind == "limit":
         task = f" {event.comm} (pid {event.pid})" if event.comm is not None else ""
         return f"{event.action}{task} in {event.cgroup}"

@@ -38,10 +38,13 @@ def _idle_claw(name: str, org: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "org": org, "image": "built:claw-runtime", **limits, **extra, "command": IDLE}
 
 
+CONTROL_PLANE = "control.clawstaff.example:443"  # every claw's allowlist holds it; the VM reaches no such host
+
+
 def stack_config(operator_public_key: str, sealing_key: str, probe_secret: str) -> dict[str, Any]:
     """A one-host cloud stack: the host the VM stands in for."""
     return {
-        "clawstaff:controlPlane": "control.clawstaff.example:443",
+        "clawstaff:controlPlane": CONTROL_PLANE,
         "clawstaff:proxyImage": "built:egress-proxy",  # this machine's build, loaded into the VM's engine
         "clawstaff:admin": {"sshAllowedCidrs": [f"{vm.HOST_IP}/32"], "sshPublicKeys": [operator_public_key]},
         "clawstaff:hosts": [

@@ -14,6 +14,7 @@ import pytest
 from components.egress import parse_access_line
 from tests.integration.bench import CAGE_A, CAGE_B, CAGE_C, OUTSIDE_IP
 from tests.integration.test_isolation_network import THROUGH_PROXY
+from tools import audit
 
 pytestmark = pytest.mark.integration
 GROUP = "audit"
@@ -60,3 +61,17 @@ def test_proxy_log_shows_each_request_with_claw_and_org(isolation_bench, cage):
         ok,
     )
     assert ok, (found, leaked, entries[-5:])
+    # The same calls in the claw's timeline (`tools.audit --stack local`), with the claw's own events.
+    orgs = {c.name: c.org for c in bench.stack.config.claws}
+    host = (audit.local_run, audit.cage_cgroup(cage, "cgroupfs"))
+    calls = [e for e in audit.timeline(cage, audit.local_search, orgs, host=host) if e.kind == "api"]
+    seen = {(e.action, e.request, e.result) for e in calls if e.claw == cage and e.org == claw.org}
+    want = {("allowed", allowed, "ok"), ("refused", forbidden, "403"), ("refused", f"{OUTSIDE_IP}:443", "403")}
+    bench.scorecard.record(
+        "audit trail",
+        f"{cage}: the same run in its timeline (`tools.audit --stack local --claw {cage}`)",
+        "the allowed call and both refusals as `api` events, with the claw, its org and the status",
+        sorted(seen & want) or "none",
+        want <= seen,
+    )
+    assert want <= seen, sorted(seen)[-6:]

@@ -146,7 +146,7 @@ def _limit_hits(bench, cage: str, leaf: str, action: str) -> list:
     local` reads them from the kernel's log."""
     orgs = {c.name: c.org for c in bench.stack.config.claws}
     kernel = (audit.local_run, audit.cage_cgroup(cage, "cgroupfs"))
-    found = audit.timeline(cage, audit.local_search, orgs, kernel=kernel)
+    found = audit.timeline(cage, audit.local_search, orgs, host=kernel)
     return [e for e in found if e.action == action and e.cgroup.endswith("/" + leaf) and e.org == orgs[cage]]
 
 

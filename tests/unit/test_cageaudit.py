@@ -16,6 +16,25 @@ from components.conventions import audit_key
 from tools import audittrail
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "audit-sample.log"
+# A proxy's log as `docker logs --timestamps` prints it: Squid's own messages, then access lines in the
+# cage's format (components.egress.access_log_format); the engine tier reads real ones
+# (test_isolation_audit.py).
+_ACCESS = (
+    '{{"log":"clawcage-egress","claw":"sample-claw","org":"sample-org","client":"172.30.0.3","method":"CONNECT",'
+    '"request":"{request}","status":"{status}","result":"{result}","reason":"{reason}","dst":"{dst}","bytes":"{bytes}",'
+    '"duration_ms":"{ms}"}}'
+)
+PROXY_LINES = "\n".join(
+    [
+        "2026-12-02T18:19:31.693977653Z 2026/12/02 18:19:31| Accepting HTTP Socket connections at conn2 local=0.0.0.0:3128",
+        "2026-12-02T18:20:02.100200300Z "
+        + _ACCESS.format(request="api.example.com:443", status="200", result="TCP_TUNNEL", reason="allowlisted",
+                         dst="203.0.113.7:443", bytes="5120", ms="812"),
+        "2026-12-02T18:20:03.5Z "
+        + _ACCESS.format(request="evil%20x.example:443", status="403", result="TCP_DENIED", reason="not-allowlisted",
+                         dst="-:-", bytes="3912", ms="0"),
+    ]
+)  # fmt: skip
 # What this machine's kernel said (dmesg --time-format iso) when containers below /clawstaff/sample-claw
 # and /clawstaff/sample-claw-2 (the cgroupfs form of two cages' cgroups) forked past their pids limit
 # and then allocated past their memory limit.
@@ -199,32 +218,88 @@ def test_a_kernel_line_of_neither_form_is_refused_with_its_number() -> None:
         audittrail.limit_events("\nDec 02 18:17:25 host kernel: oom-kill:...", "a", "/clawstaff/a")
 
 
-def test_the_timeline_merges_limit_hits_by_time_and_keeps_the_kernels_order() -> None:
+def test_the_timeline_merges_api_calls_and_limit_hits_by_time_and_keeps_the_kernels_order() -> None:
     from tools import audit
 
     searched = []
 
     def run(script: str) -> str:
         searched.append(script)
-        return KERNEL_SAMPLE.read_text() + "search-exit=0\n"
+        lines = PROXY_LINES if script == audit.proxy_script("sample-claw") else KERNEL_SAMPLE.read_text()
+        return lines + "\nsearch-exit=0\n"
 
     def search(claw: str) -> str:
         return SAMPLE.read_text() + "\nsearch-exit=0\n"
 
     cgroup = audit.cage_cgroup("sample-claw", "cgroupfs")
-    found = audit.timeline("sample-claw", search, {"sample-claw": "org"}, kernel=(run, cgroup))
-    assert cgroup == "/clawstaff/sample-claw" and searched == [audit.kernel_script()]
+    found = audit.timeline("sample-claw", search, {"sample-claw": "org"}, host=(run, cgroup))
+    assert cgroup == "/clawstaff/sample-claw"
+    assert searched == [audit.kernel_script(), audit.proxy_script("sample-claw")]
     assert [e.time for e in found] == sorted(e.time for e in found)
-    audited = [e for e in found if e.kind != "limit"]
+    assert [e.action for e in found if e.kind == "api"] == ["allowed", "refused"]
+    audited = [e for e in found if e.kind in ("process", "file", "network", "rules")]
     assert [e.serial for e in audited] == [e.serial for e in sample_events()]
     assert [e.action for e in found if e.kind == "limit"] == ["fork-refused", "oom-kill"]
-    # A host where the search fails says so; none found is an empty list.
-    assert audit.timeline("sample-claw", search, {}, kernel=(lambda _: "search-exit=1\n", cgroup))
+    # A host where a search fails says so; none found is an empty list; a proxy gone is a note.
+    notes: list[str] = []
+    gone = "Error response from daemon: No such container: proxy-sample-claw\nsearch-exit=1\n"
+    empty = lambda script: gone if script.startswith("docker logs") else "search-exit=1\n"  # noqa: E731
+    assert audit.timeline("sample-claw", search, {}, host=(empty, cgroup), notes=notes)
+    assert notes == ["no API calls: the proxy container proxy-sample-claw is gone, and its log with it"]
     with pytest.raises(audit.AuditError, match="the kernel log search failed on the host \\(exit 2\\)"):
-        audit.timeline("sample-claw", search, {}, kernel=(lambda _: "dmesg: nope\nsearch-exit=2\n", cgroup))
+        audit.timeline("sample-claw", search, {}, host=(lambda _: "dmesg: nope\nsearch-exit=2\n", cgroup))
+    with pytest.raises(audit.AuditError, match="docker logs proxy-sample-claw failed on the host \\(exit 125\\)"):
+        audit.timeline(
+            "sample-claw",
+            search,
+            {},
+            host=(lambda s: "oops\nsearch-exit=125\n" if s.startswith("docker") else "search-exit=1\n", cgroup),
+        )
 
 
 def test_the_systemd_form_of_a_cages_cgroup_is_its_slice() -> None:
     from tools import audit
 
     assert audit.cage_cgroup("vm-probe", "systemd") == "/clawstaff.slice/clawstaff-vm\\x2dprobe.slice"
+
+
+def test_a_claws_api_calls_come_from_its_proxys_log_with_what_it_asked() -> None:
+    allowed, refused = audittrail.api_events(PROXY_LINES, "sample-claw")
+    assert (allowed.kind, allowed.action, allowed.result, allowed.method) == ("api", "allowed", "ok", "CONNECT")
+    assert (allowed.request, allowed.status, allowed.reason, allowed.org) == (
+        "api.example.com:443",
+        "200",
+        "allowlisted",
+        "sample-org",
+    )
+    assert allowed.time == "2026-12-02T18:20:02.100Z" and refused.time == "2026-12-02T18:20:03.500Z"
+    # What the claw asked for is decoded (%20), the result is the status.
+    assert (refused.action, refused.result, refused.request) == ("refused", "403", "evil x.example:443")
+    assert audittrail.describe(refused) == "refused CONNECT evil x.example:443 (403 not-allowlisted)"
+    assert json.loads(refused.to_json())["reason"] == "not-allowlisted"
+
+
+def test_a_proxy_line_of_another_claw_or_unreadable_is_refused() -> None:
+    with pytest.raises(audittrail.TrailError, match="names claw 'sample-claw', not 'other'"):
+        audittrail.api_events(PROXY_LINES, "other")
+    with pytest.raises(audittrail.TrailError, match="proxy log line 1 has no docker timestamp"):
+        audittrail.api_events("Error response from daemon: boom", "sample-claw")
+    with pytest.raises(audittrail.TrailError, match="proxy log line 1: unreadable access log line"):
+        audittrail.api_events('2026-12-02T18:20:03Z {"log":"clawcage-egress",', "sample-claw")
+
+
+def test_a_real_proxy_line_reads_as_an_allowed_call() -> None:
+    # Written by the VM tier's proxy (Squid 6 in the egress-proxy image) for the control plane, which
+    # the allowlist holds and the VM cannot reach.
+    line = (
+        '2026-12-02T18:27:52.596272471Z {"log":"clawcage-egress","claw":"vm-neighbour","org":"globex",'
+        '"client":"198.18.0.19","method":"CONNECT","request":"control.clawstaff.example:443","status":"503",'
+        '"result":"TCP_TUNNEL","reason":"allowlisted","dst":"-:-","bytes":"87","duration_ms":"16319"}'
+    )
+    (event,) = audittrail.api_events(line, "vm-neighbour")
+    assert (event.time, event.action, event.result, event.org) == (
+        "2026-12-02T18:27:52.596Z",
+        "allowed",
+        "503",
+        "globex",
+    )

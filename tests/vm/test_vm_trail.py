@@ -17,7 +17,7 @@ from tests.vm import probes
 from tests.vm.conftest import GVISOR, NEIGHBOUR, PROBE, ssh
 from components.conventions import audit_key
 from components.daemon import PROVISIONED_CGROUP_DRIVER
-from tools import audit
+from tools import audit, vmhost
 
 pytestmark = pytest.mark.vm
 GROUP = "audit trail"
@@ -34,11 +34,23 @@ def trail(host, machine, claw: str, tag: str | None = None, tries: int = 15):
 
     kernel = (run, audit.cage_cgroup(claw, PROVISIONED_CGROUP_DRIVER))
     for _ in range(tries):
-        found = audit.timeline(claw, lambda name: run(audit.search_script(name)), orgs, kernel=kernel)
+        found = audit.timeline(claw, lambda name: run(audit.search_script(name)), orgs, host=kernel)
         if tag is None or any(step[1] == "/etc/" for step in trail_steps(found, tag)):
             return found
         time.sleep(1)
     return found
+
+
+# The claw asks its proxy for each name in turn (ARG: host:port), waiting for each answer (an allowed
+# name the VM cannot resolve is answered 503 once Squid's lookup gives up).
+API_CALLS = """
+said = []
+for name in ARG:
+    s = socket.create_connection(("egress-proxy", 3128), 60)
+    s.sendall(("CONNECT %s HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n" % (name, name)).encode())
+    said.append(s.recv(200).split(b"\\r\\n")[0].decode()); s.close()
+out(said)
+"""
 
 
 def test_the_hosts_trail_has_each_claws_actions_in_order_and_nothing_of_another_cage(cages, vm_scorecard):
@@ -91,6 +103,27 @@ def test_the_hosts_trail_has_each_claws_actions_in_order_and_nothing_of_another_
         limited,
     )
     assert limited, hits
+    # API calls, from the probe's proxy log: a refused name, then the control plane (allowed; the VM
+    # has no route to it, so Squid answers 503 once its lookup gives up).
+    allowed = vmhost.CONTROL_PLANE
+    refused = f"{tags[PROBE]}.refused.example:443"
+    asked = probes.probe(machine, f"claw-{PROBE}", API_CALLS, [refused, allowed], timeout=150)
+    want = [("refused", refused, "403", "not-allowlisted"), ("allowed", allowed, "503", "allowlisted")]
+    for _ in range(10):  # Squid writes a CONNECT's line when its tunnel closes
+        calls = [(e.action, e.request, e.status, e.reason) for e in trail(host, machine, PROBE, tries=1) if e.kind == "api"]  # fmt: skip
+        ours = [c for c in calls if c[1] in (refused, allowed)][-2:]
+        if ours == want:
+            break
+        time.sleep(1)
+    vm_scorecard.record(
+        GROUP,
+        f"{PROBE} asks its proxy for a name not on its allowlist, then for the control plane; its trail",
+        "the refusal (403 not-allowlisted) then the allowed call (allowlisted; 503: the VM reaches no "
+        "upstream), as api events of the claw",
+        {"the claw was answered": asked, "api events": ours or "none"},
+        ours == want,
+    )
+    assert ours == want, (asked, calls[-4:])
     # gVisor: the claw's processes are the sentry's, not the host kernel's; the host sees none of them.
     sandboxed = trail(host, machine, GVISOR, tries=1)
     seen = trail_steps(sandboxed, tags[GVISOR])
