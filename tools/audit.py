@@ -5,8 +5,8 @@
 
 Reads the records of the cage's audit rules (components/cageaudit.py) from the host's auditd log
 with `ausearch`, the cage's limit hits (OOM kills, refused forks) from the kernel's log and its API
-calls from its egress proxy's log, on this machine for the `local` stack, over the host's pinned SSH for the VM tier's
-host, and prints them as a table or, with --json, as JSON lines of the schema tools.audittrail.SCHEMA
+calls from its egress proxy's log, on this machine for the `local` stack, over the host's pinned SSH
+for the VM tier's host, and prints them as a table or, with --json, as JSON lines of the schema tools.audittrail.SCHEMA
 (docs/audit.md). Times are UTC; --since/--until take ISO 8601 (a time without a zone is UTC).
 
 What it does not do yet (docs/audit.md, "Not built yet"): read a central sink. A Hetzner host's

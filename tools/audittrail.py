@@ -17,15 +17,17 @@ Each event is one syscall of the cage's user that a rule matched, or one change 
 and becomes one JSON object of the schema SCHEMA (docs/audit.md, "The trail's schema"):
 
     {"schema": "clawstaff.audit/1", "time": "2026-12-02T13:40:01.123Z", "serial": 456,
-     "claw": "acme-support", "org": "acme", "kind": "process" | "file" | "network" | "rules" | "limit",
+     "claw": "acme-support", "org": "acme", "kind": "process" | "file" | "network" | "rules" | "limit" | "api",
      "action": "exec" | "create" | "write" | "read" | "open" | "truncate" | "rename" | "delete" |
                "mkdir" | "mknod" | "link" | "chmod" | "chown" | "xattr" | "bind" | "admin" |
-               "loaded" | "removed" | "oom-kill" | "fork-refused",
+               "loaded" | "removed" | "oom-kill" | "fork-refused" | "allowed" | "refused",
      "result": "ok" | "<errno name>", "syscall": "openat", "pid": 1234, "ppid": 1200, "uid": 165532,
      "exe": "/usr/bin/python3.13", "argv": [...] (exec only), "cwd": "/", "paths": ["/data/notes"]}
 
 A limit hit (kind "limit": action "oom-kill" or "fork-refused") comes from the kernel's log instead
-(limit_events): no serial, and `comm` and `cgroup` in place of the program's path.
+(limit_events): no serial, and `comm` and `cgroup` in place of the program's path. An API call (kind
+"api": "allowed" or "refused") comes from the cage's proxy log (api_events): no serial, and `method`,
+`request`, `status` and `reason`.
 
 Paths are as the claw named them, inside its own mount namespace (so `/data/...` is its volume).
 """
@@ -187,7 +189,8 @@ def parse_records(text: str) -> list[Record]:
     return records
 
 
-def _iso(seconds: float) -> str:
+def iso_time(seconds: float) -> str:
+    """An event's `time`: UTC, milliseconds, `Z`."""
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -251,7 +254,7 @@ def events(records: Iterable[Record], orgs: Mapping[str, str] | None = None) -> 
             op = _RULE_OPS.get(change.fields.get("op", ""))
             if claw and op:
                 result = "ok" if change.fields.get("res") == "1" else "failed"
-                event = Event(_iso(first.time), first.serial, claw, "rules", op, result, (orgs or {}).get(claw))
+                event = Event(iso_time(first.time), first.serial, claw, "rules", op, result, (orgs or {}).get(claw))
                 last = found[-1] if found else None
                 # One load (or removal) of a cage's rules is one event, however many rules it holds.
                 if not (last and last.kind == "rules" and (last.claw, last.action) == (claw, op) and last.time[:19] == event.time[:19]):  # fmt: skip
@@ -268,7 +271,7 @@ def events(records: Iterable[Record], orgs: Mapping[str, str] | None = None) -> 
         cwd = by_type["CWD"][0].fields.get("cwd") if by_type.get("CWD") else None
         action = ACTIONS.get(name) or _file_action(name, syscall.fields, paths)
         event = Event(
-            _iso(first.time),
+            iso_time(first.time),
             first.serial,
             claw,
             "process" if action == "exec" else "network" if name in _NETWORK else "file",
@@ -333,12 +336,12 @@ def limit_events(text: str, claw: str, cgroup: str, org: str | None = None) -> l
         seconds, message = _kernel_line(line, number)
         if (oom := _OOM_KILL.search(message)) and inside(oom["cgroup"]):
             found.append(
-                Event(_iso(seconds), None, claw, "limit", "oom-kill", "killed", org, pid=int(oom["pid"]),
+                Event(iso_time(seconds), None, claw, "limit", "oom-kill", "killed", org, pid=int(oom["pid"]),
                       uid=int(oom["uid"]), comm=oom["comm"], cgroup=oom["cgroup"])
             )  # fmt: skip
         elif (refused := _FORK_REFUSED.search(message)) and inside(refused["cgroup"]):
             found.append(
-                Event(_iso(seconds), None, claw, "limit", "fork-refused", "EAGAIN", org, cgroup=refused["cgroup"])
+                Event(iso_time(seconds), None, claw, "limit", "fork-refused", "EAGAIN", org, cgroup=refused["cgroup"])
             )
     return found
 
@@ -373,7 +376,7 @@ def api_events(text: str, claw: str, org: str | None = None) -> list[Event]:
         status = entry.get("status", "")
         found.append(
             Event(
-                _iso(seconds), None, claw, "api", "allowed" if entry.get("reason") == ALLOWED_REASON else "refused",
+                iso_time(seconds), None, claw, "api", "allowed" if entry.get("reason") == ALLOWED_REASON else "refused",
                 "ok" if status.startswith("2") else status, entry.get("org", org), method=entry.get("method"),
                 request=entry.get("request"), status=status, reason=entry.get("reason"),
             )

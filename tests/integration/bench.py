@@ -40,7 +40,7 @@ import docker.errors
 from components.broker import BENCH_CA_ENV, BROKER_ENV, placeholder
 from components.config import is_secret_placeholder, load_stack_file, parse_stack_config
 from components.egress import egress_allowlist, render_proxy_config
-from tools import engine, mockrun, replay
+from tools import audit, engine, mockrun, replay
 from tools.isolation_report import Scorecard
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -566,6 +566,13 @@ def cage_cgroup_dirs(claw: str) -> list[Path]:
     root = Path("/sys/fs/cgroup")
     candidates = [root / "clawstaff" / claw] + [d / "clawstaff" / claw for d in root.iterdir() if d.is_dir()]
     return [c for c in candidates if c.is_dir()]
+
+
+def local_timeline(bench: Bench, cage: str) -> list:
+    """The cage's whole timeline as `tools.audit --stack local` reads it: audit records, limit hits
+    from the kernel's log, API calls from its proxy's log."""
+    orgs = {c.name: c.org for c in bench.stack.config.claws}
+    return audit.timeline(cage, audit.local_search, orgs, host=(audit.local_run, audit.cage_cgroup(cage, "cgroupfs")))
 
 
 def cgroup_file(controller: str, claw: str, name: str, container_id: str | None = None) -> Path:

@@ -12,9 +12,8 @@ import time
 import pytest
 
 from components.egress import parse_access_line
-from tests.integration.bench import CAGE_A, CAGE_B, CAGE_C, OUTSIDE_IP
+from tests.integration.bench import CAGE_A, CAGE_B, CAGE_C, OUTSIDE_IP, local_timeline
 from tests.integration.test_isolation_network import THROUGH_PROXY
-from tools import audit
 
 pytestmark = pytest.mark.integration
 GROUP = "audit"
@@ -62,9 +61,7 @@ def test_proxy_log_shows_each_request_with_claw_and_org(isolation_bench, cage):
     )
     assert ok, (found, leaked, entries[-5:])
     # The same calls in the claw's timeline (`tools.audit --stack local`), with the claw's own events.
-    orgs = {c.name: c.org for c in bench.stack.config.claws}
-    host = (audit.local_run, audit.cage_cgroup(cage, "cgroupfs"))
-    calls = [e for e in audit.timeline(cage, audit.local_search, orgs, host=host) if e.kind == "api"]
+    calls = [e for e in local_timeline(bench, cage) if e.kind == "api"]
     seen = {(e.action, e.request, e.result) for e in calls if e.claw == cage and e.org == claw.org}
     want = {("allowed", allowed, "ok"), ("refused", forbidden, "403"), ("refused", f"{OUTSIDE_IP}:443", "403")}
     bench.scorecard.record(

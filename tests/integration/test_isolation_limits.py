@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from tests.integration.bench import CAGE_A, CAGE_B, PLACEBO, cgroup_file
+from tests.integration.bench import CAGE_A, CAGE_B, PLACEBO, cgroup_file, local_timeline
 from tests.integration.test_isolation_credentials import claw_cmdline
-from tools import audit
+from tools.audittrail import iso_time
 
 pytestmark = pytest.mark.integration
 GROUP = "limits"
@@ -144,10 +143,9 @@ def _b_held(bench, fault: str, during: dict, rest: dict) -> bool:
 def _limit_hits(bench, cage: str, leaf: str, action: str) -> list:
     """The cage's limit hits of `action` in the claw container `leaf`'s cgroup, as `tools.audit --stack
     local` reads them from the kernel's log."""
-    orgs = {c.name: c.org for c in bench.stack.config.claws}
-    kernel = (audit.local_run, audit.cage_cgroup(cage, "cgroupfs"))
-    found = audit.timeline(cage, audit.local_search, orgs, host=kernel)
-    return [e for e in found if e.action == action and e.cgroup.endswith("/" + leaf) and e.org == orgs[cage]]
+    org = next(c.org for c in bench.stack.config.claws if c.name == cage)
+    found = local_timeline(bench, cage)
+    return [e for e in found if e.action == action and e.cgroup.endswith("/" + leaf) and e.org == org]
 
 
 def _claw_id(bench, cage: str) -> str:
@@ -180,7 +178,7 @@ def test_fork_bomb_hits_the_cage_pids_limit(isolation_bench, at_rest):
     # The refusal is in the claw's trail: the kernel says it at the cgroup's first refusal, once.
     hits = _limit_hits(bench, CAGE_A, leaf, "fork-refused")
     first = events_before.split() == ["max", "0"]
-    in_trail = len(hits) == 1 and (not first or hits[0].time >= _iso(started))
+    in_trail = len(hits) == 1 and (not first or hits[0].time >= iso_time(started))
     bench.scorecard.record(
         "audit trail",
         f"{CAGE_A}'s trail after its fork bomb (`tools.audit --stack local`, from the kernel's log)",
@@ -214,7 +212,7 @@ def test_memory_hog_is_oom_killed_and_the_claw_restarts_within_its_bound(isolati
         ok,
     )
     held = _b_held(bench, "memory hog in A", during, at_rest)
-    hits = [e for e in _limit_hits(bench, CAGE_A, claw_id, "oom-kill") if e.time >= _iso(started)]
+    hits = [e for e in _limit_hits(bench, CAGE_A, claw_id, "oom-kill") if e.time >= iso_time(started)]
     in_trail = len(hits) == kills_after - kills_before and all(e.comm and e.pid for e in hits)
     bench.scorecard.record(
         "audit trail",
@@ -260,10 +258,6 @@ out("the claw's own process was not found in the cage")
         restarted and alive and policy == {"Name": "on-failure", "MaximumRetryCount": 5},
     )
     assert ok and held and restarted and alive, (hog.returncode, hog.stderr[-300:], kills_before, kills_after)
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _oom_kills(path: Path) -> int:
