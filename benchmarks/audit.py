@@ -63,7 +63,7 @@ def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 
 
 def trail_bytes(claw: str) -> int:
-    return len(audit.read_output(audit.local_search(claw)).encode())
+    return len(audit.read_output(audit.local_run(audit.search_script(claw))).encode())
 
 
 def main(argv: list[str] | None = None) -> int:

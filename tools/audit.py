@@ -18,6 +18,7 @@ Exit 0: printed (also when empty); 2: bad usage, an unknown claw, or a host that
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import subprocess
 import sys
@@ -43,31 +44,64 @@ class AuditError(Exception):
     """What was asked cannot be answered; the message says what and why."""
 
 
-def search_script(claw: str) -> str:
-    """What a host runs: the raw records of the cage's key, then ausearch's own exit status (1 with
-    no output is an empty trail, anything else an error)."""
+def _seconds(moment: datetime | None, *, up: bool = False) -> int | None:
+    """A bound as whole Unix seconds, widened to the second around it (the hosts' searches take
+    seconds; `audittrail.within` then keeps the exact range)."""
+    if moment is None:
+        return None
+    stamp = moment.timestamp()
+    return math.ceil(stamp) if up else math.floor(stamp)
+
+
+def _ausearch_time(seconds: int) -> str:
+    # ausearch reads a date in the C locale's %x (mm/dd/yy) and a 24-hour time, in the zone of TZ:
+    # the script runs it with TZ=UTC LC_ALL=C.
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%m/%d/%y %H:%M:%S")
+
+
+def search_script(claw: str, since: datetime | None = None, until: datetime | None = None) -> str:
+    """What a host runs: the raw records of the cage's key from `since` to `until` (ausearch skips
+    the records outside them without decoding them), then ausearch's own exit status (1 with no
+    output is an empty trail, anything else an error)."""
+    bounds = [
+        *(["-ts", *_ausearch_time(_seconds(since)).split()] if since else []),
+        *(["-te", *_ausearch_time(_seconds(until, up=True)).split()] if until else []),
+    ]
     # --input-logs: the log files auditd.conf names, rotated ones too. Without it ausearch reads its
     # stdin whenever that is not a terminal (over SSH, from a program) and finds nothing there.
-    return f'ausearch --input-logs --raw -k {shlex.quote(audit_key(claw))} 2>&1; echo "search-exit=$?"'
+    argv = ["ausearch", "--input-logs", "--raw", "-k", audit_key(claw), *bounds]
+    return f'TZ=UTC LC_ALL=C {shlex.join(argv)} 2>&1; echo "search-exit=$?"'
 
 
-def kernel_script() -> str:
+def kernel_script(since: datetime | None = None, until: datetime | None = None) -> str:
     """What a host runs for the limit hits (tools.audittrail.limit_events): the kernel's log lines that
-    say them, from the journal on a systemd host (it keeps them across reboots), from the ring buffer
-    on this machine's engine; then the search's exit status (1 with no output: none)."""
+    say them, from the journal on a systemd host (it keeps them across reboots; from `since` to
+    `until`), from the ring buffer on this machine's engine (all of it: it holds the last few
+    hundred KiB); then the search's exit status (1 with no output: none)."""
     pattern = shlex.quote(audittrail.KERNEL_PATTERN)
+    bounds = "".join(
+        f" --{flag} @{value}"
+        for flag, value in (("since", _seconds(since)), ("until", _seconds(until, up=True)))
+        if value is not None
+    )
     return (
         "set -o pipefail; if [ -d /run/systemd/system ]; then "
-        f"journalctl -k -q -o short-unix --no-pager --grep {pattern} 2>&1; "
+        f"journalctl -k -q -o short-unix --no-pager{bounds} --grep {pattern} 2>&1; "
         f"else dmesg --time-format iso 2>&1 | grep -E {pattern}; fi; "
         'echo "search-exit=$?"'
     )
 
 
-def proxy_script(claw: str) -> str:
-    """What a host runs for the claw's API calls (tools.audittrail.api_events): its egress proxy's log,
-    each line with the engine's timestamp; then docker's exit status."""
-    return f'docker logs --timestamps {shlex.quote(proxy_container(claw))} 2>&1; echo "search-exit=$?"'
+def proxy_script(claw: str, since: datetime | None = None, until: datetime | None = None) -> str:
+    """What a host runs for the claw's API calls (tools.audittrail.api_events): its egress proxy's log
+    from `since` to `until`, each line with the engine's timestamp; then docker's exit status."""
+    bounds = [
+        f"--{flag}={value}"
+        for flag, value in (("since", _seconds(since)), ("until", _seconds(until, up=True)))
+        if value is not None
+    ]
+    argv = ["docker", "logs", "--timestamps", *bounds, proxy_container(claw)]
+    return f'{shlex.join(argv)} 2>&1; echo "search-exit=$?"'
 
 
 def _split_status(output: str) -> tuple[str, str]:
@@ -105,31 +139,28 @@ def local_run(script: str) -> str:
     return done.stdout
 
 
-def local_search(claw: str) -> str:
-    return local_run(search_script(claw))
-
-
 def timeline(
     claw: str,
-    search: Callable[[str], str],
+    run: Callable[[str], str],
     orgs: dict[str, str],
-    since=None,
-    until=None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     *,
-    host: tuple[Callable[[str], str], str] | None = None,
+    cgroup: str | None = None,
     notes: list[str] | None = None,
 ) -> list[audittrail.Event]:
-    """The claw's events in time order. ausearch matches keys by prefix, so only events whose key is
-    exactly this claw's are kept (claw `a` never shows claw `ab`'s). With `host` (how to run a script
-    on the claw's host, and the cage's cgroup there) also its limit hits from the kernel's log and its
-    API calls from its proxy's log; what could not be read is said in `notes`."""
-    records = audittrail.parse_records(read_output(search(claw)))
+    """The claw's events in time order, from `since` to `until`; `run` runs a script on the claw's
+    host and returns what it printed. ausearch matches keys by prefix, so only events whose key is
+    exactly this claw's are kept (claw `a` never shows claw `ab`'s). With `cgroup` (the cage's cgroup
+    on that host) also its limit hits from the kernel's log and its API calls from its proxy's log;
+    what could not be read is said in `notes`. Each source is its own round trip: a script's status
+    is its answer's last line, after everything the claw could have put in its log."""
+    records = audittrail.parse_records(read_output(run(search_script(claw, since, until))))
     found = [e for e in audittrail.events(records, orgs) if e.claw == claw]
-    if host is not None:
-        run, cgroup = host
-        lines = read_output(run(kernel_script()), "the kernel log search")
+    if cgroup is not None:
+        lines = read_output(run(kernel_script(since, until)), "the kernel log search")
         limits = audittrail.limit_events(lines, claw, cgroup, orgs.get(claw))
-        proxy = read_proxy_output(run(proxy_script(claw)), claw)
+        proxy = read_proxy_output(run(proxy_script(claw, since, until)), claw)
         calls = audittrail.api_events(proxy, claw, orgs.get(claw)) if proxy is not None else []
         if proxy is None and notes is not None:
             notes.append(f"no API calls: the proxy container {proxy_container(claw)} is gone, and its log with it")
@@ -161,7 +192,7 @@ def _stack_claws(stack: str, root: Path) -> dict[str, str]:
     return {c.name: c.org for c in parse_stack_config(raw, stack=stack, secret_keys=secret).claws}
 
 
-def _vm_search() -> tuple[Callable[[str], str], Callable[[str], str], dict[str, str]]:
+def _vm_host() -> tuple[Callable[[str], str], dict[str, str]]:
     from tools import vm, vmhost
 
     machine = vm.Vm.load()
@@ -175,7 +206,7 @@ def _vm_search() -> tuple[Callable[[str], str], Callable[[str], str], dict[str, 
     def run(script: str) -> str:
         return replay.ssh_exec(via, connection, machine.address, machine.operator_key, script, None, "audit")
 
-    return (lambda claw: run(search_script(claw))), run, orgs
+    return run, orgs
 
 
 def table(claw: str, found: list[audittrail.Event]) -> Table:
@@ -207,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         since, until = _when(args.since, "--since"), _when(args.until, "--until")
         if args.vm:
-            search, run, orgs = _vm_search()
+            run, orgs = _vm_host()
             where_text, driver = "the VM tier's host", PROVISIONED_CGROUP_DRIVER
         else:
             if args.stack != "local":
@@ -217,11 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "reads --stack local (this machine) and --vm"
                 )
             orgs = _stack_claws(args.stack, mockrun.ROOT)
-            search, run, where_text, driver = local_search, local_run, "Pulumi.local.yaml", LOCAL_CGROUP_DRIVER
+            run, where_text, driver = local_run, "Pulumi.local.yaml", LOCAL_CGROUP_DRIVER
         if args.claw not in orgs:
             raise AuditError(f"claw {args.claw!r} is not in {where_text} (claws: {', '.join(sorted(orgs))})")
         notes: list[str] = []
-        found = timeline(args.claw, search, orgs, since, until, host=(run, cage_cgroup(args.claw, driver)), notes=notes)
+        found = timeline(args.claw, run, orgs, since, until, cgroup=cage_cgroup(args.claw, driver), notes=notes)
     except (AuditError, audittrail.TrailError, replay.ReplayError, pulumi.RunError) as error:
         Console(stderr=True).print(f"[red]audit:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
+from datetime import datetime, timezone
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def rules_of(claw: str) -> list[str]:
 def trail(claw: str) -> list[audittrail.Event]:
     """What auditd has of the cage's key (ausearch matches keys by prefix: keep this claw's only)."""
     for _ in range(50):  # auditd writes asynchronously
-        found = audit.timeline(claw, audit.local_search, {})
+        found = audit.timeline(claw, audit.local_run, {})
         if found and found[-1].kind != "rules":
             return found
         time.sleep(0.2)
@@ -130,6 +131,30 @@ def test_what_the_cages_uid_does_is_recorded_in_order_and_a_neighbours_uid_is_no
     ]
     assert all(e.uid == audited["uid"] and e.result == "ok" for e in found if e.kind != "rules")
     assert not any("neighbour" in " ".join([*(e.argv or []), *e.paths]) for e in found)
+
+
+def test_a_time_bounded_search_reads_only_the_records_from_its_start(audited) -> None:
+    # The bound is ausearch's own (-ts, whole seconds): it skips older records without decoding them,
+    # which is what keeps a search of a large log short. The records are read raw here, before
+    # tools.audit's exact filter, so the bound is ausearch's and not ours.
+    claw, work = audited["claw"], audited["work"]
+    bash(cageaudit.render_audit_create(claw, uid=CONTAINER_UID, volume=False, subuid_file=audited["subuid"]))
+    as_uid(audited["uid"], "/bin/true before-the-bound", work)
+    trail(claw)  # written
+    time.sleep(1.5)  # more than ausearch's second between the first run and the bound
+    bound = datetime.now(timezone.utc)
+    as_uid(audited["uid"], "/bin/true after-the-bound", work)
+    for _ in range(50):  # auditd writes asynchronously
+        if any("after-the-bound" in (e.argv or []) for e in audit.timeline(claw, audit.local_run, {})):
+            break
+        time.sleep(0.2)
+    raw = audit.read_output(audit.local_run(audit.search_script(claw, since=bound)))
+    argv = [" ".join(e.argv or []) for e in audittrail.events(audittrail.parse_records(raw), {})]
+    assert "/bin/true after-the-bound" in argv and "/bin/true before-the-bound" not in argv, argv
+    everything = [" ".join(e.argv or []) for e in audit.timeline(claw, audit.local_run, {})]
+    assert everything.index("/bin/true before-the-bound") < everything.index("/bin/true after-the-bound")
+    ended = [" ".join(e.argv or []) for e in audit.timeline(claw, audit.local_run, {}, until=bound)]
+    assert "/bin/true before-the-bound" in ended and "/bin/true after-the-bound" not in ended
 
 
 def test_reads_are_recorded_below_the_volume_only_and_a_volume_not_mounted_is_refused(audited) -> None:

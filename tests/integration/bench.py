@@ -572,7 +572,7 @@ def local_timeline(bench: Bench, cage: str) -> list:
     """The cage's whole timeline as `tools.audit --stack local` reads it: audit records, limit hits
     from the kernel's log, API calls from its proxy's log."""
     orgs = {c.name: c.org for c in bench.stack.config.claws}
-    return audit.timeline(cage, audit.local_search, orgs, host=(audit.local_run, audit.cage_cgroup(cage, "cgroupfs")))
+    return audit.timeline(cage, audit.local_run, orgs, cgroup=audit.cage_cgroup(cage, "cgroupfs"))
 
 
 def cgroup_file(controller: str, claw: str, name: str, container_id: str | None = None) -> Path:

@@ -218,43 +218,85 @@ def test_a_kernel_line_of_neither_form_is_refused_with_its_number() -> None:
         audittrail.limit_events("\nDec 02 18:17:25 host kernel: oom-kill:...", "a", "/clawstaff/a")
 
 
+def _host(answers: dict[str, str], ran: list[str] | None = None):
+    """A host that answers each script by its first word (ausearch, journalctl/dmesg, docker)."""
+
+    def run(script: str) -> str:
+        if ran is not None:
+            ran.append(script)
+        first = script.removeprefix("TZ=UTC LC_ALL=C ").removeprefix("set -o pipefail; ").split()[0]
+        return answers[first]
+
+    return run
+
+
 def test_the_timeline_merges_api_calls_and_limit_hits_by_time_and_keeps_the_kernels_order() -> None:
     from tools import audit
 
-    searched = []
-
-    def run(script: str) -> str:
-        searched.append(script)
-        lines = PROXY_LINES if script == audit.proxy_script("sample-claw") else KERNEL_SAMPLE.read_text()
-        return lines + "\nsearch-exit=0\n"
-
-    def search(claw: str) -> str:
-        return SAMPLE.read_text() + "\nsearch-exit=0\n"
-
+    ran: list[str] = []
+    run = _host(
+        {
+            "ausearch": SAMPLE.read_text() + "\nsearch-exit=0\n",
+            "if": KERNEL_SAMPLE.read_text() + "\nsearch-exit=0\n",
+            "docker": PROXY_LINES + "\nsearch-exit=0\n",
+        },
+        ran,
+    )
     cgroup = audit.cage_cgroup("sample-claw", "cgroupfs")
-    found = audit.timeline("sample-claw", search, {"sample-claw": "org"}, host=(run, cgroup))
+    found = audit.timeline("sample-claw", run, {"sample-claw": "org"}, cgroup=cgroup)
     assert cgroup == "/clawstaff/sample-claw"
-    assert searched == [audit.kernel_script(), audit.proxy_script("sample-claw")]
+    assert ran == [audit.search_script("sample-claw"), audit.kernel_script(), audit.proxy_script("sample-claw")]
     assert [e.time for e in found] == sorted(e.time for e in found)
     assert [e.action for e in found if e.kind == "api"] == ["allowed", "refused"]
     audited = [e for e in found if e.kind in ("process", "file", "network", "rules")]
     assert [e.serial for e in audited] == [e.serial for e in sample_events()]
     assert [e.action for e in found if e.kind == "limit"] == ["fork-refused", "oom-kill"]
-    # A host where a search fails says so; none found is an empty list; a proxy gone is a note.
-    notes: list[str] = []
+    # Without the cage's cgroup, the audit records only: one round trip.
+    ran.clear()
+    orgs = {"sample-claw": "sample-org"}
+    assert audit.timeline("sample-claw", run, orgs) == [e for e in sample_events() if e.claw == "sample-claw"]
+    assert ran == [audit.search_script("sample-claw")]
+
+
+def test_a_host_whose_search_fails_says_so_and_a_proxy_gone_is_a_note() -> None:
+    from tools import audit
+
+    cgroup = audit.cage_cgroup("sample-claw", "cgroupfs")
     gone = "Error response from daemon: No such container: proxy-sample-claw\nsearch-exit=1\n"
-    empty = lambda script: gone if script.startswith("docker logs") else "search-exit=1\n"  # noqa: E731
-    assert audit.timeline("sample-claw", search, {}, host=(empty, cgroup), notes=notes)
+    notes: list[str] = []
+    empty = _host({"ausearch": SAMPLE.read_text() + "\nsearch-exit=0\n", "if": "search-exit=1\n", "docker": gone})
+    assert audit.timeline("sample-claw", empty, {}, cgroup=cgroup, notes=notes)
     assert notes == ["no API calls: the proxy container proxy-sample-claw is gone, and its log with it"]
     with pytest.raises(audit.AuditError, match="the kernel log search failed on the host \\(exit 2\\)"):
-        audit.timeline("sample-claw", search, {}, host=(lambda _: "dmesg: nope\nsearch-exit=2\n", cgroup))
+        audit.timeline("sample-claw", _host({"ausearch": "search-exit=1\n", "if": "dmesg: nope\nsearch-exit=2\n"}),
+                       {}, cgroup=cgroup)  # fmt: skip
+    failing = _host({"ausearch": "search-exit=1\n", "if": "search-exit=1\n", "docker": "oops\nsearch-exit=125\n"})
     with pytest.raises(audit.AuditError, match="docker logs proxy-sample-claw failed on the host \\(exit 125\\)"):
-        audit.timeline(
-            "sample-claw",
-            search,
-            {},
-            host=(lambda s: "oops\nsearch-exit=125\n" if s.startswith("docker") else "search-exit=1\n", cgroup),
-        )
+        audit.timeline("sample-claw", failing, {}, cgroup=cgroup)
+    with pytest.raises(audit.AuditError, match="ausearch failed on the host \\(exit 10\\)"):
+        audit.timeline("sample-claw", _host({"ausearch": "Error parsing start date\nsearch-exit=10\n"}), {})
+
+
+def test_a_bounded_timeline_asks_each_source_for_the_seconds_around_its_bounds_and_keeps_the_exact_range() -> None:
+    from tools import audit
+
+    since = datetime(2026, 12, 2, 18, 20, 2, 500000, tzinfo=timezone.utc)
+    until = datetime(2026, 12, 2, 18, 20, 3, 600000, tzinfo=timezone.utc)
+    # ausearch: the C locale's mm/dd/yy and a 24-hour time, in UTC, widened to whole seconds.
+    assert audit.search_script("c", since, until).startswith(
+        "TZ=UTC LC_ALL=C ausearch --input-logs --raw -k clawcage-c -ts 12/02/26 18:20:02 -te 12/02/26 18:20:04 2>&1;"
+    )
+    assert " -ts " not in audit.search_script("c") and " -te " not in audit.search_script("c", since)
+    # The journal and docker take Unix seconds; dmesg has no bounds (the ring buffer is small).
+    first, last = int(since.timestamp()), int(until.timestamp()) + 1
+    assert f"--no-pager --since @{first} --until @{last} --grep " in audit.kernel_script(since, until)
+    assert f"docker logs --timestamps --since={first} --until={last} proxy-c 2>&1;" in audit.proxy_script(
+        "c", since, until
+    )
+    assert "--since" not in audit.proxy_script("c") and "--until" not in audit.proxy_script("c", since)
+    run = _host({"ausearch": "search-exit=1\n", "if": "search-exit=1\n", "docker": PROXY_LINES + "\nsearch-exit=0\n"})
+    calls = audit.timeline("sample-claw", run, {}, since, until, cgroup="/clawstaff/sample-claw")
+    assert [e.time for e in calls] == ["2026-12-02T18:20:03.500Z"]  # 18:20:02.100 is before `since`
 
 
 def test_the_systemd_form_of_a_cages_cgroup_is_its_slice() -> None:
@@ -303,3 +345,20 @@ def test_a_real_proxy_line_reads_as_an_allowed_call() -> None:
         "503",
         "globex",
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--stack", "local", "--claw", "x", "--since", "yesterday"], "--since 'yesterday' is not an ISO 8601 time"),
+        (["--stack", "local", "--claw", "x", "--until", "2026-13-01"], "--until '2026-13-01' is not an ISO 8601 time"),
+        (["--stack", "prod", "--claw", "x"], "stack 'prod': its hosts' trails are on the hosts"),
+        (["--stack", "local", "--claw", "nobody"], "claw 'nobody' is not in Pulumi.local.yaml (claws: "),
+    ],
+)
+def test_the_query_command_says_what_was_wrong_with_its_arguments(argv, said, capsys) -> None:
+    from tools import audit
+
+    assert audit.main(argv) == audit.EXIT_USAGE
+    err = " ".join(capsys.readouterr().err.split())
+    assert said in err and "Traceback" not in err

@@ -9,6 +9,7 @@ kernel never runs (gVisor's sentry serves their syscalls), so the host's rules s
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -17,14 +18,14 @@ from tests.vm import probes
 from tests.vm.conftest import GVISOR, NEIGHBOUR, PROBE, ssh
 from components.conventions import audit_key
 from components.daemon import PROVISIONED_CGROUP_DRIVER
-from tools import audit, vmhost
+from tools import audit, audittrail, vmhost
 
 pytestmark = pytest.mark.vm
 GROUP = "audit trail"
 GVISOR_RUN = 420  # seconds the gVisor claw's run may take (measured: over 60 s while the tier runs)
 
 
-def trail(host, machine, claw: str, tag: str | None = None, tries: int = 15):
+def trail(host, machine, claw: str, tag: str | None = None, tries: int = 15, since: datetime | None = None):
     """The claw's events on the VM (auditd writes them a moment later: wait for the run's last one)."""
     orgs = {name: info["org"] for name, info in host.evaluation.outputs["claws"].items()}
 
@@ -33,9 +34,9 @@ def trail(host, machine, claw: str, tag: str | None = None, tries: int = 15):
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    kernel = (run, audit.cage_cgroup(claw, PROVISIONED_CGROUP_DRIVER))
+    cgroup = audit.cage_cgroup(claw, PROVISIONED_CGROUP_DRIVER)
     for _ in range(tries):
-        found = audit.timeline(claw, lambda name: run(audit.search_script(name)), orgs, host=kernel)
+        found = audit.timeline(claw, run, orgs, since, cgroup=cgroup)
         if tag is None or any(step[1] == "/etc/" for step in trail_steps(found, tag)):
             return found
         time.sleep(1)
@@ -113,10 +114,14 @@ def test_the_hosts_trail_has_each_claws_actions_in_order_and_nothing_of_another_
     # has no route to it, so Squid answers 503 once its lookup gives up).
     allowed = vmhost.CONTROL_PLANE
     refused = f"{tags[PROBE]}.refused.example:443"
+    # From here the trail is read from the VM's clock's now on: each source's own time bound (ausearch
+    # -ts, journalctl --since, docker logs --since) on the production path.
+    start = datetime.fromtimestamp(float(ssh(machine, "date +%s.%N").stdout), timezone.utc)
     asked = probes.probe(machine, f"claw-{PROBE}", API_CALLS, [refused, allowed], timeout=150)
     want = [("refused", refused, "403", "not-allowlisted"), ("allowed", allowed, "503", "allowlisted")]
     for _ in range(10):  # Squid writes a CONNECT's line when its tunnel closes
-        calls = [(e.action, e.request, e.status, e.reason) for e in trail(host, machine, PROBE, tries=1) if e.kind == "api"]  # fmt: skip
+        bounded = trail(host, machine, PROBE, tries=1, since=start)
+        calls = [(e.action, e.request, e.status, e.reason) for e in bounded if e.kind == "api"]
         ours = [c for c in calls if c[1] in (refused, allowed)][-2:]
         if ours == want:
             break
@@ -130,6 +135,7 @@ def test_the_hosts_trail_has_each_claws_actions_in_order_and_nothing_of_another_
         ours == want,
     )
     assert ours == want, (asked, calls[-4:])
+    assert all(e.time >= audittrail.iso_time(start.timestamp()) for e in bounded), bounded
     # gVisor: the claw's processes are the sentry's, not the host kernel's; the host sees none of them.
     code, lines, errors = sandbox.stop(timeout=GVISOR_RUN + 60)
     assert code == 0 and lines, f"the run in {GVISOR} failed ({code}): {errors[-1500:]}"

@@ -1,0 +1,195 @@
+"""The audit trail's transport on this machine's real daemons (components/trailship.py, trailpki.py):
+Debian's systemd-journal-upload with a host's client certificate, stunnel ending the mutual TLS with
+the stack's trail CA alone, systemd-journal-remote behind it on loopback.
+
+The uploaded journal is a file (`journal-upload --file`): this machine runs no journald. Its entries
+are written by journal-remote itself from the export format, with the fields a cage host's entries
+carry (CLAWSTAFF_CLAW, CLAWSTAFF_ORG).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from components import trailpki, trailship
+from tests.host.conftest import require_root, require_tool
+
+pytestmark = pytest.mark.host
+JOURNAL_REMOTE = "/usr/lib/systemd/systemd-journal-remote"
+JOURNAL_UPLOAD = "/usr/lib/systemd/systemd-journal-upload"
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+VALID = trailpki.Validity(NOW - timedelta(days=1), NOW + timedelta(days=30))
+ENTRIES = [
+    {"MESSAGE": "type=SYSCALL msg=audit(1.0:1): key=\"clawcage-t-probe\"", "CLAWSTAFF_CLAW": "t-probe", "CLAWSTAFF_ORG": "acme"},
+    {"MESSAGE": '{"claw":"t-probe","status":403}', "CLAWSTAFF_CLAW": "t-probe", "CLAWSTAFF_ORG": "acme"},
+]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, what: str) -> None:
+    for _ in range(100):
+        if proc.poll() is not None:
+            pytest.fail(f"{what} ended ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"{what} did not listen on 127.0.0.1:{port}")
+
+
+def _write(directory: Path, issued: trailpki.Issued, stem: str) -> tuple[str, str]:
+    cert, key = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert.write_text(issued.certificate_pem)
+    key.write_text(issued.key_pem)
+    key.chmod(0o600)
+    return str(cert), str(key)
+
+
+def _source_journal(directory: Path) -> Path:
+    """A journal file holding ENTRIES (journal-remote writes it from the export format)."""
+    export = "".join(
+        f"__REALTIME_TIMESTAMP={int(NOW.timestamp() * 1e6) + i}\n__MONOTONIC_TIMESTAMP={i + 1}\n"
+        f"_BOOT_ID={'0123456789abcdef' * 2}\n_HOSTNAME=cage-host-1\n"
+        + "".join(f"{k}={v}\n" for k, v in entry.items())
+        + "\n"
+        for i, entry in enumerate(ENTRIES)
+    )
+    (directory / "entries.export").write_text(export)
+    journal = directory / "source.journal"
+    subprocess.run([JOURNAL_REMOTE, f"--output={journal}", str(directory / "entries.export")], check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    return journal
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[dict]:
+    """A sink on loopback: stunnel (the stack's CA, mutual TLS) in front of journal-remote."""
+    require_root()
+    require_tool("stunnel4")
+    for binary in (JOURNAL_REMOTE, JOURNAL_UPLOAD):
+        if not Path(binary).exists():
+            require_tool(Path(binary).name)  # fails in CI, skips elsewhere
+    ca = trailpki.certificate_authority("stack secret", "t", VALID)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(ca.certificate_pem)
+    sink_cert, sink_key = _write(
+        tmp_path, trailpki.sink_certificate("stack secret", ca, "t-sink", ["127.0.0.1"], VALID), "sink"
+    )
+    host_cert, host_key = _write(
+        tmp_path, trailpki.upload_certificate("stack secret", ca, "cage-host-1", VALID), "host"
+    )
+    remote_port, tls_port = _free_port(), _free_port()
+    received = tmp_path / "received"
+    received.mkdir()
+    remote = subprocess.Popen(
+        [JOURNAL_REMOTE, f"--listen-http=127.0.0.1:{remote_port}", f"--output={received}/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    config = tmp_path / "stunnel.conf"
+    config.write_text(
+        trailship.tunnel_config(
+            f"127.0.0.1:{tls_port}", key=sink_key, certificate=sink_cert, trust=str(ca_file), forward=remote_port
+        )  # fmt: skip
+    )
+    log = tmp_path / "stunnel.log"
+    with log.open("w") as out:
+        tunnel = subprocess.Popen([require_tool("stunnel4"), str(config)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(remote_port, remote, "journal-remote")
+        _wait_for_port(tls_port, tunnel, "stunnel")
+        yield {
+            "url": f"https://127.0.0.1:{tls_port}",
+            "ca": ca,
+            "ca_file": str(ca_file),
+            "host": (host_cert, host_key),
+            "received": received,
+            "log": log,
+            "dir": tmp_path,
+            "source": _source_journal(tmp_path),
+        }
+    finally:
+        for proc in (tunnel, remote):
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def upload(sink: dict, cert: str, key: str, trust: str | None = None) -> subprocess.CompletedProcess:
+    state = sink["dir"] / f"state-{time.monotonic_ns()}"
+    # The host's configuration as the program renders it, on journal-upload's command line.
+    conf = trailship.upload_config(sink["url"], key=key, certificate=cert, trust=trust or sink["ca_file"])
+    values = dict(line.split("=", 1) for line in conf.splitlines() if "=" in line and not line.startswith("#"))
+    argv = [JOURNAL_UPLOAD, "--follow=no", f"--file={sink['source']}", f"--save-state={state}",
+            f"--url={values['URL']}", f"--key={values['ServerKeyFile']}", f"--cert={values['ServerCertificateFile']}",
+            f"--trust={values['TrustedCertificateFile']}"]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def received(sink: dict) -> list[dict]:
+    files = sorted(sink["received"].glob("*.journal"))
+    if not files:
+        return []
+    shown = subprocess.run(["journalctl", "--no-pager", "-o", "json", *(f"--file={f}" for f in files)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    return [json.loads(line) for line in shown.stdout.splitlines() if line.strip()]
+
+
+def test_a_host_with_the_stacks_certificate_ships_its_entries_with_the_claws_fields(sink) -> None:
+    done = upload(sink, *sink["host"])
+    assert done.returncode == 0, done.stderr
+    got = received(sink)
+    assert [(e["MESSAGE"], e["CLAWSTAFF_CLAW"], e["CLAWSTAFF_ORG"]) for e in got] == [
+        (e["MESSAGE"], e["CLAWSTAFF_CLAW"], e["CLAWSTAFF_ORG"]) for e in ENTRIES
+    ]
+    assert "Certificate accepted at depth=0: O=ClawStaff audit trail, CN=cage-host-1" in sink["log"].read_text()
+
+
+def test_a_certificate_of_another_ca_is_refused_and_nothing_reaches_the_sink(sink) -> None:
+    stranger_ca = trailpki.certificate_authority("another stack's secret", "t", VALID)
+    stranger = trailpki.upload_certificate("another stack's secret", stranger_ca, "cage-host-1", VALID)
+    done = upload(sink, *_write(sink["dir"], stranger, "stranger"))
+    assert done.returncode != 0
+    assert received(sink) == []
+    assert "Rejected by CERT at depth=0: O=ClawStaff audit trail, CN=cage-host-1" in sink["log"].read_text()
+
+
+def test_a_host_without_a_client_certificate_is_refused(sink) -> None:
+    done = subprocess.run(
+        ["openssl", "s_client", "-connect", sink["url"].removeprefix("https://"), "-CAfile", sink["ca_file"],
+         "-tls1_3", "-quiet"], input="POST /upload HTTP/1.1\r\nHost: sink\r\n\r\n", capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert "HTTP/1.1" not in done.stdout  # journal-remote never answered
+    assert received(sink) == []
+    assert "peer did not return a certificate" in sink["log"].read_text()
+
+
+def test_the_host_uploads_to_no_sink_whose_certificate_is_not_of_the_stacks_ca(sink) -> None:
+    # The host trusts only its stack's CA: a sink certificate of another CA (an impostor at the
+    # sink's address) fails the host's check before any entry leaves it.
+    other_ca = trailpki.certificate_authority("an impostor's secret", "t", VALID)
+    other_file = sink["dir"] / "other-ca.pem"
+    other_file.write_text(other_ca.certificate_pem)
+    done = upload(sink, *sink["host"], trust=str(other_file))
+    assert done.returncode != 0
+    assert received(sink) == []
+
+
+def test_the_upload_configuration_takes_one_https_line_per_value() -> None:
+    with pytest.raises(ValueError, match="must be https://"):
+        trailship.upload_config("http://sink:19532", key="k", certificate="c", trust="t")
+    with pytest.raises(ValueError, match="must be one non-empty line"):
+        trailship.tunnel_config("0.0.0.0:19532\nconnect = evil:1", key="k", certificate="c", trust="t")
