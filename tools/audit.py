@@ -53,6 +53,12 @@ def _seconds(moment: datetime | None, *, up: bool = False) -> int | None:
     return math.ceil(stamp) if up else math.floor(stamp)
 
 
+def _unix_bounds(since: datetime | None, until: datetime | None) -> list[tuple[str, int]]:
+    """("since", s) and ("until", u) for the bounds given, in whole Unix seconds, widened."""
+    widened = (("since", _seconds(since)), ("until", _seconds(until, up=True)))
+    return [(flag, value) for flag, value in widened if value is not None]
+
+
 def _ausearch_time(seconds: int) -> str:
     # ausearch reads a date in the C locale's %x (mm/dd/yy) and a 24-hour time, in the zone of TZ:
     # the script runs it with TZ=UTC LC_ALL=C.
@@ -63,9 +69,9 @@ def search_script(claw: str, since: datetime | None = None, until: datetime | No
     """What a host runs: the raw records of the cage's key from `since` to `until` (ausearch skips
     the records outside them without decoding them), then ausearch's own exit status (1 with no
     output is an empty trail, anything else an error)."""
+    flags = {"since": "-ts", "until": "-te"}
     bounds = [
-        *(["-ts", *_ausearch_time(_seconds(since)).split()] if since else []),
-        *(["-te", *_ausearch_time(_seconds(until, up=True)).split()] if until else []),
+        part for flag, value in _unix_bounds(since, until) for part in (flags[flag], *_ausearch_time(value).split())
     ]
     # --input-logs: the log files auditd.conf names, rotated ones too. Without it ausearch reads its
     # stdin whenever that is not a terminal (over SSH, from a program) and finds nothing there.
@@ -79,11 +85,7 @@ def kernel_script(since: datetime | None = None, until: datetime | None = None) 
     `until`), from the ring buffer on this machine's engine (all of it: it holds the last few
     hundred KiB); then the search's exit status (1 with no output: none)."""
     pattern = shlex.quote(audittrail.KERNEL_PATTERN)
-    bounds = "".join(
-        f" --{flag} @{value}"
-        for flag, value in (("since", _seconds(since)), ("until", _seconds(until, up=True)))
-        if value is not None
-    )
+    bounds = "".join(f" --{flag} @{value}" for flag, value in _unix_bounds(since, until))
     return (
         "set -o pipefail; if [ -d /run/systemd/system ]; then "
         f"journalctl -k -q -o short-unix --no-pager{bounds} --grep {pattern} 2>&1; "
@@ -95,11 +97,7 @@ def kernel_script(since: datetime | None = None, until: datetime | None = None) 
 def proxy_script(claw: str, since: datetime | None = None, until: datetime | None = None) -> str:
     """What a host runs for the claw's API calls (tools.audittrail.api_events): its egress proxy's log
     from `since` to `until`, each line with the engine's timestamp; then docker's exit status."""
-    bounds = [
-        f"--{flag}={value}"
-        for flag, value in (("since", _seconds(since)), ("until", _seconds(until, up=True)))
-        if value is not None
-    ]
+    bounds = [f"--{flag}={value}" for flag, value in _unix_bounds(since, until)]
     argv = ["docker", "logs", "--timestamps", *bounds, proxy_container(claw)]
     return f'{shlex.join(argv)} 2>&1; echo "search-exit=$?"'
 
