@@ -143,6 +143,10 @@ def test_a_time_bounded_search_reads_only_the_records_from_its_start(audited) ->
     trail(claw)  # written
     time.sleep(1.5)  # more than ausearch's second between the first run and the bound
     bound = datetime.now(timezone.utc)
+    # The kernel stamps a record with its coarse clock (up to one tick, 1-10 ms, behind the real time),
+    # so a program started within a tick of the bound may fall on either side of it: the trail's times
+    # are exact to the tick, not to the microsecond (docs/audit.md). The margin is many ticks.
+    time.sleep(0.2)
     as_uid(audited["uid"], "/bin/true after-the-bound", work)
     for _ in range(50):  # auditd writes asynchronously
         if any("after-the-bound" in (e.argv or []) for e in audit.timeline(claw, audit.local_run, {})):
