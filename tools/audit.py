@@ -131,9 +131,19 @@ def read_output(output: str, what: str = "ausearch") -> str:
     raise AuditError(f"{what} failed on the host (exit {code}): {body.strip()[-500:]}")
 
 
-def local_run(script: str) -> str:
-    """Run a search on this machine (the `local` stack's host)."""
-    done = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, timeout=300)
+SEARCH_TIMEOUT = 300  # seconds
+
+
+def local_run(script: str, timeout: float = SEARCH_TIMEOUT) -> str:
+    """Run a search on this machine (the `local` stack's host). A search without --since decodes
+    every log auditd kept (a busy host's are GiBs); one that runs past `timeout` is an AuditError."""
+    try:
+        done = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AuditError(
+            f"the search ran past {timeout:g} s on this machine ({script.split(' 2>&1')[0]}): "
+            "bound it with --since (the host's older logs are then skipped by their time)"
+        ) from None
     return done.stdout
 
 

@@ -43,10 +43,11 @@ def rules_of(claw: str) -> list[str]:
     return [line for line in listed if line.endswith(f"-F key={audit_key(claw)}")]
 
 
-def trail(claw: str) -> list[audittrail.Event]:
-    """What auditd has of the cage's key (ausearch matches keys by prefix: keep this claw's only)."""
+def trail(cage: dict) -> list[audittrail.Event]:
+    """What auditd has of the cage's key since the test began (ausearch matches keys by prefix: keep
+    this claw's only; it skips the host's older logs by their time, not by decoding them)."""
     for _ in range(50):  # auditd writes asynchronously
-        found = audit.timeline(claw, audit.local_run, {})
+        found = audit.timeline(cage["claw"], audit.local_run, {}, cage["started"])
         if found and found[-1].kind != "rules":
             return found
         time.sleep(0.2)
@@ -79,7 +80,8 @@ def audited(tmp_path: Path) -> Iterator[dict]:
     work = tmp_path / "work"
     work.mkdir(mode=0o777)
     work.chmod(0o777)
-    cage = {"claw": claw, "subuid": str(subuid), "work": work, "uid": SUBID_START + CONTAINER_UID}
+    started = datetime.now(timezone.utc)
+    cage = {"claw": claw, "subuid": str(subuid), "work": work, "uid": SUBID_START + CONTAINER_UID, "started": started}
     try:
         yield cage
     finally:
@@ -116,7 +118,7 @@ def test_what_the_cages_uid_does_is_recorded_in_order_and_a_neighbours_uid_is_no
     bash(cageaudit.render_audit_create(claw, uid=CONTAINER_UID, volume=False, subuid_file=audited["subuid"]))
     as_uid(audited["uid"], "echo one > kept; mv kept moved; chmod 600 moved; rm moved; /bin/true tool-run", work)
     as_uid(SUBID_START + NEIGHBOUR_UID, "echo other > neighbours-file; /bin/true neighbour-run", work)
-    found = trail(claw)
+    found = trail(audited)
     steps = [(e.action, e.argv[1] if e.argv and len(e.argv) > 1 else e.paths) for e in found if e.kind != "rules"]
     assert [s for s in steps if s[1] != ["/dev/null"]] == [
         ("exec", "-c"),
@@ -140,7 +142,7 @@ def test_a_time_bounded_search_reads_only_the_records_from_its_start(audited) ->
     claw, work = audited["claw"], audited["work"]
     bash(cageaudit.render_audit_create(claw, uid=CONTAINER_UID, volume=False, subuid_file=audited["subuid"]))
     as_uid(audited["uid"], "/bin/true before-the-bound", work)
-    trail(claw)  # written
+    trail(audited)  # written
     time.sleep(1.5)  # more than ausearch's second between the first run and the bound
     bound = datetime.now(timezone.utc)
     # The kernel stamps a record with its coarse clock (up to one tick, 1-10 ms, behind the real time),
@@ -149,15 +151,15 @@ def test_a_time_bounded_search_reads_only_the_records_from_its_start(audited) ->
     time.sleep(0.2)
     as_uid(audited["uid"], "/bin/true after-the-bound", work)
     for _ in range(50):  # auditd writes asynchronously
-        if any("after-the-bound" in (e.argv or []) for e in audit.timeline(claw, audit.local_run, {})):
+        if any("after-the-bound" in (e.argv or []) for e in trail(audited)):
             break
         time.sleep(0.2)
     raw = audit.read_output(audit.local_run(audit.search_script(claw, since=bound)))
     argv = [" ".join(e.argv or []) for e in audittrail.events(audittrail.parse_records(raw), {})]
     assert "/bin/true after-the-bound" in argv and "/bin/true before-the-bound" not in argv, argv
-    everything = [" ".join(e.argv or []) for e in audit.timeline(claw, audit.local_run, {})]
+    everything = [" ".join(e.argv or []) for e in trail(audited)]
     assert everything.index("/bin/true before-the-bound") < everything.index("/bin/true after-the-bound")
-    ended = [" ".join(e.argv or []) for e in audit.timeline(claw, audit.local_run, {}, until=bound)]
+    ended = [" ".join(e.argv or []) for e in audit.timeline(claw, audit.local_run, {}, audited["started"], bound)]
     assert "/bin/true before-the-bound" in ended and "/bin/true after-the-bound" not in ended
 
 
@@ -183,7 +185,7 @@ def test_reads_are_recorded_below_the_volume_only_and_a_volume_not_mounted_is_re
     # names, as a claw in its cage reaches its volume without the host's path above it).
     assert as_uid(audited["uid"], "cat on-volume", data) == "volume data"
     assert as_uid(audited["uid"], "cat elsewhere", work) == "elsewhere"
-    reads = [(e.paths, e.result) for e in trail(claw) if e.action == "read"]
+    reads = [(e.paths, e.result) for e in trail(audited) if e.action == "read"]
     assert reads == [(["on-volume"], "ok")]
 
 

@@ -501,6 +501,9 @@ class Bench:
     torn_down: bool = False
     teardown_errors: list[str] = field(default_factory=list)
     volume_marker: tuple[str, str] | None = None  # (content, file name) the claw wrote to its volume
+    # Before the first cage existed: every trail query of the bench starts here (ausearch -ts), so it
+    # skips the host's older audit logs instead of decoding all of them (a host's history is GiBs).
+    started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
 
     # -- docker facts
     def claw(self, name: str):
@@ -572,7 +575,7 @@ def local_timeline(bench: Bench, cage: str) -> list:
     """The cage's whole timeline as `tools.audit --stack local` reads it: audit records, limit hits
     from the kernel's log, API calls from its proxy's log."""
     orgs = {c.name: c.org for c in bench.stack.config.claws}
-    return audit.timeline(cage, audit.local_run, orgs, cgroup=audit.cage_cgroup(cage, "cgroupfs"))
+    return audit.timeline(cage, audit.local_run, orgs, bench.started, cgroup=audit.cage_cgroup(cage, "cgroupfs"))
 
 
 def cgroup_file(controller: str, claw: str, name: str, container_id: str | None = None) -> Path:
@@ -603,6 +606,7 @@ def start_bench(scorecard: Scorecard) -> Bench:
     leftovers = replay.purge(stack.evaluation)
     if leftovers:
         raise RuntimeError("could not clear an earlier bench's leftovers: " + "; ".join(leftovers))
+    started = datetime.datetime.now(datetime.timezone.utc)
     outside = OutsideWorld(names)
     try:
         outside.start()
@@ -611,4 +615,4 @@ def start_bench(scorecard: Scorecard) -> Bench:
     except BaseException:
         outside.remove()
         raise
-    return Bench(stack, deployment, outside, scorecard)
+    return Bench(stack, deployment, outside, scorecard, started=started)

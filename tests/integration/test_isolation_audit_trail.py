@@ -25,7 +25,7 @@ def test_a_claws_programs_and_file_operations_are_in_its_trail_in_order_and_no_n
     tag, other = f"trail-{secrets.token_hex(4)}", f"trail-{secrets.token_hex(4)}"
     said = bench.probe(f"claw-{CAGE_A}", TRAIL_ACTIONS, trail_arg(tag))
     bench.probe(f"claw-{CAGE_B}", TRAIL_ACTIONS, trail_arg(other))  # the neighbour does the same meanwhile
-    found = audit.timeline(CAGE_A, audit.local_run, orgs)
+    found = audit.timeline(CAGE_A, audit.local_run, orgs, bench.started)
     assert said["bases"] == ["/data", "/tmp"], said  # the probe cage has a volume
     steps = trail_steps(found, tag)
     want = trail_expected(tag, said)
@@ -50,5 +50,5 @@ def test_a_claws_programs_and_file_operations_are_in_its_trail_in_order_and_no_n
     assert steps == want
     assert neighbours == [] and identities == {(CAGE_A, orgs[CAGE_A])} and len(uids) == 1
     # The neighbour's own trail has its run and none of this one.
-    theirs = audit.timeline(CAGE_B, audit.local_run, orgs)
+    theirs = audit.timeline(CAGE_B, audit.local_run, orgs, bench.started)
     assert trail_steps(theirs, other) and not trail_steps(theirs, tag)

@@ -94,7 +94,7 @@ def test_teardown_leaves_nothing_and_the_volume_is_shredded(isolation_bench):
         )
         # The cage's trail outlives it: its records stay in the host's log, the last one its rules' removal.
         orgs = {c.name: c.org for c in bench.stack.config.claws}
-        trail = audit.timeline(CAGE_A, audit.local_run, orgs)
+        trail = audit.timeline(CAGE_A, audit.local_run, orgs, bench.started)
         kept = bool(trail) and (trail[-1].kind, trail[-1].action) == ("rules", "removed")
         bench.scorecard.record(
             GROUP,

@@ -362,3 +362,15 @@ def test_the_query_command_says_what_was_wrong_with_its_arguments(argv, said, ca
     assert audit.main(argv) == audit.EXIT_USAGE
     err = " ".join(capsys.readouterr().err.split())
     assert said in err and "Traceback" not in err
+
+
+def test_a_search_that_runs_past_its_time_is_a_clear_error_naming_the_search_and_the_remedy() -> None:
+    from tools import audit
+
+    with pytest.raises(audit.AuditError) as caught:
+        audit.local_run("sleep 5", timeout=0.2)
+    assert str(caught.value) == (
+        "the search ran past 0.2 s on this machine (sleep 5): "
+        "bound it with --since (the host's older logs are then skipped by their time)"
+    )
+    assert audit.local_run('echo "search-exit=0"') == "search-exit=0\n"
