@@ -27,7 +27,7 @@ preview: venv
 VM_TIMEOUT ?= 3300
 test: venv
 	@mkdir -p build
-	@timeout --signal=INT --kill-after=120 $(VM_TIMEOUT) $(PY) -m pytest tests/vm --durations=10 > build/test-vm.log 2>&1 & vm=$$!; \
+	@timeout --signal=INT --kill-after=120 $(VM_TIMEOUT) $(PY) -m pytest tests/vm --durations=25 > build/test-vm.log 2>&1 & vm=$$!; \
 	$(PY) -m pytest --ignore=tests/vm --durations=10; rest=$$?; \
 	echo "=== the VM tier (tests/vm, build/test-vm.log; interrupted if it runs past $(VM_TIMEOUT) s) ==="; \
 	tail -n +1 --pid=$$vm -f build/test-vm.log; \

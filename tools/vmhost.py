@@ -34,7 +34,7 @@ IDLE = ["/usr/bin/python3", "-c", "import signal; signal.pause()"]
 
 def _idle_claw(name: str, org: str, **extra: Any) -> dict[str, Any]:
     """One of the tier's idle claws: the same small limits for each, what differs in `extra`."""
-    limits = {"cpus": 0.25, "memory": "256MiB", "pids": 64, "tmpfs": "32MiB"}
+    limits = {"cpus": 0.75, "memory": "256MiB", "pids": 64, "tmpfs": "32MiB"}
     return {"name": name, "org": org, "image": "built:claw-runtime", **limits, **extra, "command": IDLE}
 
 
