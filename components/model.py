@@ -173,6 +173,17 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class AuditSink:
+    """The stack's audit sink: a cloud or dedicated host of its own that holds no cages and keeps the
+    cage hosts' audit trail (docs/audit.md) for `retention_days`, in at most `max_use` bytes of its disk
+    (whichever limit comes first drops the oldest entries)."""
+
+    host: Host
+    retention_days: int
+    max_use: int  # bytes; at most sink_room(host)
+
+
+@dataclass(frozen=True)
 class StackConfig:
     stack: str
     stack_file: str
@@ -189,6 +200,9 @@ class StackConfig:
     # claw -> the host it was placed on when last deployed: kept there while it fits (components.placement)
     placement_lock: Mapping[str, str] = field(default_factory=dict)
     broker_image: str | None = None  # the credential broker's image, for cages with brokered secrets
+    # The one place to ask which host is the audit sink, and its retention; None without one. The sink
+    # is never in `hosts` (those hold cages): placement, capacity and the cage counts never see it.
+    audit_sink: AuditSink | None = None
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
@@ -240,6 +254,11 @@ def usable_capacity(host: Host) -> Capacity:
         memory=max(c.memory - HOST_RESERVE.memory, 0),
         disk=max(c.disk - HOST_RESERVE.disk, 0),
     )
+
+
+def sink_room(host: Host) -> int:
+    """The most an audit sink's trail may take: its disk less the host's reserve (the default maxUse)."""
+    return usable_capacity(host).disk
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ The parts, each one idea:
 - fields: one value at a time: limits, patterns, parsers and the allowed-values text of each;
 - schema: the file's shape as pydantic models, and beside each model what its keys allow (ALLOWED);
 - report: ConfigError and the reporter that turns a pydantic error or a check into one;
-- checks: what spans keys (unique names, pools, pins, capacity, secrets that match the claws);
+- checks: what spans keys (unique names, pools, the audit sink, pins, capacity, secrets that match the claws);
 - load: the whole map to a StackConfig, and reading it from a stack file or from the engine.
 
 This module re-exports their entry points, so callers keep `from components.config import ...`.
@@ -21,6 +21,8 @@ import pulumi
 
 from components.config.checks import (
     check_admin_can_reach_servers,
+    check_audit_sink,
+    check_audit_sink_room,
     check_claw_secrets_match_claws,
     check_claws_fit_a_host,
     check_local_host_stands_alone,
@@ -87,6 +89,14 @@ from components.config.load import load_stack_file, parse_stack_config, read_run
 from components.config.report import ConfigError, Loc, Reporter, key_path, show_value
 from components.config.schema import (
     ALLOWED,
+    AUDIT_SINK,
+    CAGES,
+    DEFAULT_RETENTION_DAYS,
+    MAX_RETENTION_DAYS,
+    MIN_RETENTION_DAYS,
+    MIN_SINK_MAX_USE,
+    ROLES,
+    SINK_KINDS,
     AdminModel,
     ClawModel,
     CloudHostModel,
@@ -104,11 +114,13 @@ from components.config.schema import (
     PoolModel,
     Size,
     StackModel,
+    holds_cages,
 )
 from components.model import (
     DEFAULT_MAX_CAGES_PER_HOST,
     POOL_INDEX_WIDTH,
     Admin,
+    AuditSink,
     Capacity,
     Claw,
     Endpoint,
@@ -128,8 +140,17 @@ def load() -> StackConfig:
 
 __all__ = [
     "ALLOWED",
+    "AUDIT_SINK",
     "Admin",
     "AdminModel",
+    "AuditSink",
+    "CAGES",
+    "DEFAULT_RETENTION_DAYS",
+    "MAX_RETENTION_DAYS",
+    "MIN_RETENTION_DAYS",
+    "MIN_SINK_MAX_USE",
+    "ROLES",
+    "SINK_KINDS",
     "Capacity",
     "Claw",
     "ClawModel",
@@ -185,6 +206,8 @@ __all__ = [
     "StackConfig",
     "StackModel",
     "check_admin_can_reach_servers",
+    "check_audit_sink",
+    "check_audit_sink_room",
     "check_claw_secrets_match_claws",
     "check_claws_fit_a_host",
     "check_local_host_stands_alone",
@@ -224,5 +247,6 @@ __all__ = [
     "read_runtime_config",
     "secret_placeholder",
     "show_value",
+    "holds_cages",
     "size_at_least",
 ]

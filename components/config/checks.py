@@ -1,5 +1,6 @@
 """The checks that span keys, run after each key passed on its own (components.config.schema): unique
-names, pools, pins, capacity, secrets that match the claws, a lock that names existing claws.
+names, pools, the audit sink, pins, capacity, secrets that match the claws, a lock that names existing
+claws.
 
 Each check raises one ConfigError through the Reporter, naming the key it is about.
 
@@ -17,8 +18,28 @@ from components import runtimes
 from components.catalog import LOCATIONS, SERVER_TYPES
 from components.config.fields import NAMESPACE, SECRET_KEYS
 from components.config.report import _MISSING, Loc, Reporter, key_path
-from components.config.schema import ALLOWED, CloudHostModel, ClawModel, DedicatedHostModel, PoolModel, StackModel
-from components.model import POOL_INDEX_WIDTH, Demand, Host, lacks, pool_host_name, pool_index
+from components.config.schema import (
+    ALLOWED,
+    AUDIT_SINK,
+    MIN_SINK_MAX_USE,
+    CloudHostModel,
+    ClawModel,
+    DedicatedHostModel,
+    PoolModel,
+    StackModel,
+    holds_cages,
+)
+from components.model import (
+    HOST_RESERVE,
+    POOL_INDEX_WIDTH,
+    AuditSink,
+    Demand,
+    Host,
+    lacks,
+    pool_host_name,
+    pool_index,
+    sink_room,
+)
 from components.units import format_cpus, format_size
 
 
@@ -67,6 +88,57 @@ def check_pools(model: StackModel, explicit_names: Mapping[str, int], report: Re
             if index is None or index > pool.max:
                 report.fail(("hosts", i, "drain", j), "not a host of this pool",
                             f"{pool_host_name(pool.name, 1)} up to {pool_host_name(pool.name, pool.max)}")  # fmt: skip
+
+
+def _sinks(model: StackModel) -> dict[str, int]:
+    """The audit sink host's name -> its index in hosts (at most one, once check_audit_sink passed)."""
+    return {h.name: i for i, h in enumerate(model.hosts) if not holds_cages(h)}
+
+
+# (python field name, key) of the keys that belong to one role only.
+_SINK_KEYS = (("retention_days", "retentionDays"), ("max_use", "maxUse"))
+_CAGE_KEYS = (("drain", "drain"), ("max_cages", "maxCages"))
+
+
+def check_audit_sink(model: StackModel, report: Reporter) -> None:
+    """At most one audit sink; its keys (retentionDays, maxUse) on it alone, and no cage keys (drain,
+    maxCages) on it; some host beside it holds cages. (Only a cloud or dedicated host can be the sink:
+    schema.role_of, per kind.)"""
+    sinks = list(_sinks(model).items())
+    if len(sinks) > 1:
+        (first, i), (second, j) = sinks[:2]
+        report.fail(("hosts", j, "role"), f"a second audit sink: {second} (hosts[{j}]) and {first} (hosts[{i}])",
+                    f"at most one host with role {AUDIT_SINK} per stack")  # fmt: skip
+    for i, host in enumerate(model.hosts):
+        sink = not holds_cages(host)
+        for field_name, key in _CAGE_KEYS if sink else _SINK_KEYS:
+            if field_name not in host.model_fields_set:
+                continue
+            if sink:
+                report.fail(("hosts", i, key), f"a key of a host that holds cages, and {host.name} is the audit sink",
+                            f"no {key} on the audit sink (it holds no cages)")  # fmt: skip
+            else:
+                report.fail(("hosts", i, key), f"a key of the audit sink, and {host.name} holds cages (role {host.role})",
+                            f"{key} only on the host with role: {AUDIT_SINK}")  # fmt: skip
+    if sinks and all(not holds_cages(h) for h in model.hosts):
+        report.fail(("hosts",), f"only the audit sink ({sinks[0][0]}): no host holds cages",
+                    "at least one host with role cages (the default) or a pool, beside the audit sink")  # fmt: skip
+
+
+def check_audit_sink_room(model: StackModel, sink: AuditSink | None, report: Reporter) -> None:
+    """The sink's maxUse fits its disk less the host's reserve (the default is that room, which must
+    be at least the smallest maxUse)."""
+    if sink is None:
+        return
+    i, host, room = _sinks(model)[sink.host.name], sink.host, sink_room(sink.host)
+    why = f"{format_size(host.capacity.disk)} of disk less {format_size(HOST_RESERVE.disk)} kept for the system"
+    if sink.max_use > room:
+        report.fail(("hosts", i, "maxUse"), f"more than the audit sink {host.name} can hold ({why})",
+                    f"at most {format_size(room)} on this host")  # fmt: skip
+    if room < MIN_SINK_MAX_USE:
+        report.fail(("hosts", i, "disk" if host.kind == "dedicated" else "serverType"),
+                    f"too small for the audit sink: {why} leaves {format_size(room)} for the trail",
+                    f"a disk at least {format_size(MIN_SINK_MAX_USE)} larger than the {format_size(HOST_RESERVE.disk)} kept")  # fmt: skip
 
 
 def check_local_host_stands_alone(model: StackModel, report: Reporter) -> None:
@@ -141,12 +213,17 @@ def check_tmpfs_within_memory(model: StackModel, report: Reporter) -> None:
 
 
 def check_pins(model: StackModel, report: Reporter) -> None:
-    names = [h.name for h in model.hosts if not isinstance(h, PoolModel)]
+    """A claw's host is one that holds cages: a listed host or a pool's, never the audit sink."""
+    sinks = _sinks(model)
+    names = [h.name for h in model.hosts if not isinstance(h, PoolModel) and h.name not in sinks]
     pools = [h for h in model.hosts if isinstance(h, PoolModel)]
     choices = names + [f"{pool_host_name(p.name, 1)} ... {pool_host_name(p.name, p.max)}" for p in pools]
     for i, claw in enumerate(model.claws):
         if claw.host is None or claw.host in names:
             continue
+        if claw.host in sinks:
+            report.fail(("claws", i, "host"), f"the audit sink (hosts[{sinks[claw.host]}]), which holds no cages",
+                        "a host that holds cages: one of " + ", ".join(choices))  # fmt: skip
         if any((index := pool_index(p.name, claw.host)) is not None and index <= p.max for p in pools):
             continue
         report.fail(("claws", i, "host"), "not a host of this stack", "one of " + ", ".join(choices))
@@ -160,6 +237,8 @@ def check_runtimes_have_hosts(model: StackModel, report: Reporter) -> None:
         h = model.hosts[index]
         return ("cloud" if h.kind == "pool" else h.kind), getattr(h, "image", None)
 
+    cage_hosts = [j for j, h in enumerate(model.hosts) if holds_cages(h)]  # the sink runs no claw
+
     for i, claw in enumerate(model.claws):
         runtime = claw.runtime or model.runtime
         key = ("claws", i, "runtime") if claw.runtime else ("runtime",)
@@ -170,8 +249,8 @@ def check_runtimes_have_hosts(model: StackModel, report: Reporter) -> None:
                 report.fail(key, f'claw "{claw.name}" is pinned to {claw.host} (hosts[{j}]), which cannot run it: {why}',
                             f"a runtime its host runs: {', '.join(runtimes.host_runtimes(*host_of(j)))}")  # fmt: skip
             continue
-        if not any(runtime in runtimes.host_runtimes(*host_of(j)) for j in range(len(model.hosts))):
-            why = "; ".join(f"hosts[{j}]: {runtimes.why_not(*host_of(j), runtime)}" for j in range(len(model.hosts)))
+        if not any(runtime in runtimes.host_runtimes(*host_of(j)) for j in cage_hosts):
+            why = "; ".join(f"hosts[{j}]: {runtimes.why_not(*host_of(j), runtime)}" for j in cage_hosts)
             report.fail(key, f'claw "{claw.name}" runs under {runtime}, which no host of this stack runs ({why})',
                         "runc, or a Debian 13 cloud, pool or dedicated host for gvisor")  # fmt: skip
 
@@ -212,12 +291,19 @@ def _shortfall(claw: ClawModel, host: Host) -> str:
 
 def check_placement_lock_names_claws(model: StackModel, report: Reporter) -> None:
     """A lock entry for a claw that no longer exists is stale: say so rather than keep it silently. An
-    entry whose host is gone is not an error: removing a host is how its cages are moved."""
+    entry whose host is gone is not an error: removing a host is how its cages are moved. An entry on the
+    audit sink is: the sink holds no cages, so a host turned into the sink keeps no claw by its lock."""
     claws = {c.name for c in model.claws}
     for claw_name in model.placement_lock:
         if claw_name not in claws:
             report.fail(("placementLock", claw_name), "a stale entry: no claw has this name",
                         "entries for claws in clawstaff:claws only; remove it (the lock is rewritten after each deployment)")  # fmt: skip
+    sinks = _sinks(model)
+    for claw_name, host in model.placement_lock.items():
+        if host in sinks:
+            report.fail(("placementLock", claw_name), f"the audit sink (hosts[{sinks[host]}]), which holds no cages",
+                        f"a host that holds cages; remove the entry with `pulumi config rm --path 'placementLock.{claw_name}'` "
+                        "and placement moves the claw")  # fmt: skip
 
 
 def check_secrets_are_secret(raw: Mapping[str, Any], secret_keys: Collection[str], report: Reporter) -> None:

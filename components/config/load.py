@@ -26,8 +26,20 @@ from components.config.schema import (
     PlacementModel,
     PoolModel,
     StackModel,
+    holds_cages,
 )
-from components.model import Admin, Capacity, Claw, Host, HostPool, PlacementPolicy, StackConfig, server_capacity
+from components.model import (
+    Admin,
+    AuditSink,
+    Capacity,
+    Claw,
+    Host,
+    HostPool,
+    PlacementPolicy,
+    StackConfig,
+    server_capacity,
+    sink_room,
+)
 
 
 def _host(model: CloudHostModel | DedicatedHostModel | LocalHostModel) -> Host:
@@ -46,6 +58,16 @@ def _host(model: CloudHostModel | DedicatedHostModel | LocalHostModel) -> Host:
 def _pool(model: PoolModel) -> HostPool:
     return HostPool(name=model.name, server_type=model.server_type, locations=tuple(model.locations), max=model.max,
                     image=model.image, drain=tuple(model.drain), max_cages=model.max_cages)  # fmt: skip
+
+
+def _audit_sink(model: StackModel) -> AuditSink | None:
+    """The host with role audit-sink and its retention (maxUse by default all the room its disk has)."""
+    entry = next((h for h in model.hosts if not holds_cages(h)), None)
+    if entry is None:
+        return None
+    host = _host(entry)
+    max_use = sink_room(host) if entry.max_use is None else entry.max_use
+    return AuditSink(host=host, retention_days=entry.retention_days, max_use=max_use)
 
 
 def _placement_policy(model: PlacementModel) -> PlacementPolicy:
@@ -123,6 +145,7 @@ def parse_stack_config(
         raise report.from_pydantic(error.errors(include_url=False)[0]) from None
 
     checks.check_unique_host_names_and_addresses(model, report)
+    checks.check_audit_sink(model, report)
     checks.check_local_host_stands_alone(model, report)
     checks.check_server_type_offered_in_location(model, report)
     checks.check_admin_can_reach_servers(model, report)
@@ -131,8 +154,12 @@ def parse_stack_config(
     checks.check_tmpfs_within_memory(model, report)
     checks.check_pins(model, report)
     checks.check_runtimes_have_hosts(model, report)
-    hosts = tuple(_host(h) for h in model.hosts if not isinstance(h, PoolModel))
-    pools = tuple(_pool(h) for h in model.hosts if isinstance(h, PoolModel))
+    # Only the hosts that hold cages reach placement; the audit sink is apart (StackConfig.audit_sink).
+    cage_hosts = [h for h in model.hosts if holds_cages(h)]
+    hosts = tuple(_host(h) for h in cage_hosts if not isinstance(h, PoolModel))
+    pools = tuple(_pool(h) for h in cage_hosts if isinstance(h, PoolModel))
+    audit_sink = _audit_sink(model)
+    checks.check_audit_sink_room(model, audit_sink, report)
     checks.check_claws_fit_a_host(hosts + tuple(p.host(1) for p in pools), model, report)
     checks.check_claw_secrets_match_claws(model, report)
     checks.check_broker_bindings(model, report)
@@ -152,6 +179,7 @@ def parse_stack_config(
         pools=pools,
         placement=_placement_policy(model.placement),
         placement_lock=dict(sorted(model.placement_lock.items())),
+        audit_sink=audit_sink,
     )
 
 

@@ -7,15 +7,15 @@ Beside each model, ALLOWED says for each of its key paths what is allowed ([] st
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 from pydantic.alias_generators import to_camel
 
 from components import broker, runtimes
 from components.config import fields as f
-from components.model import DEFAULT_MAX_CAGES_PER_HOST, Endpoint
-from components.units import format_size, parse_cpus
+from components.model import DEFAULT_MAX_CAGES_PER_HOST, HOST_RESERVE, Endpoint
+from components.units import GiB, format_size, parse_cpus
 
 ALLOWED: dict[str, str] = {}
 
@@ -52,6 +52,63 @@ ALLOWED.update(
 )
 
 
+# --- a host's role: it holds cages, or it is the stack's audit sink ----------------------------------
+
+CAGES, AUDIT_SINK = "cages", "audit-sink"
+ROLES = (CAGES, AUDIT_SINK)
+SINK_KINDS = ("cloud", "dedicated")  # a server of its own: a pool's hosts and a local host hold cages
+MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 1, 3650
+DEFAULT_RETENTION_DAYS = 400  # a year plus a quarter: a common minimum for regulated audit logs
+MIN_SINK_MAX_USE = 1 * GiB
+
+ROLE_TEXT = (
+    f"{CAGES} (the default: the host runs cages) or {AUDIT_SINK} (the stack's one audit sink: a "
+    f"{' or '.join(SINK_KINDS)} host that holds no cages and keeps the cage hosts' audit trail)"
+)
+RETENTION_DAYS_TEXT = (
+    f"on the audit sink only: the days it keeps the trail, a whole number from {MIN_RETENTION_DAYS} to "
+    f"{MAX_RETENTION_DAYS} (default {DEFAULT_RETENTION_DAYS}: a year plus a quarter, a common minimum for "
+    "regulated audit logs)"
+)
+MAX_USE_TEXT = (
+    f"on the audit sink only: the most disk its trail may take, a size of at least {format_size(MIN_SINK_MAX_USE)} "
+    f"such as 200GiB, at most the sink's disk less the {format_size(HOST_RESERVE.disk)} kept for the system "
+    "(the default: all of that)"
+)
+
+
+def holds_cages(host: Any) -> bool:
+    """Whether placement may put cages on this host entry: every role but the audit sink's. The one
+    test of a host's role; the checks and the loader ask it."""
+    return host.role != AUDIT_SINK
+
+
+def role_of(kind: str) -> Callable[[Any], str]:
+    """The role parser of a host kind: only a cloud or dedicated host may be the audit sink."""
+
+    def validate(value: Any) -> str:
+        role = f._text(value)
+        if role not in ROLES:
+            raise f.Invalid("not a host role")
+        if role == AUDIT_SINK and kind not in SINK_KINDS:
+            raise f.Invalid(f"a {kind} host cannot be the audit sink",
+                            f"{CAGES} (the default); the audit sink is a {' or '.join(SINK_KINDS)} host")  # fmt: skip
+        return role
+
+    return validate
+
+
+def parse_retention_days(value: Any) -> int:
+    return f._whole(value, MIN_RETENTION_DAYS, MAX_RETENTION_DAYS)
+
+
+RetentionDays = Annotated[int, PlainValidator(parse_retention_days)]
+SinkMaxUse = Annotated[int, PlainValidator(f.size_at_least(MIN_SINK_MAX_USE))]
+# retentionDays and maxUse are keys of the cloud and dedicated models, with their defaults on a host
+# that holds cages too: checks.check_audit_sink refuses them there when they are written (pydantic's
+# model_fields_set), as it refuses drain and maxCages on the sink.
+
+
 class CloudHostModel(_Model):
     name: DnsLabel
     kind: Literal["cloud"]
@@ -60,6 +117,9 @@ class CloudHostModel(_Model):
     image: HostImage = f.HOST_IMAGES[0]
     drain: Drain = False
     max_cages: MaxCages | None = None
+    role: Annotated[str, PlainValidator(role_of("cloud"))] = CAGES
+    retention_days: RetentionDays = Field(DEFAULT_RETENTION_DAYS, description=RETENTION_DAYS_TEXT)
+    max_use: SinkMaxUse | None = Field(None, description=MAX_USE_TEXT)  # None: the disk less the host's reserve
 
 
 class PoolModel(_Model):
@@ -71,6 +131,7 @@ class PoolModel(_Model):
     image: HostImage = f.HOST_IMAGES[0]
     drain: list[DnsLabel] = []
     max_cages: MaxCages | None = None
+    role: Annotated[str, PlainValidator(role_of("pool"))] = CAGES
 
 
 class DedicatedHostModel(_Model):
@@ -84,6 +145,9 @@ class DedicatedHostModel(_Model):
     image: HostImage = f.HOST_IMAGES[0]  # the Debian release installed on the server
     drain: Drain = False
     max_cages: MaxCages | None = None
+    role: Annotated[str, PlainValidator(role_of("dedicated"))] = CAGES
+    retention_days: RetentionDays = Field(DEFAULT_RETENTION_DAYS, description=RETENTION_DAYS_TEXT)
+    max_use: SinkMaxUse | None = Field(None, description=MAX_USE_TEXT)  # None: the disk less the host's reserve
 
 
 class LocalHostModel(_Model):
@@ -94,6 +158,7 @@ class LocalHostModel(_Model):
     disk: Size = f.LOCAL_DEFAULT_CAPACITY[2]
     drain: Drain = False
     max_cages: MaxCages | None = None
+    role: Annotated[str, PlainValidator(role_of("local"))] = CAGES
 
 
 HOST_MODELS: dict[str, type[_Model]] = {
@@ -107,7 +172,7 @@ HostModel = Annotated[Union[CloudHostModel, DedicatedHostModel, LocalHostModel, 
 ALLOWED.update(
     {
         "hosts": "a non-empty list of hosts",
-        "hosts[]": "a mapping with name and kind (cloud, dedicated or local; or pool)",
+        "hosts[]": "a mapping with name and kind (cloud, dedicated or local; or pool), and optionally role",
         "hosts[].name": f.DNS_LABEL_TEXT + ", unique among the hosts",
         "hosts[].kind": "cloud, dedicated or local (one host), or pool (cloud hosts made as the cages need them)",
         "hosts[].serverType": f.SERVER_TYPE_TEXT,
@@ -125,6 +190,9 @@ ALLOWED.update(
         "hosts[].locations": "a non-empty list of Hetzner locations, each once: " + ", ".join(f.LOCATIONS),
         "hosts[].locations[]": f.LOCATION_TEXT,
         "hosts[].max": f.POOL_MAX_TEXT,
+        "hosts[].role": ROLE_TEXT,
+        "hosts[].retentionDays": RETENTION_DAYS_TEXT,
+        "hosts[].maxUse": MAX_USE_TEXT,
     }
 )
 
