@@ -22,6 +22,7 @@ from components.config.schema import (
     ALLOWED,
     AUDIT_SINK,
     MIN_SINK_MAX_USE,
+    SINK_IMAGE,
     CloudHostModel,
     ClawModel,
     DedicatedHostModel,
@@ -101,8 +102,8 @@ _CAGE_KEYS = (("drain", "drain"), ("max_cages", "maxCages"))
 
 
 def check_audit_sink(model: StackModel, report: Reporter) -> None:
-    """At most one audit sink; its keys (retentionDays, maxUse) on it alone, and no cage keys (drain,
-    maxCages) on it; some host beside it holds cages. (Only a cloud or dedicated host can be the sink:
+    """At most one audit sink, on Debian 13; its keys (retentionDays, maxUse) on it alone, and no cage
+    keys (drain, maxCages) on it; some host beside it holds cages. (Only a cloud or dedicated host can be the sink:
     schema.role_of, per kind.)"""
     sinks = list(_sinks(model).items())
     if len(sinks) > 1:
@@ -120,6 +121,12 @@ def check_audit_sink(model: StackModel, report: Reporter) -> None:
             else:
                 report.fail(("hosts", i, key), f"a key of the audit sink, and {host.name} holds cages (role {host.role})",
                             f"{key} only on the host with role: {AUDIT_SINK}")  # fmt: skip
+    for _, i in sinks:
+        image = model.hosts[i].image
+        if image != SINK_IMAGE:
+            report.fail(("hosts", i, "image"), f"{image} cannot be the audit sink: its journal-remote (systemd 252) "
+                        "has no MaxUse= to hold the trail to maxUse (systemd 253 and later)",
+                        f"{SINK_IMAGE} for the host with role {AUDIT_SINK}")  # fmt: skip
     if sinks and all(not holds_cages(h) for h in model.hosts):
         report.fail(("hosts",), f"only the audit sink ({sinks[0][0]}): no host holds cages",
                     "at least one host with role cages (the default) or a pool, beside the audit sink")  # fmt: skip

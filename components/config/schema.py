@@ -57,13 +57,15 @@ ALLOWED.update(
 CAGES, AUDIT_SINK = "cages", "audit-sink"
 ROLES = (CAGES, AUDIT_SINK)
 SINK_KINDS = ("cloud", "dedicated")  # a server of its own: a pool's hosts and a local host hold cages
+# journal-remote holds its files to MaxUse= from systemd 253 on: Debian 13 has 257, Debian 12 252 (no such key)
+SINK_IMAGE = "debian-13"
 MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 1, 3650
 DEFAULT_RETENTION_DAYS = 400  # a year plus a quarter: a common minimum for regulated audit logs
 MIN_SINK_MAX_USE = 1 * GiB
 
 ROLE_TEXT = (
     f"{CAGES} (the default: the host runs cages) or {AUDIT_SINK} (the stack's one audit sink: a "
-    f"{' or '.join(SINK_KINDS)} host that holds no cages and keeps the cage hosts' audit trail)"
+    f"{' or '.join(SINK_KINDS)} host on {SINK_IMAGE} that holds no cages and keeps the cage hosts' audit trail)"
 )
 RETENTION_DAYS_TEXT = (
     f"on the audit sink only: the days it keeps the trail, a whole number from {MIN_RETENTION_DAYS} to "

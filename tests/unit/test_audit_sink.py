@@ -115,6 +115,11 @@ MISTAKES: dict[str, tuple[dict[str, Any], str, str, str | None, str, str]] = {
         "a second audit sink: fsn1-trail-2 (hosts[3]) and fsn1-trail (hosts[2])",
         "at most one host with role audit-sink per stack",
     ),
+    "a Debian 12 sink (its journal-remote has no MaxUse=)": (
+        with_sink(dict(SINK, image="debian-12")), "prod", "clawstaff:hosts[2].image", '"debian-12"',
+        "debian-12 cannot be the audit sink: its journal-remote (systemd 252) has no MaxUse=",
+        "debian-13 for the host with role audit-sink",
+    ),
     "a pool cannot be the sink": (
         edited(prod_raw(), ("hosts[2]", dict(POOL, role="audit-sink"))), "prod", "clawstaff:hosts[2].role",
         '"audit-sink"', "a pool host cannot be the audit sink", "the audit sink is a cloud or dedicated host",
