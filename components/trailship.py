@@ -63,3 +63,70 @@ def tunnel_config(listen: str, *, key: str, certificate: str, trust: str, forwar
         "requireCert = yes\n"
         "sslVersionMin = TLSv1.3\n"
     )
+
+
+# --- the sink's retention: by size in journal-remote, by age in a timer ---------------------------------
+
+REMOTE_DIRECTORY = "/var/log/journal/remote"  # journal-remote's output directory (Debian's unit's default)
+VACUUM_UNIT = "clawstaff-trail-vacuum"
+# A trail file's size: a 64th of maxUse, between 8 MiB and 1 GiB. The age retention removes archived
+# files only, each once its newest entry is past retentionDays (VACUUM_SCRIPT), so an entry may outlive
+# the retention by its file's span: the smaller the files, the closer the kept trail is to retentionDays.
+FILES_PER_MAX_USE = 64
+MIN_FILE_SIZE, MAX_FILE_SIZE = 8 * 1024**2, 1024**3
+
+
+def trail_file_size(max_use: int) -> int:
+    return max(MIN_FILE_SIZE, min(MAX_FILE_SIZE, max_use // FILES_PER_MAX_USE))
+
+
+def remote_config(max_use: int) -> str:
+    """journal-remote.conf (a drop-in) on the sink: the trail held to `max_use` bytes, the oldest
+    archived files dropped first (systemd 253 and later: Debian 13's journal-remote)."""
+    if max_use < MIN_FILE_SIZE * 2:
+        raise ValueError(f"trail retention: maxUse {max_use} B is less than two trail files of {MIN_FILE_SIZE} B")
+    size = trail_file_size(max_use)
+    return (
+        "# Rendered by components/trailship.py: the audit sink keeps the trail to maxUse.\n"
+        "[Remote]\n"
+        f"MaxUse={max_use}\n"
+        f"MaxFileSize={size}\n"
+        # Every file maxUse holds, and the one being written: MaxUse decides, not journald's default of 100.
+        f"MaxFiles={-(-max_use // size) + 1}\n"
+    )
+
+
+VACUUM_SCRIPT = "/usr/local/sbin/clawstaff-trail-vacuum"  # components/hostscripts/files/clawstaff-trail-vacuum
+
+
+def vacuum_units(retention_days: int, directory: str = REMOTE_DIRECTORY) -> dict[str, str]:
+    """The sink's retention by age: a daily timer and the service it starts, which removes each
+    archived trail file whose newest entry is older than `retention_days` (unit file name -> text).
+    Not `journalctl --vacuum-time`, which judges a file by its oldest entry and so would drop entries
+    younger than the retention (the script's header; tests/host/test_trail_transport.py)."""
+    if not isinstance(retention_days, int) or isinstance(retention_days, bool) or not 1 <= retention_days <= 99999:
+        raise ValueError(
+            f"trail retention: retentionDays {retention_days!r} must be a whole number of days, 1 to 99999"
+        )
+    _no_newline(directory=directory)
+    if not directory.startswith("/") or any(c.isspace() for c in directory):
+        raise ValueError(f"trail retention: the directory {directory!r} must be an absolute path without spaces")
+    service = (
+        "# Rendered by components/trailship.py: the audit sink's retention by age.\n"
+        "[Unit]\n"
+        f"Description=ClawStaff audit sink: remove trail files whose newest entry is over {retention_days} days old\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"ExecStart={VACUUM_SCRIPT} {directory} {retention_days}\n"
+    )
+    timer = (
+        "# Rendered by components/trailship.py: the audit sink's retention by age, once a day.\n"
+        "[Unit]\n"
+        f"Description=ClawStaff audit sink: the daily retention of {retention_days} days\n"
+        "[Timer]\n"
+        "OnCalendar=daily\n"
+        "Persistent=true\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    return {f"{VACUUM_UNIT}.service": service, f"{VACUUM_UNIT}.timer": timer}

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from components import trailpki, trailship
+from tests.conftest import ROOT
 from tests.host.conftest import require_root, require_tool
 
 pytestmark = pytest.mark.host
@@ -193,3 +194,107 @@ def test_the_upload_configuration_takes_one_https_line_per_value() -> None:
         trailship.upload_config("http://sink:19532", key="k", certificate="c", trust="t")
     with pytest.raises(ValueError, match="must be one non-empty line"):
         trailship.tunnel_config("0.0.0.0:19532\nconnect = evil:1", key="k", certificate="c", trust="t")
+
+
+# --- the sink's retention by age --------------------------------------------------------------------------
+
+VACUUM = ROOT / "components/hostscripts/files/clawstaff-trail-vacuum"
+DAY_US = 86400 * 10**6
+
+
+def _times(path: Path) -> list[int]:
+    """Every entry's time (µs) in a journal file or directory, as journalctl reads it."""
+    where = f"--directory={path}" if path.is_dir() else f"--file={path}"
+    done = subprocess.run(["journalctl", where, "-o", "json", "--output-fields=MESSAGE", "--no-pager", "-q"],
+                          capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    return [int(json.loads(line)["__REALTIME_TIMESTAMP"]) for line in done.stdout.splitlines()]
+
+
+@pytest.fixture
+def aged_trail(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A sink's trail directory as journal-remote writes it: 5000 entries, the first 2000 from 500 days
+    ago, the rest from the last hour, on a 64 MiB tmpfs, where journal-remote's own file sizing rotates
+    its file every 1500 or so entries (archived files, named with the time of their oldest entry)."""
+    require_root()
+    remote = require_tool(JOURNAL_REMOTE)
+    directory = tmp_path / "remote"
+    directory.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(directory)], check=True, timeout=30)
+    try:
+        now = int(time.time() * 10**6)
+        export = "".join(
+            f"__REALTIME_TIMESTAMP={now - 500 * DAY_US + i * 10**6 if i < 2000 else now - (5000 - i) * 10**5}\n"
+            f"__MONOTONIC_TIMESTAMP={i + 1}\n_BOOT_ID={'0123456789abcdef' * 2}\n_HOSTNAME=cage-host-1\n"
+            f"CLAWSTAFF_CLAW=t-probe\nMESSAGE=entry {i} {'x' * 2000}\n\n"
+            for i in range(5000)
+        )
+        (tmp_path / "aged.export").write_text(export)
+        subprocess.run([remote, f"--output={directory}/remote.journal", str(tmp_path / "aged.export")],
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+        yield directory, now
+    finally:
+        subprocess.run(["umount", str(directory)], check=False, timeout=30)
+
+
+def test_the_sinks_retention_keeps_every_entry_younger_than_it_where_journalctls_vacuum_drops_some(
+    aged_trail, tmp_path: Path
+) -> None:
+    directory, now = aged_trail
+    limit = now - 400 * DAY_US
+    archived = sorted(directory.glob("*@*.journal"))
+    newest = {f.name: max(_times(f)) for f in archived}
+    old = sorted(name for name, t in newest.items() if t < limit)
+    mixed = sorted(f.name for f in archived if min(_times(f)) < limit <= max(_times(f)))
+    assert old and mixed, f"journal-remote's rotation did not give an old and a mixed file: {newest}"
+    recent = sum(t >= limit for t in _times(directory))
+    assert recent == 3000
+    # Control: journalctl --vacuum-time=400d removes the mixed file by its name's (oldest) time, and
+    # with it entries from the last hour.
+    control = tmp_path / "control"
+    subprocess.run(["cp", "-a", str(directory), str(control)], check=True, timeout=60)
+    subprocess.run(["journalctl", f"--directory={control}", "--vacuum-time=400d"], check=True, capture_output=True,
+                   timeout=60)  # fmt: skip
+    assert not any((control / name).exists() for name in mixed)
+    assert sum(t >= limit for t in _times(control)) < recent
+    # Ours: only the files whose every entry is past the retention go; every younger entry stays.
+    done = subprocess.run(["bash", str(VACUUM), str(directory), "400"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(f.name for f in directory.glob("*@*.journal")) == sorted(set(newest) - set(old))
+    assert (directory / "remote.journal").exists()
+    assert sum(t >= limit for t in _times(directory)) == recent
+    assert all(f"removed {directory}/{name}" in done.stdout for name in old), done.stdout
+    # A second run finds nothing more to remove.
+    again = subprocess.run(["bash", str(VACUUM), str(directory), "400"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout == "", (again.stdout, again.stderr)
+
+
+def test_the_retention_refuses_what_it_cannot_judge(aged_trail, tmp_path: Path) -> None:
+    directory, _ = aged_trail
+    for argv, message in (
+        ([str(directory)], "usage"),
+        ([str(directory), "0"], "DAYS must be a whole number"),
+        ([str(directory), "400d"], "DAYS must be a whole number"),
+        ([str(tmp_path / "none"), "400"], "no directory"),
+    ):
+        done = subprocess.run(["bash", str(VACUUM), *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and message in done.stderr, (argv, done.stderr)
+    # A file journalctl cannot read is kept, said, and the run fails (systemd marks the unit failed).
+    broken = directory / "remote@0123456789abcdef0123456789abcdef-0000000000000001-0000000000000001.journal"
+    broken.write_bytes(b"not a journal file")
+    done = subprocess.run(["bash", str(VACUUM), str(directory), "400"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and f"kept {broken}" in done.stderr, (done.stdout, done.stderr)
+    assert broken.exists()
+
+
+def test_systemd_accepts_the_sinks_retention_units(tmp_path: Path) -> None:
+    analyze = require_tool("systemd-analyze")
+    units = trailship.vacuum_units(400)
+    for name, text in units.items():
+        # The script at its place in this repository: systemd-analyze checks that ExecStart= exists.
+        (tmp_path / name).write_text(text.replace(trailship.VACUUM_SCRIPT, str(VACUUM)))
+    done = subprocess.run([analyze, "verify", *(str(tmp_path / n) for n in units)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"ExecStart={trailship.VACUUM_SCRIPT} {trailship.REMOTE_DIRECTORY} 400\n"
+        in units[f"{trailship.VACUUM_UNIT}.service"]
+    )
