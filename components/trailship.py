@@ -19,6 +19,10 @@ The certificates are components.trailpki's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from components.hostscripts import host_file
+
 UPLOAD_PORT = 19532  # journal-upload's default port: the sink's TLS endpoint (stunnel)
 REMOTE_PORT = 19531  # journal-remote's HTTP endpoint, on the sink's loopback only
 TUNNEL_SERVICE = "clawstaff-trail"
@@ -130,3 +134,55 @@ def vacuum_units(retention_days: int, directory: str = REMOTE_DIRECTORY) -> dict
         "WantedBy=timers.target\n"
     )
     return {f"{VACUUM_UNIT}.service": service, f"{VACUUM_UNIT}.timer": timer}
+
+
+# --- the sink's files: everything a sink host holds for the trail, by path --------------------------------
+
+JOURNAL_REMOTE = "/usr/lib/systemd/systemd-journal-remote"
+TRAIL_DIR = "/etc/clawstaff/trail"  # the CA, the sink's certificate and key (delivered over SSH)
+
+
+@dataclass(frozen=True)
+class HostFile:
+    mode: int
+    text: str
+
+
+def remote_units(directory: str = REMOTE_DIRECTORY, port: int = REMOTE_PORT) -> dict[str, str]:
+    """Drop-ins for Debian's journal-remote units: its socket on the sink's loopback only (stunnel is
+    the one way in), plain HTTP there (the TLS is stunnel's), its files in `directory`. Debian's unit
+    keeps its own hardening, PrivateNetwork= included: the socket arrives from systemd."""
+    _no_newline(directory=directory)
+    return {
+        "/etc/systemd/system/systemd-journal-remote.socket.d/clawstaff.conf": (
+            "# Rendered by components/trailship.py: journal-remote on loopback, behind stunnel.\n"
+            f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"
+        ),
+        "/etc/systemd/system/systemd-journal-remote.service.d/clawstaff.conf": (
+            "# Rendered by components/trailship.py: plain HTTP on the socket systemd passes; the TLS is stunnel's.\n"
+            f"[Service]\nExecStart=\nExecStart={JOURNAL_REMOTE} --listen-http=-3 --output={directory}/\n"
+        ),
+    }
+
+
+def sink_files(*, listen: str, retention_days: int, max_use: int) -> dict[str, HostFile]:
+    """Every file of the trail on the audit sink (path -> mode and text), but the certificates and the
+    key, which arrive over SSH into TRAIL_DIR: the mutual TLS (Debian's stunnel@.service runs
+    /etc/stunnel/<name>.conf), journal-remote on loopback with the size retention, the age retention's
+    timer, service and script (components/hostscripts/files/clawstaff-trail-vacuum)."""
+    tunnel = tunnel_config(listen, key=f"{TRAIL_DIR}/sink.key", certificate=f"{TRAIL_DIR}/sink.pem",
+                           trust=f"{TRAIL_DIR}/ca.pem")  # fmt: skip
+    files = {
+        f"/etc/stunnel/{TUNNEL_SERVICE}.conf": HostFile(0o644, tunnel),
+        "/etc/systemd/journal-remote.conf.d/clawstaff.conf": HostFile(0o644, remote_config(max_use)),
+        VACUUM_SCRIPT: HostFile(0o755, host_file("clawstaff-trail-vacuum")),
+    }
+    for path, text in remote_units().items():
+        files[path] = HostFile(0o644, text)
+    for name, text in vacuum_units(retention_days).items():
+        files[f"/etc/systemd/system/{name}"] = HostFile(0o644, text)
+    return files
+
+
+# What the sink enables once its files and certificates are in place.
+SINK_UNITS = ("systemd-journal-remote.socket", f"stunnel@{TUNNEL_SERVICE}.service", f"{VACUUM_UNIT}.timer")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from components import trailpki, trailship
+from components.units import GiB
 from tests.conftest import ROOT
 from tests.host.conftest import require_root, require_tool
 
@@ -76,46 +77,69 @@ def _source_journal(directory: Path) -> Path:
     return journal
 
 
+def _installed(root: Path, files: dict[str, trailship.HostFile]) -> None:
+    for path, file in files.items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(file.text)
+        target.chmod(file.mode)
+
+
+def _exec_start(unit: str) -> list[str]:
+    """The command a drop-in leaves: its last ExecStart= (the first one resets Debian's)."""
+    return [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")][-1].split()
+
+
 @pytest.fixture
 def sink(tmp_path: Path) -> Iterator[dict]:
-    """A sink on loopback: stunnel (the stack's CA, mutual TLS) in front of journal-remote."""
+    """A sink on loopback from the files the program renders for it (trailship.sink_files, under a
+    root of the test's, with free ports): stunnel with the stack's CA in front of Debian's
+    journal-remote, started as its socket unit and its service drop-in start it (the listening socket
+    passed as fd 3, plain HTTP on it)."""
     require_root()
-    require_tool("stunnel4")
+    stunnel = require_tool("stunnel4")
+    activate = require_tool("systemd-socket-activate")
     for binary in (JOURNAL_REMOTE, JOURNAL_UPLOAD):
         if not Path(binary).exists():
             require_tool(Path(binary).name)  # fails in CI, skips elsewhere
+    root, received = tmp_path / "root", tmp_path / "received"
+    remote_port, tls_port = _free_port(), _free_port()
+    files = trailship.sink_files(listen=f"127.0.0.1:{tls_port}", retention_days=400, max_use=GiB)
+    units = trailship.remote_units(str(received), remote_port)
+    _installed(root, files)
     ca = trailpki.certificate_authority("stack secret", "t", VALID)
-    ca_file = tmp_path / "ca.pem"
-    ca_file.write_text(ca.certificate_pem)
-    sink_cert, sink_key = _write(
-        tmp_path, trailpki.sink_certificate("stack secret", ca, "t-sink", ["127.0.0.1"], VALID), "sink"
-    )
+    trail = root / trailship.TRAIL_DIR.lstrip("/")
+    trail.mkdir(parents=True)
+    (trail / "ca.pem").write_text(ca.certificate_pem)
+    _write(trail, trailpki.sink_certificate("stack secret", ca, "t-sink", ["127.0.0.1"], VALID), "sink")
     host_cert, host_key = _write(
         tmp_path, trailpki.upload_certificate("stack secret", ca, "cage-host-1", VALID), "host"
     )
-    remote_port, tls_port = _free_port(), _free_port()
-    received = tmp_path / "received"
     received.mkdir()
+    socket_unit, service_unit = units.values()
+    listen = next(line.split("=", 1)[1] for line in socket_unit.splitlines() if line.startswith("ListenStream=1"))
     remote = subprocess.Popen(
-        [JOURNAL_REMOTE, f"--listen-http=127.0.0.1:{remote_port}", f"--output={received}/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [activate, "-l", listen, *_exec_start(service_unit)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
     )  # fmt: skip
-    config = tmp_path / "stunnel.conf"
+    # The rendered stunnel configuration, its paths under the test's root, forwarding to that socket.
+    config = root / f"etc/stunnel/{trailship.TUNNEL_SERVICE}.conf"
+    rendered = files[f"/etc/stunnel/{trailship.TUNNEL_SERVICE}.conf"].text
     config.write_text(
-        trailship.tunnel_config(
-            f"127.0.0.1:{tls_port}", key=sink_key, certificate=sink_cert, trust=str(ca_file), forward=remote_port
-        )  # fmt: skip
+        rendered.replace(trailship.TRAIL_DIR, str(trail)).replace(
+            f"127.0.0.1:{trailship.REMOTE_PORT}", f"127.0.0.1:{remote_port}"
+        )
     )
     log = tmp_path / "stunnel.log"
     with log.open("w") as out:
-        tunnel = subprocess.Popen([require_tool("stunnel4"), str(config)], stdout=out, stderr=subprocess.STDOUT)
+        tunnel = subprocess.Popen([stunnel, str(config)], stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_for_port(remote_port, remote, "journal-remote")
         _wait_for_port(tls_port, tunnel, "stunnel")
         yield {
             "url": f"https://127.0.0.1:{tls_port}",
             "ca": ca,
-            "ca_file": str(ca_file),
+            "ca_file": str(trail / "ca.pem"),
             "host": (host_cert, host_key),
             "received": received,
             "log": log,

@@ -68,3 +68,36 @@ def test_the_retention_script_is_a_linted_executable_file() -> None:
     assert SCRIPT.stat().st_mode & 0o111, "the bootstrap installs it as it is: it must be executable"
     assert SCRIPT.read_text().startswith("#!/bin/bash\n")
     shellcheck([SCRIPT])
+
+
+def test_the_sink_holds_the_tunnel_journal_remote_on_loopback_and_both_retentions() -> None:
+    files = trailship.sink_files(listen="0.0.0.0:19532", retention_days=400, max_use=30 * 10**9)
+    assert set(files) == {
+        "/etc/stunnel/clawstaff-trail.conf",
+        "/etc/systemd/journal-remote.conf.d/clawstaff.conf",
+        "/etc/systemd/system/systemd-journal-remote.socket.d/clawstaff.conf",
+        "/etc/systemd/system/systemd-journal-remote.service.d/clawstaff.conf",
+        "/etc/systemd/system/clawstaff-trail-vacuum.service",
+        "/etc/systemd/system/clawstaff-trail-vacuum.timer",
+        "/usr/local/sbin/clawstaff-trail-vacuum",
+    }
+    assert {p: f.mode for p, f in files.items() if f.mode != 0o644} == {"/usr/local/sbin/clawstaff-trail-vacuum": 0o755}
+    assert files["/usr/local/sbin/clawstaff-trail-vacuum"].text == SCRIPT.read_text()
+    tunnel = _keys(files["/etc/stunnel/clawstaff-trail.conf"].text.replace(" = ", "="))
+    assert tunnel["accept"] == "0.0.0.0:19532" and tunnel["connect"] == "127.0.0.1:19531"
+    assert (tunnel["cert"], tunnel["key"], tunnel["CAfile"]) == (
+        "/etc/clawstaff/trail/sink.pem", "/etc/clawstaff/trail/sink.key", "/etc/clawstaff/trail/ca.pem"
+    )  # fmt: skip
+    socket_unit = files["/etc/systemd/system/systemd-journal-remote.socket.d/clawstaff.conf"].text
+    # Debian's ListenStream=19532 (every address) reset, then loopback only.
+    assert [line for line in socket_unit.splitlines() if line.startswith("ListenStream")] == [
+        "ListenStream=", "ListenStream=127.0.0.1:19531"
+    ]  # fmt: skip
+    service = files["/etc/systemd/system/systemd-journal-remote.service.d/clawstaff.conf"].text
+    assert [line for line in service.splitlines() if line.startswith("ExecStart")] == [
+        "ExecStart=",
+        "ExecStart=/usr/lib/systemd/systemd-journal-remote --listen-http=-3 --output=/var/log/journal/remote/",
+    ]
+    assert trailship.SINK_UNITS == (
+        "systemd-journal-remote.socket", "stunnel@clawstaff-trail.service", "clawstaff-trail-vacuum.timer"
+    )  # fmt: skip
