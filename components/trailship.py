@@ -1,5 +1,6 @@
-"""How a host's journal reaches the stack's audit sink: the transport's configuration (issue 15,
-docs/audit.md, "Shipping off the host").
+"""How a host's journal reaches the stack's audit sink, and how the sink keeps it: the transport's
+configuration, the sink's retention by size and by age, and every file of the trail on the sink
+(issue 15, docs/audit.md, "Shipping off the host").
 
 Debian builds systemd without GnuTLS, and systemd-journal-remote verifies a client's certificate only
 through GnuTLS: Debian's journal-remote serves HTTPS but refuses `--trust=` ("Option --trust= is not
