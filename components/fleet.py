@@ -15,6 +15,7 @@ import pulumi_hcloud as hcloud
 from components.cage import ClawCage, ClawCageArgs
 from components.host import ClawHost, ClawHostArgs, HetznerShared
 from components.model import Host, StackConfig
+from components.outputs import audit_sink_notice
 from components.placement import Placement, PlacementError, cage_uids, claws_by_host, place_fleet
 from components.runtimes import RUNC
 
@@ -140,6 +141,8 @@ class Fleet(pulumi.ComponentResource):
                     ),
                     opts=pulumi.ResourceOptions(parent=self),
                 )
+        if config.audit_sink is not None:
+            pulumi.log.warn(audit_sink_notice(config.audit_sink), resource=self)
         self.register_outputs({"placement": self.placement})
 
     def _hetzner_shared(

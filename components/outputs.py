@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from components.model import Host, StackConfig
+from components.model import AuditSink, Host, StackConfig
 from components.units import format_size
 
 
@@ -34,4 +34,30 @@ def fleet_summary(config: StackConfig, placement: Mapping[str, str], hosts: Iter
         }
         for h in sorted(hosts, key=lambda h: h.name)
     }
-    return {"claws": claws, "hosts": hosts}
+    summary: dict[str, Any] = {"claws": claws, "hosts": hosts}
+    if config.audit_sink is not None:
+        summary["auditSink"] = audit_sink_summary(config.audit_sink)
+    return summary
+
+
+def audit_sink_summary(sink: AuditSink) -> dict[str, Any]:
+    host = sink.host
+    return {
+        "host": host.name,
+        "kind": host.kind,
+        "location": host.location,
+        "serverType": host.server_type,
+        "retentionDays": sink.retention_days,
+        "maxUse": format_size(sink.max_use),
+        "provisioned": False,  # this version parses the sink and makes none of its resources (docs/audit.md)
+    }
+
+
+def audit_sink_notice(sink: AuditSink) -> str:
+    """What the Fleet warns (`pulumi up`, `pulumi preview` and the offline preview show it) while the
+    sink is parsed but not provisioned."""
+    return (
+        f"the audit sink {sink.host.name} (retention {sink.retention_days} days, at most "
+        f"{format_size(sink.max_use)}) is not provisioned by this version: no server is made for it and no "
+        "host ships to it; each cage host keeps its own trail (docs/audit.md)"
+    )

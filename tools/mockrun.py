@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime.config import set_all_config
-from pulumi.runtime.settings import get_root_resource
+from pulumi.runtime.settings import get_root_resource, set_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,7 @@ class Evaluation:
     stack: str
     resources: list[Registered]
     outputs: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)  # what the program warned (pulumi.log.warn), in order
 
     def by_type(self, type_: str) -> list[Registered]:
         return [r for r in self.resources if r.type == type_]
@@ -108,6 +110,19 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+class _Warnings(logging.Handler):
+    """The program's warnings, as Pulumi's mock engine logs them (pulumi.log.warn)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.logger = logging.Logger("clawstaff.mockrun", logging.WARNING)  # its own: never the root's handlers
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def config_for_runtime(raw: Mapping[str, Any]) -> dict[str, str]:
     """The Pulumi runtime hands the program config values as strings; objects as JSON text."""
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
@@ -119,7 +134,12 @@ def evaluate(
     """Run the program (default: the project's __main__.py) under mocks with this stack's config."""
     program = program or ROOT / "__main__.py"
     monitor = _RecordingMonitor(_FleetMocks())
-    pulumi_mocks.set_mocks(_FleetMocks(), project=PROJECT, stack=stack, preview=True, monitor=monitor)
+    warned = _Warnings()
+    # A new root stack per evaluation: set_mocks keeps the one it finds, and with it every output an
+    # earlier evaluation in this process exported.
+    set_root_resource(None)
+    pulumi_mocks.set_mocks(_FleetMocks(), project=PROJECT, stack=stack, preview=True, monitor=monitor,
+                           logger=warned.logger)  # fmt: skip
     set_all_config(config_for_runtime(raw_config), sorted(secret_keys))
     from pulumi.runtime.settings import SETTINGS
     from pulumi.runtime.stack import run_pulumi_func
@@ -131,7 +151,7 @@ def evaluate(
     outputs = {}
     for key, value in getattr(stack_resource, "outputs", {}).items():
         outputs[key] = _sync_await(pulumi.Output.from_input(value).future())
-    return Evaluation(stack=stack, resources=list(monitor.registered), outputs=outputs)
+    return Evaluation(stack=stack, resources=list(monitor.registered), outputs=outputs, warnings=warned.messages)
 
 
 def unwrap_secrets(value: Any) -> Any:

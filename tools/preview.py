@@ -130,7 +130,8 @@ def _tree(plan: dict[str, Any]) -> Tree:
     return root
 
 
-def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console) -> None:
+def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console, warnings: Sequence[str] = ()) -> None:
+    """The tree, the hosts, the placement, the program's warnings (as `pulumi preview` shows them), the verdicts."""
     console.print(_tree(plan))
 
     hosts = Table(title="Hosts")
@@ -158,6 +159,9 @@ def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console) -> N
             ", ".join(c["egress"]),
         )
     console.print(claws)
+
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
     if plan["violations"]:
         table = Table(title="Policy violations", style="red")
@@ -225,7 +229,7 @@ def preview(
             ) from None
     violations = check_policies(evaluation, policy_config)
     plan = build_plan(evaluation, violations)
-    render(plan, evaluation.outputs, console)
+    render(plan, evaluation.outputs, console, evaluation.warnings)
     if json_path:
         json_path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
         console.print(f"plan written to {json_path}")

@@ -37,7 +37,9 @@ from tests.unit.test_config import (
     local_raw,
     prod_raw,
 )
-from tools import mockrun
+from rich.console import Console
+
+from tools import mockrun, preview
 
 # A cx22: 40GB of disk, so 30GB for the trail once the host's 10GB reserve is kept back.
 SINK = {"name": "fsn1-trail", "kind": "cloud", "serverType": "cx22", "location": "fsn1", "role": "audit-sink"}
@@ -304,3 +306,31 @@ def test_any_value_at_a_sink_key_gives_a_config_error_or_a_config(key, value):
         assert "TOPSECRET" not in message and SEALING_KEY not in message
     else:
         assert config.audit_sink is None or config.audit_sink.host.name == "fsn1-trail"
+
+
+# --- a sink this version does not provision says so --------------------------------------------------------
+
+
+def test_a_configured_sink_is_an_output_and_a_warning_that_it_is_not_provisioned():
+    raw, secret_keys = load_stack_file(ROOT / "Pulumi.prod.yaml")
+    raw = copy.deepcopy(raw)
+    raw["clawstaff:hosts"].append(dict(SINK, retentionDays=730))
+    evaluation = mockrun.evaluate("prod", raw, secret_keys)
+    assert evaluation.outputs["auditSink"] == {
+        "host": "fsn1-trail", "kind": "cloud", "location": "fsn1", "serverType": "cx22", "retentionDays": 730,
+        "maxUse": "30GB", "provisioned": False,
+    }  # fmt: skip
+    # pulumi.log.warn: what `pulumi up` shows, once.
+    [warning] = evaluation.warnings
+    assert "the audit sink fsn1-trail (retention 730 days, at most 30GB) is not provisioned by this version" in warning
+    assert "each cage host keeps its own trail" in warning
+    # The offline preview prints it after the tables.
+    console = Console(record=True, width=400)
+    preview.render(preview.build_plan(evaluation, []), evaluation.outputs, console, evaluation.warnings)
+    assert "warning: " + warning in console.export_text()
+
+
+def test_a_stack_without_a_sink_has_no_sink_output_and_no_warning():
+    raw, secret_keys = load_stack_file(ROOT / "Pulumi.prod.yaml")
+    evaluation = mockrun.evaluate("prod", raw, secret_keys)
+    assert "auditSink" not in evaluation.outputs and evaluation.warnings == []
