@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from components.hostscripts import host_file
+from components.units import GiB, MiB
 
 UPLOAD_PORT = 19532  # journal-upload's default port: the sink's TLS endpoint (stunnel)
 REMOTE_PORT = 19531  # journal-remote's HTTP endpoint, on the sink's loopback only
@@ -78,7 +79,7 @@ VACUUM_UNIT = "clawstaff-trail-vacuum"
 # files only, each once its newest entry is past retentionDays (VACUUM_SCRIPT), so an entry may outlive
 # the retention by its file's span: the smaller the files, the closer the kept trail is to retentionDays.
 FILES_PER_MAX_USE = 64
-MIN_FILE_SIZE, MAX_FILE_SIZE = 8 * 1024**2, 1024**3
+MIN_FILE_SIZE, MAX_FILE_SIZE = 8 * MiB, 1 * GiB
 
 
 def trail_file_size(max_use: int) -> int:
