@@ -28,6 +28,7 @@ from components.config.schema import (
     DedicatedHostModel,
     PoolModel,
     StackModel,
+    audit_sinks,
     holds_cages,
 )
 from components.model import (
@@ -91,11 +92,6 @@ def check_pools(model: StackModel, explicit_names: Mapping[str, int], report: Re
                             f"{pool_host_name(pool.name, 1)} up to {pool_host_name(pool.name, pool.max)}")  # fmt: skip
 
 
-def _sinks(model: StackModel) -> dict[str, int]:
-    """The audit sink host's name -> its index in hosts (at most one, once check_audit_sink passed)."""
-    return {h.name: i for i, h in enumerate(model.hosts) if not holds_cages(h)}
-
-
 # (python field name, key) of the keys that belong to one role only.
 _SINK_KEYS = (("retention_days", "retentionDays"), ("max_use", "maxUse"))
 _CAGE_KEYS = (("drain", "drain"), ("max_cages", "maxCages"))
@@ -105,7 +101,7 @@ def check_audit_sink(model: StackModel, report: Reporter) -> None:
     """At most one audit sink, on Debian 13; its keys (retentionDays, maxUse) on it alone, and no cage
     keys (drain, maxCages) on it; some host beside it holds cages. (Only a cloud or dedicated host can be the sink:
     schema.role_of, per kind.)"""
-    sinks = list(_sinks(model).items())
+    sinks = list(audit_sinks(model.hosts).items())
     if len(sinks) > 1:
         (first, i), (second, j) = sinks[:2]
         report.fail(("hosts", j, "role"), f"a second audit sink: {second} (hosts[{j}]) and {first} (hosts[{i}])",
@@ -137,7 +133,7 @@ def check_audit_sink_room(model: StackModel, sink: AuditSink | None, report: Rep
     be at least the smallest maxUse)."""
     if sink is None:
         return
-    i, host, room = _sinks(model)[sink.host.name], sink.host, sink_room(sink.host)
+    i, host, room = audit_sinks(model.hosts)[sink.host.name], sink.host, sink_room(sink.host)
     why = f"{format_size(host.capacity.disk)} of disk less {format_size(HOST_RESERVE.disk)} kept for the system"
     if sink.max_use > room:
         report.fail(("hosts", i, "maxUse"), f"more than the audit sink {host.name} can hold ({why})",
@@ -221,7 +217,7 @@ def check_tmpfs_within_memory(model: StackModel, report: Reporter) -> None:
 
 def check_pins(model: StackModel, report: Reporter) -> None:
     """A claw's host is one that holds cages: a listed host or a pool's, never the audit sink."""
-    sinks = _sinks(model)
+    sinks = audit_sinks(model.hosts)
     names = [h.name for h in model.hosts if not isinstance(h, PoolModel) and h.name not in sinks]
     pools = [h for h in model.hosts if isinstance(h, PoolModel)]
     choices = names + [f"{pool_host_name(p.name, 1)} ... {pool_host_name(p.name, p.max)}" for p in pools]
@@ -305,7 +301,7 @@ def check_placement_lock_names_claws(model: StackModel, report: Reporter) -> Non
         if claw_name not in claws:
             report.fail(("placementLock", claw_name), "a stale entry: no claw has this name",
                         "entries for claws in clawstaff:claws only; remove it (the lock is rewritten after each deployment)")  # fmt: skip
-    sinks = _sinks(model)
+    sinks = audit_sinks(model.hosts)
     for claw_name, host in model.placement_lock.items():
         if host in sinks:
             report.fail(("placementLock", claw_name), f"the audit sink (hosts[{sinks[host]}]), which holds no cages",

@@ -26,6 +26,7 @@ from components.config.schema import (
     PlacementModel,
     PoolModel,
     StackModel,
+    audit_sinks,
     holds_cages,
 )
 from components.model import (
@@ -62,9 +63,10 @@ def _pool(model: PoolModel) -> HostPool:
 
 def _audit_sink(model: StackModel) -> AuditSink | None:
     """The host with role audit-sink and its retention (maxUse by default all the room its disk has)."""
-    entry = next((h for h in model.hosts if not holds_cages(h)), None)
-    if entry is None:
+    sinks = audit_sinks(model.hosts)
+    if not sinks:
         return None
+    entry = model.hosts[next(iter(sinks.values()))]
     host = _host(entry)
     max_use = sink_room(host) if entry.max_use is None else entry.max_use
     return AuditSink(host=host, retention_days=entry.retention_days, max_use=max_use)

@@ -7,7 +7,7 @@ Beside each model, ALLOWED says for each of its key paths what is allowed ([] st
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 from pydantic.alias_generators import to_camel
@@ -83,6 +83,12 @@ def holds_cages(host: Any) -> bool:
     """Whether placement may put cages on this host entry: every role but the audit sink's. The one
     test of a host's role; the checks and the loader ask it."""
     return host.role != AUDIT_SINK
+
+
+def audit_sinks(hosts: Sequence[Any]) -> dict[str, int]:
+    """The host entries with the audit sink's role: name -> index in hosts (at most one once
+    checks.check_audit_sink passed). The one selection of the sink; the checks and the loader ask it."""
+    return {h.name: i for i, h in enumerate(hosts) if not holds_cages(h)}
 
 
 def role_of(kind: str) -> Callable[[Any], str]:
