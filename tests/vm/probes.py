@@ -41,8 +41,24 @@ def _docker_exec(container: str, code: str, arg: Any, timeout: int, interactive:
     return shlex.join(argv)
 
 
+# Every probe's exec is bounded on the VM too, below the ssh client's own timeout: a `docker exec` whose
+# container ended under it (a gVisor sandbox killed by the OOM killer) may never return, and `timeout`
+# then ends it with 124 (137 after the kill) instead of the client raising. The probe's own PRELUDE
+# bounds it first, at `timeout`.
+EXEC_GRACE_S, EXEC_KILL_AFTER_S, SSH_GRACE_S = 50, 10, 60
+
+
+def bounded(command: str, timeout: int) -> str:
+    """`command` ended on the VM after timeout + EXEC_GRACE_S seconds (killed EXEC_KILL_AFTER_S later)."""
+    return f"timeout --kill-after={EXEC_KILL_AFTER_S} {timeout + EXEC_GRACE_S} {command}"
+
+
 def run(machine, container: str, code: str, arg: Any = None, *, timeout: int = 60) -> subprocess.CompletedProcess:
-    return ssh(machine, _docker_exec(container, code, arg, timeout), timeout=timeout + 60)
+    return ssh(
+        machine,
+        bounded(_docker_exec(container, code, arg, timeout), timeout),
+        timeout=timeout + SSH_GRACE_S + EXEC_KILL_AFTER_S,
+    )
 
 
 def probe(machine, container: str, code: str, arg: Any = None, *, timeout: int = 60) -> Any:

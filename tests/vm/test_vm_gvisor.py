@@ -248,11 +248,10 @@ def test_a_memory_hog_in_the_gvisor_cage_is_killed_inside_it(cages, vm_scorecard
     restarts_before = inspect(machine, f"claw-{GVISOR}", "{{.RestartCount}}")
     neighbour_before = probes.restarts_and_state(machine, NEIGHBOUR)
     neighbour.window()
-    # Bounded on the VM: when the OOM kill ends the sandbox, `docker exec` may never return (seen once
-    # in CI under TCG), and `timeout` then ends it with 124. The proof is the cgroups' counters and
-    # the restart below, not the probe's own exit.
-    hog = ssh(machine, "timeout --kill-after=10 200 " + probes._docker_exec(f"claw-{GVISOR}", MEMORY_HOG, None, 180),
-              timeout=300)  # fmt: skip
+    # When the OOM kill ends the sandbox, `docker exec` may never return (seen once in CI under TCG):
+    # probes.run bounds it on the VM. The proof is the cgroups' counters and the restart below, not
+    # the probe's own exit.
+    hog = probes.run(machine, f"claw-{GVISOR}", MEMORY_HOG, timeout=180)
     during = neighbour.window()
     after = [probes.keyed(probes.cgroup_file(machine, d, "memory.events"))["oom_kill"] for d in (cage, other)]
     restarts_after, state = restarted(machine, f"claw-{GVISOR}", int(restarts_before))
