@@ -1,10 +1,11 @@
 """Replay a stack's registered resources onto a real Docker engine (the integration bench).
 
 `tools.mockrun.evaluate` records every resource the program registers, with its inputs, exactly as
-the Pulumi engine would receive them. This module creates those resources for real, in dependency
-order: the Docker provider is checked against the engine we talk to, networks are created, host
-commands run their `create` scripts (`/bin/sh -c`, the secret stdin, the given environment), and
-containers are created, connected and started. `teardown` undoes it in reverse order and runs every
+the Pulumi engine would receive them. This module creates those resources for real, as that engine
+does: each once what it depends on exists, independent ones at the same time (PARALLEL). The Docker
+provider is checked against the engine we talk to, networks are created, host commands run their
+`create` scripts (`/bin/sh -c`, the secret stdin, the given environment), and containers are
+created, connected and started. `teardown` undoes it in reverse order and runs every
 command's `delete` script.
 
 What runs must be what the program asked for: every input key of every resource is interpreted
@@ -19,6 +20,7 @@ ReplayError naming the resource and the key; nothing is skipped silently. Pulumi
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -206,6 +208,11 @@ def _check_provider(resource: Registered, client: docker.DockerClient) -> None:
 
 
 def _create_network(resource: Registered, client: docker.DockerClient) -> Created:
+    return _make_network(resource, client, _network_spec(resource))
+
+
+def _network_spec(resource: Registered) -> dict[str, Any]:
+    """The Network's inputs as docker-py's networks.create arguments (a refusal raises here)."""
     inputs = _Inputs(resource)
     name = inputs.require("name")
     driver = inputs.take("driver", "bridge")
@@ -222,16 +229,13 @@ def _create_network(resource: Registered, client: docker.DockerClient) -> Create
         pools.append(docker.types.IPAMPool(subnet=entry["subnet"], gateway=entry.get("gateway")))
     inputs.done()
     ipam = docker.types.IPAMConfig(pool_configs=pools) if pools else None
-    network = client.networks.create(
-        name,
-        driver=driver,
-        options=dict(options),
-        internal=internal,
-        enable_ipv6=ipv6,
-        labels=labels,
-        ipam=ipam,
-        check_duplicate=True,
-    )
+    return {"name": name, "driver": driver, "options": dict(options), "internal": internal, "enable_ipv6": ipv6,
+            "labels": labels, "ipam": ipam, "check_duplicate": True}  # fmt: skip
+
+
+def _make_network(resource: Registered, client: docker.DockerClient, spec: Mapping[str, Any]) -> Created:
+    spec = dict(spec)
+    network = client.networks.create(spec.pop("name"), **spec)
     return Created(resource.urn, resource.type, resource.name, engine_id=network.id)
 
 
@@ -260,6 +264,11 @@ def _run_shell(
 
 
 def _run_command(resource: Registered) -> Created:
+    return _start_command(resource, _command_spec(resource))
+
+
+def _command_spec(resource: Registered) -> dict[str, Any]:
+    """A local Command's inputs, checked (a refusal raises here)."""
     inputs = _Inputs(resource)
     create = inputs.require("create")
     delete = inputs.take("delete")
@@ -272,10 +281,14 @@ def _run_command(resource: Registered) -> Created:
             raise _fail(resource, f"input {key!r} must be a string")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(environment).items()):
         raise _fail(resource, "input 'environment' must map strings to strings")
-    stdout = _run_shell(resource, create, stdin=stdin, environment=environment, cwd=cwd, step="create")
-    return Created(
-        resource.urn, resource.type, resource.name, delete=delete, environment=dict(environment), cwd=cwd, stdout=stdout
-    )
+    return {"create": create, "delete": delete, "stdin": stdin, "environment": dict(environment), "cwd": cwd}
+
+
+def _start_command(resource: Registered, spec: Mapping[str, Any]) -> Created:
+    stdout = _run_shell(resource, spec["create"], stdin=spec["stdin"], environment=spec["environment"],
+                        cwd=spec["cwd"], step="create")  # fmt: skip
+    return Created(resource.urn, resource.type, resource.name, delete=spec["delete"],
+                   environment=spec["environment"], cwd=spec["cwd"], stdout=stdout)  # fmt: skip
 
 
 class HostKeyRefused(ReplayError):
@@ -327,6 +340,11 @@ def ssh_exec(
 
 
 def _run_remote_command(resource: Registered, remote: Remote | None) -> Created:
+    return _start_remote_command(resource, remote, _remote_command_spec(resource, remote))
+
+
+def _remote_command_spec(resource: Registered, remote: Remote | None) -> dict[str, Any]:
+    """A remote Command's inputs, checked, and the real address of its host (a refusal raises here)."""
     if remote is None:
         raise _fail(resource, "a remote command, but this replay was given no remote hosts")
     inputs = _Inputs(resource)
@@ -340,9 +358,14 @@ def _run_remote_command(resource: Registered, remote: Remote | None) -> Created:
         if value is not None and not isinstance(value, str):
             raise _fail(resource, f"input {key!r} must be a string")
     address = remote.address(resource, connection.get("host"))
-    stdout = ssh_exec(resource, connection, address, remote.identity, create, stdin, "create")
-    return Created(resource.urn, resource.type, resource.name, delete=delete, stdout=stdout,
-                   connection={**connection, "host": address})  # fmt: skip
+    return {"connection": connection, "address": address, "create": create, "delete": delete, "stdin": stdin}
+
+
+def _start_remote_command(resource: Registered, remote: Remote, spec: Mapping[str, Any]) -> Created:
+    stdout = ssh_exec(resource, spec["connection"], spec["address"], remote.identity, spec["create"], spec["stdin"],
+                      "create")  # fmt: skip
+    return Created(resource.urn, resource.type, resource.name, delete=spec["delete"], stdout=stdout,
+                   connection={**spec["connection"], "host": spec["address"]})  # fmt: skip
 
 
 def _ssh_engine(resource: Registered, deployment: Deployment) -> docker.DockerClient:
@@ -555,7 +578,11 @@ def _container_config(resource: Registered, client: docker.DockerClient) -> tupl
 
 
 def _create_container(resource: Registered, client: docker.DockerClient) -> Created:
-    create, host, networks, must_run = _container_config(resource, client)
+    return _start_container(resource, client, _container_config(resource, client))
+
+
+def _start_container(resource: Registered, client: docker.DockerClient, config: tuple) -> Created:
+    create, host, networks, must_run = config
     api = client.api
     networking = None
     if networks:
@@ -613,52 +640,135 @@ def _check_component(resource: Registered) -> None:
 # --- deploy / teardown -----------------------------------------------------------------------------
 
 
+# Pulumi's engine runs a resource's create as soon as everything it depends on exists, many at once
+# (`pulumi up --parallel`, unbounded by default). The replay does the same, up to this many at once,
+# so a missing dependency between two resources shows here as it would in production.
+PARALLEL = 8
+
+
+def _needs(resources: list[Registered]) -> dict[str, set[str]]:
+    by_urn = {r.urn for r in resources}
+    return {
+        r.urn: {u for u in (*r.dependencies, r.provider, r.parent) if u in by_urn and u != r.urn} for r in resources
+    }
+
+
+def _plan(resource: Registered, deployment: Deployment) -> Callable[[], Created] | None:
+    """Check one resource's inputs and return what creates it (None: nothing to create, or the Docker
+    provider, which deploy sets up itself). Every refusal raises here, before anything is created."""
+    evaluation, remote = deployment.evaluation, deployment.remote
+    if resource.type == DOCKER_PROVIDER:
+        if remote is None:
+            _check_provider(resource, deployment.client)
+        return None
+    if resource.type == NETWORK:
+        spec = _network_spec(resource)
+        return lambda: _make_network(resource, deployment.client, spec)
+    if resource.type == LOCAL_COMMAND:
+        spec = _command_spec(resource)
+        return lambda: _start_command(resource, spec)
+    if resource.type == REMOTE_COMMAND:
+        spec = _remote_command_spec(resource, remote)
+        return lambda: _start_remote_command(resource, remote, spec)
+    if resource.type == CONTAINER:
+        if resource.provider and resource.provider not in evaluation.by_urn():
+            raise _fail(resource, f"its provider {resource.provider} was not registered")
+        config = _container_config(resource, deployment.client)
+        return lambda: _start_container(resource, deployment.client, config)
+    _check_component(resource)
+    return None
+
+
 def deploy(
     evaluation: Evaluation,
     client: docker.DockerClient | None = None,
     on_created: Callable[[Created], None] | None = None,
     remote: Remote | None = None,
     existing: frozenset[str] = frozenset(),
+    parallel: int = PARALLEL,
 ) -> Deployment:
     """Create every resource of the evaluation; on any failure, tear down what was made and raise.
     With `remote`, hosts are reached over SSH: the Docker provider's ssh:// transport and remote
     commands, each pinned to the key the program pins. `existing`: URNs already created (the stack's
-    state: Pulumi does not create them again), skipped; teardown leaves them too."""
+    state: Pulumi does not create them again), skipped; teardown leaves them too.
+
+    Every resource's inputs are checked first: a refusal creates nothing. Then, like Pulumi's engine,
+    a resource is created once every resource it depends on exists, up to `parallel` at once (1: one
+    by one, in replay_order). `Deployment.created` is in the order the creates finished, so the
+    teardown, in reverse, deletes a resource before what it depends on. Of several failures, the
+    first in replay_order is raised, once everything in flight has finished."""
+    if parallel < 1:
+        raise ValueError(f"parallel {parallel!r}: at least 1")
     client = client or (None if remote else docker.from_env(timeout=120))
     deployment = Deployment(evaluation, client, remote=remote)
+    order = [r for r in replay_order(evaluation.resources) if r.urn not in existing]  # a cycle raises here
+    plans = {r.urn: _plan(r, deployment) for r in order}
+    needs = _needs(evaluation.resources)
+    position = {r.urn: i for i, r in enumerate(order)}
+    done: set[str] = set(existing)
+    pending = list(order)
+    running: dict[concurrent.futures.Future, Registered] = {}
+    failures: dict[int, BaseException] = {}  # by replay order
+
+    def finished(future: concurrent.futures.Future) -> None:
+        resource = running.pop(future)
+        try:
+            created = future.result()
+        except BaseException as error:  # noqa: BLE001 - raised once everything in flight is in
+            failures[position[resource.urn]] = error
+            return
+        deployment.created.append(created)
+        done.add(resource.urn)
+        if on_created:
+            on_created(created)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="replay")
     try:
-        for resource in replay_order(evaluation.resources):
-            if resource.urn in existing:
-                continue
-            if resource.type == DOCKER_PROVIDER:
-                if remote is not None:
+        while not failures and (pending or running):
+            for resource in [r for r in pending if needs[r.urn] <= done]:
+                if len(running) >= parallel:
+                    break
+                pending.remove(resource)
+                plan = plans[resource.urn]
+                if plan is not None:
+                    running[pool.submit(plan)] = resource
+                    continue
+                if resource.type == DOCKER_PROVIDER and remote is not None:
+                    # The engine of every later resource: set up here, before anything uses it.
                     if deployment.client is not None:
                         raise _fail(resource, "a second Docker provider: the remote replay drives one host")
-                    deployment.client = client = _ssh_engine(resource, deployment)
-                else:
-                    _check_provider(resource, client)
-                continue
-            if resource.type == NETWORK:
-                created = _create_network(resource, client)
-            elif resource.type == LOCAL_COMMAND:
-                created = _run_command(resource)
-            elif resource.type == REMOTE_COMMAND:
-                created = _run_remote_command(resource, remote)
-            elif resource.type == CONTAINER:
-                if resource.provider and resource.provider not in evaluation.by_urn():
-                    raise _fail(resource, f"its provider {resource.provider} was not registered")
-                created = _create_container(resource, client)
+                    deployment.client = _ssh_engine(resource, deployment)
+                done.add(resource.urn)
+                break  # what it unblocks is ready on the next pass
             else:
-                _check_component(resource)
+                if not running:
+                    if pending:
+                        raise ReplayError(
+                            f"nothing can be created: {sorted(r.name for r in pending)} never became ready"
+                        )
+                    break
+                first, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in first:
+                    finished(future)
                 continue
-            deployment.created.append(created)
-            if on_created:
-                on_created(created)
+            if len(running) >= parallel:
+                first, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in first:
+                    finished(future)
+        # After a failure, let what is in flight finish, so that the teardown knows everything made.
+        for future in list(concurrent.futures.as_completed(list(running))):
+            finished(future)
+        if failures:
+            raise failures[min(failures)]
     except BaseException as error:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in [f for f in running if f.done()]:
+            finished(future)
         errors = teardown(deployment)
         if errors:
             raise ReplayError("deploy failed and its rollback left: " + "; ".join(errors)) from error
         raise
+    pool.shutdown(wait=True)
     return deployment
 
 
