@@ -46,7 +46,8 @@ done
 read -ra unit_files <<<"$VERIFY_UNITS"
 systemd-analyze verify "${unit_files[@]}" || die "systemd-analyze rejects ${unit_files[*]}"
 if sink_certificates_present; then
-  if [ "$trail_changed" = 1 ]; then restart_sink_units; fi
+  # A changed file restarts the units; otherwise a unit that stopped is started again (drift repaired).
+  if [ "$trail_changed" = 1 ]; then restart_sink_units; else systemctl enable --now "${trail_units[@]}"; fi
 else
   log "no certificates in $TRAIL_DIR yet: the trail's units start once they are installed"
 fi
