@@ -8,5 +8,6 @@ from components.outputs import fleet_summary
 
 config = stack_config.load()
 fleet = Fleet("fleet", config)
-for key, value in fleet_summary(config, fleet.placement, fleet.host_configs).items():
+sink_url = fleet.audit_sink.url if fleet.audit_sink is not None else None
+for key, value in fleet_summary(config, fleet.placement, fleet.host_configs, sink_url).items():
     pulumi.export(key, value)

@@ -21,6 +21,13 @@ ROLE_BROKER = "broker"  # the credential broker, in a cage with brokered secrets
 ROLE_CAGE_NETWORK = "cage-network"
 ROLE_EGRESS_NETWORK = "egress-network"
 
+# Labels on the stack's Hetzner servers (and their firewalls): the host's name, and what the server is
+# for (`hcloud server list -l clawstaff-role=audit-sink`).
+SERVER_LABEL_HOST = "clawstaff-host"
+SERVER_LABEL_ROLE = "clawstaff-role"
+SERVER_ROLE_CAGE_HOST = "cage-host"
+SERVER_ROLE_AUDIT_SINK = "audit-sink"
+
 # Linux bridge names (IFNAMSIZ: 15 characters). Host firewall rules match these prefixes.
 CAGE_BRIDGE_PREFIX = "cg-"
 EGRESS_BRIDGE_PREFIX = "ce-"

@@ -1,7 +1,9 @@
-"""The host firewall of a cage host, rendered as an nftables ruleset (components/hostscripts/files/
-firewall.nft): what cages and proxies may reach, what reaches the host, and what a cage bridge may
-carry. A pure function of its arguments; the bootstrap installs it as a unit of its own, and
-tools/engine.py loads the same rules on this machine's engine.
+"""The host firewalls, rendered as nftables rulesets: a cage host's (components/hostscripts/files/
+firewall.nft: what cages and proxies may reach, what reaches the host, and what a cage bridge may
+carry) and the audit sink's (firewall-sink.nft: admin SSH and the cage hosts' trail uploads, nothing
+else). Both share the host's own inbound rules (firewall-host-input.nft, then firewall-input-drop.nft)
+and the metadata rule (firewall-output.nft). Pure functions of their arguments; each bootstrap installs
+its ruleset as a unit of its own, and tools/engine.py loads the cage host's on this machine's engine.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def _nft_set(name: str, kind: str, elements: Sequence[str], interval: bool = Tru
     return "\n".join(lines)
 
 
+def _piece(name: str) -> str:
+    """A part of a ruleset, as the template takes it (without its last newline)."""
+    return host_file(name).removesuffix("\n")
+
+
+def _host_input() -> str:
+    """The host's own inbound rules, then the logged drop of everything else."""
+    return _piece("firewall-host-input.nft") + "\n" + _piece("firewall-input-drop.nft")
+
+
 def render_nftables(
     *,
     ssh_allowed_cidrs: Sequence[str],
@@ -73,7 +85,7 @@ def render_nftables(
     resolvers = sorted({str(ipaddress.IPv4Address(r)) for r in dns_resolvers})
 
     if guard_host_input:
-        host_input, input_policy = host_file("firewall-host-input.nft").removesuffix("\n"), "drop"
+        host_input, input_policy = _host_input(), "drop"
     else:
         host_input = "        # host input is not guarded on this machine (guard_host_input=False): only cages are"
         input_policy = "accept"
@@ -88,8 +100,34 @@ def render_nftables(
         admin_ssh_v6=_nft_set("admin_ssh_v6", "ipv6_addr", ssh_v6),
         input_policy=input_policy,
         host_input=host_input,
+        output_chain=_piece("firewall-output.nft"),
         proxy_max_flows=str(PROXY_MAX_FLOWS),
         proxy_port=str(PROXY_PORT),
         cage_connections_rate=str(CAGE_CONNECTIONS_PER_SECOND),
         cage_connections_burst=str(CAGE_CONNECTIONS_BURST),
+    )
+
+
+def render_sink_nftables(*, ssh_allowed_cidrs: Sequence[str], upload_sources: Sequence[str], upload_port: int) -> str:
+    """The audit sink's complete `nft -f` file (replaces only `table inet clawstaff`): inbound, the
+    host's own rules (established, loopback, ICMP, SSH from `ssh_allowed_cidrs`) and TCP `upload_port`
+    from `upload_sources` (addresses or CIDRs of the cage hosts, either family; none while the stack
+    has no cage host) alone; nothing is forwarded; the metadata service is root's, as on a cage host."""
+    if not ssh_allowed_cidrs:
+        raise ValueError("ssh_allowed_cidrs is empty: the sink would refuse all admin SSH")
+    if isinstance(upload_port, bool) or not isinstance(upload_port, int) or not 1 <= upload_port <= 65535:
+        raise ValueError(f"upload_port {upload_port!r} is not a TCP port (1 to 65535)")
+    ssh_v4, ssh_v6 = _split_cidrs(ssh_allowed_cidrs)
+    trail_v4, trail_v6 = _split_cidrs(upload_sources)
+    return host_file(
+        "firewall-sink.nft",
+        table=NFT_TABLE,
+        admin_ssh_v4=_nft_set("admin_ssh_v4", "ipv4_addr", ssh_v4),
+        admin_ssh_v6=_nft_set("admin_ssh_v6", "ipv6_addr", ssh_v6),
+        trail_hosts_v4=_nft_set("trail_hosts_v4", "ipv4_addr", trail_v4),
+        trail_hosts_v6=_nft_set("trail_hosts_v6", "ipv6_addr", trail_v6),
+        output_chain=_piece("firewall-output.nft"),
+        host_input=_piece("firewall-host-input.nft"),
+        input_drop=_piece("firewall-input-drop.nft"),
+        upload_port=str(upload_port),
     )

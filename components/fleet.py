@@ -1,23 +1,28 @@
 """Fleet: the whole stack. Placement decides where each cage runs and which pool hosts exist; the Fleet
-creates one ClawHost per host (with the stack-wide Hetzner objects they share) and one ClawCage per claw
-on its host's provider.
+creates one ClawHost per host (with the stack-wide Hetzner objects they share), one ClawCage per claw
+on its host's provider, and the audit sink when the stack has one (components.sink).
 
 Nothing a host gets depends on which other hosts exist: a pool growing or shrinking never changes the
 private address or the spread group of a host that stays, so it never updates or replaces one."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime, timezone
 from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_hcloud as hcloud
 
 from components.cage import ClawCage, ClawCageArgs
-from components.host import ClawHost, ClawHostArgs, HetznerShared
-from components.model import Host, StackConfig
+from components.host import ClawHost, ClawHostArgs
+from components.model import AuditSink as AuditSinkConfig, Host, StackConfig
 from components.outputs import audit_sink_notice
 from components.placement import Placement, PlacementError, cage_uids, claws_by_host, place_fleet
 from components.runtimes import RUNC
+from components.server import HetznerShared
+from components.sink import AuditSink, AuditSinkArgs
+from components.trailpki import yearly_validity
 
 # Hetzner network zones of the locations (a subnet serves one zone).
 NETWORK_ZONES = {
@@ -72,6 +77,23 @@ def private_addresses(hosts: Sequence[Host]) -> dict[str, str]:
     return out
 
 
+def sink_private_address(location: str) -> str:
+    """A cloud audit sink's address on the private network: 10.0.<zone base + 2>.10, by its zone alone.
+    Listed cage hosts are in 10.0.<zone base + 1>.x (private_addresses), so no cage host is renumbered
+    and the sink keeps its address (and its certificate) whatever hosts come and go."""
+    return f"10.0.{ZONE_SUBNET_BASE[NETWORK_ZONES[location]] + 2}.10"
+
+
+def sink_address(sink: AuditSinkConfig) -> str:
+    """Where the cage hosts reach the audit sink: a cloud sink's private address, a dedicated sink's own."""
+    host = sink.host
+    if host.kind == "cloud":
+        return sink_private_address(str(host.location))
+    if host.kind == "dedicated" and host.address:
+        return host.address
+    raise ValueError(f"audit sink {host.name}: a {host.kind} host cannot be the audit sink")
+
+
 def spread_groups(hosts: Sequence[Host]) -> dict[str, str]:
     """Host name -> the key of its spread placement group (at most SPREAD_GROUP_MAX servers each).
 
@@ -90,7 +112,14 @@ def spread_groups(hosts: Sequence[Host]) -> dict[str, str]:
 class Fleet(pulumi.ComponentResource):
     """Every host and every cage of one stack."""
 
-    def __init__(self, name: str, config: StackConfig, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        opts: Optional[pulumi.ResourceOptions] = None,
+        *,
+        now: Optional[datetime] = None,  # what dates the trail certificates (trailpki.yearly_validity)
+    ):
         super().__init__("clawstaff:fleet:Fleet", name, {}, opts)
         self.config = config
         placement = _placed(config)
@@ -98,7 +127,11 @@ class Fleet(pulumi.ComponentResource):
         # Every listed host, and each pool host that holds a cage (a pool makes no empty host).
         self.host_configs: tuple[Host, ...] = placement.hosts
         groups = spread_groups(placement.hosts)
-        shared_groups = self._hetzner_shared(name, config, placement.hosts, groups) if groups else {}
+        sink = config.audit_sink
+        servers = [h for h in placement.hosts if h.kind == "cloud"]
+        servers += [sink.host] if sink is not None and sink.host.kind == "cloud" else []
+        hetzner = self._hetzner_shared(name, config, servers) if servers else None
+        shared_groups = self._spread_groups(name, config, groups, hetzner) if hetzner else {}
         addresses = private_addresses(placement.hosts)
         claws = {c.name: c for c in config.claws}
         by_host = claws_by_host(self.placement)
@@ -141,13 +174,32 @@ class Fleet(pulumi.ComponentResource):
                     ),
                     opts=pulumi.ResourceOptions(parent=self),
                 )
-        if config.audit_sink is not None:
-            pulumi.log.warn(audit_sink_notice(config.audit_sink), resource=self)
+        self.audit_sink: Optional[AuditSink] = None
+        if sink is not None:
+            cloud = sink.host.kind == "cloud"
+            # Hetzner's firewalls do not filter the private network and only the stack's servers are on
+            # it: a cloud sink admits the network; a dedicated one, each cage host's own addresses.
+            sources = [PRIVATE_NETWORK] if cloud else [a for h in self.hosts.values() for a in h.public_addresses]
+            self.audit_sink = AuditSink(
+                sink.host.name,
+                AuditSinkArgs(
+                    sink=sink,
+                    stack=config.stack,
+                    admin=config.admin,
+                    sealing_key=config.sealing_key,
+                    address=sink_address(sink),
+                    validity=yearly_validity(now or datetime.now(timezone.utc)),
+                    upload_sources=sources,
+                    hetzner=hetzner if cloud else None,
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            pulumi.log.warn(audit_sink_notice(sink, self.audit_sink.url), resource=self)
         self.register_outputs({"placement": self.placement})
 
-    def _hetzner_shared(
-        self, name: str, config: StackConfig, hosts: Sequence[Host], groups: Mapping[str, str]
-    ) -> dict[str, HetznerShared]:
+    def _hetzner_shared(self, name: str, config: StackConfig, servers: Sequence[Host]) -> HetznerShared:
+        """The SSH keys and the private network (a subnet per zone of `servers`) every cloud server of
+        the stack attaches to; in no spread group (`_spread_groups` puts the cage hosts in theirs)."""
         child = pulumi.ResourceOptions(parent=self)
         ssh_keys = [
             hcloud.SshKey(f"{name}-ssh-key-{i}", name=f"clawstaff-{config.stack}-admin-{i}", public_key=key, opts=child)
@@ -156,7 +208,7 @@ class Fleet(pulumi.ComponentResource):
         network = hcloud.Network(
             f"{name}-network", name=f"clawstaff-{config.stack}", ip_range=PRIVATE_NETWORK, opts=child
         )
-        zones = sorted({NETWORK_ZONES[h.location] for h in hosts if h.kind == "cloud"})
+        zones = sorted({NETWORK_ZONES[h.location] for h in servers})
         subnets = [
             hcloud.NetworkSubnet(
                 f"{name}-subnet-{zone}",
@@ -168,15 +220,18 @@ class Fleet(pulumi.ComponentResource):
             )
             for zone in zones
         ]
+        return HetznerShared(
+            ssh_key_ids=[k.id for k in ssh_keys], placement_group_id=None, network_id=network.id, subnets=subnets
+        )
+
+    def _spread_groups(
+        self, name: str, config: StackConfig, groups: Mapping[str, str], hetzner: HetznerShared
+    ) -> dict[str, HetznerShared]:
+        child = pulumi.ResourceOptions(parent=self)
         shared: dict[str, HetznerShared] = {}
         for g in sorted(set(groups.values())):
             group = hcloud.PlacementGroup(
                 f"{name}-spread-{g}", name=f"clawstaff-{config.stack}-spread-{g}", type="spread", opts=child
             )
-            shared[g] = HetznerShared(
-                ssh_key_ids=[k.id for k in ssh_keys],
-                placement_group_id=group.id.apply(int),
-                network_id=network.id,
-                subnets=subnets,
-            )
+            shared[g] = dataclasses.replace(hetzner, placement_group_id=group.id.apply(int))
         return shared

@@ -1,26 +1,25 @@
 """ClawHost: one machine that runs cages, with its hardened Docker engine and a Docker provider for it.
 
 Three kinds (components.model.Host.kind):
-- cloud: a Hetzner Cloud server, booted with the rendered cloud-init (derived SSH host key, the
+- cloud: a Hetzner Cloud server, booted with the rendered cloud-init (a first-contact SSH host key, the
   bootstrap script) and re-bootstrapped over SSH whenever the script changes, so that a change to the
   hardening reaches running hosts without replacing them (user-data changes would replace the server);
 - dedicated: an existing Hetzner dedicated server, adopted by address: the derived host key is installed
   over a connection that trusts only the key the operator recorded, then the same bootstrap runs;
 - local: the Docker engine on the machine that runs Pulumi; nothing to bootstrap.
 
-Every SSH connection pins the expected host key; nothing trusts on first use.
+The server, its host key and its bootstrap are components.server's (shared with the audit sink). Every
+SSH connection pins the expected host key; nothing trusts on first use.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
-import pulumi_hcloud as hcloud
 
 from components.conventions import (
     EGRESS_GATEWAY,
@@ -28,31 +27,16 @@ from components.conventions import (
     LABEL_HOST,
     LABEL_ROLE,
     ROLE_EGRESS_NETWORK,
+    SERVER_ROLE_CAGE_HOST,
     egress_bridge_name,
 )
-from components.hostconfig import (
-    BOOTSTRAP_PATH,
-    DEFAULT_HOST_IMAGE,
-    cgroup_driver,
-    render_bootstrap_script,
-    render_cloud_init,
-    render_host_key_install,
-)
-from components.hostkeys import SshHostKey, derive_first_contact_key, derive_ssh_host_key
+from components.hostconfig import DEFAULT_HOST_IMAGE, cgroup_driver, render_bootstrap_script
+from components.hostkeys import SshHostKey
 from components.model import Admin, Host
 from components.runtimes import RUNC
+from components.server import HetznerShared, provision_machine
 
 LOCAL_DOCKER_SOCKET = "unix:///var/run/docker.sock"
-
-
-@dataclass
-class HetznerShared:
-    """Stack-wide Hetzner objects a cloud host attaches to (created once by the Fleet)."""
-
-    ssh_key_ids: Sequence[pulumi.Input[str]]
-    placement_group_id: pulumi.Input[str]
-    network_id: pulumi.Input[str]
-    subnets: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
 @dataclass
@@ -82,20 +66,6 @@ def docker_ssh_opts(host_key: SshHostKey) -> list[str]:
     ]
 
 
-def firewall_rules(admin: Admin) -> list[hcloud.FirewallRuleArgs]:
-    """Inbound: SSH from the admin networks only. No Docker port, nothing else (outbound is open:
-    cages reach the world only through their proxies, which the host's own rules constrain)."""
-    return [
-        hcloud.FirewallRuleArgs(
-            direction="in",
-            protocol="tcp",
-            port="22",
-            source_ips=list(admin.ssh_allowed_cidrs),
-            description="ssh from admin networks",
-        )
-    ]
-
-
 class ClawHost(pulumi.ComponentResource):
     """A host and the Docker provider through which its cages are created."""
 
@@ -104,6 +74,7 @@ class ClawHost(pulumi.ComponentResource):
     connection: Optional[command.remote.ConnectionArgs]  # None: the local host, commands run here
     egress_network: docker.Network
     ready: list[pulumi.Resource]  # what must exist before anything runs on the host (its bootstrap)
+    public_addresses: list[pulumi.Output[str]]  # what the host sends from (cloud: its IPv4 and IPv6 /64)
     cgroup_driver: str  # its engine's: the form of each cage's limits (components.cagehost)
 
     def __init__(self, name: str, args: ClawHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -113,13 +84,13 @@ class ClawHost(pulumi.ComponentResource):
         self.cgroup_driver = cgroup_driver(host.kind)  # what its engine's daemon.json names
         self.connection = None
         self.ready = []
+        self.public_addresses = []
         if host.kind == "local":
             self.address = pulumi.Output.from_input("localhost")
             self.provider = docker.Provider(
                 f"{name}-docker", host=LOCAL_DOCKER_SOCKET, opts=pulumi.ResourceOptions(parent=self)
             )
         else:
-            host_key = derive_ssh_host_key(args.sealing_key, host.name)
             bootstrap = render_bootstrap_script(
                 host_name=host.name,
                 ssh_authorized_keys=list(args.admin.ssh_public_keys),
@@ -127,28 +98,29 @@ class ClawHost(pulumi.ComponentResource):
                 debian=host.image or DEFAULT_HOST_IMAGE,
                 runtimes=args.runtimes,
             )
-            if host.kind == "cloud":
-                first_contact = self._cloud_server(name, args, host_key)
-            else:
-                first_contact = self._adopt_dedicated(name, args, host_key)
-            connection = command.remote.ConnectionArgs(host=self.address, user="root", host_key=host_key.public_openssh)
-            # Re-run whenever the rendered hardening changes; the script is idempotent.
-            apply_bootstrap = command.remote.Command(
-                f"{name}-bootstrap",
-                connection=connection,
-                create=f"cat > {BOOTSTRAP_PATH}.new && chmod 0700 {BOOTSTRAP_PATH}.new && "
-                f"mv {BOOTSTRAP_PATH}.new {BOOTSTRAP_PATH} && {BOOTSTRAP_PATH}",
-                stdin=bootstrap,
-                triggers=[hashlib.sha256(bootstrap.encode()).hexdigest()],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=first_contact),
+            machine = provision_machine(
+                self,
+                name,
+                host=host,
+                admin=args.admin,
+                sealing_key=args.sealing_key,
+                role=SERVER_ROLE_CAGE_HOST,
+                bootstrap=bootstrap,
+                private_ip=args.private_ip,
+                hetzner=args.hetzner,
             )
-            self.connection = connection
-            self.ready = [apply_bootstrap]
+            self.address = machine.address
+            self.connection = machine.connection
+            self.ready = [machine.bootstrap]
+            if machine.server is not None:
+                self.public_addresses = [machine.server.ipv4_address, machine.server.ipv6_network]
+            else:
+                self.public_addresses = [machine.address]
             self.provider = docker.Provider(
                 f"{name}-docker",
                 host=self.address.apply(lambda a: f"ssh://root@{a}:22"),
-                ssh_opts=docker_ssh_opts(host_key),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[apply_bootstrap]),
+                ssh_opts=docker_ssh_opts(machine.host_key),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[machine.bootstrap]),
             )
         # The one network the host's proxies share to reach out. ICC off: a proxy cannot talk to
         # another cage's proxy on it. No cage network is ever this one.
@@ -171,79 +143,3 @@ class ClawHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
         )
         self.register_outputs({"address": self.address, "kind": host.kind})
-
-    def _cloud_server(self, name: str, args: ClawHostArgs, host_key: SshHostKey) -> list[pulumi.Resource]:
-        host, admin, shared = args.host, args.admin, args.hetzner
-        assert shared is not None, "cloud hosts need the stack's Hetzner objects"
-        child = pulumi.ResourceOptions(parent=self)
-        firewall = hcloud.Firewall(
-            f"{name}-firewall",
-            name=f"{host.name}-firewall",
-            rules=firewall_rules(admin),
-            labels={"clawstaff-host": host.name},
-            opts=child,
-        )
-        # The user-data holds a first-contact key, never the host key: the metadata service serves
-        # user-data to anything on the server for its whole life (components.hostkeys).
-        first_contact_key = derive_first_contact_key(args.sealing_key, host.name)
-        user_data = render_cloud_init(
-            host_name=host.name,
-            ssh_authorized_keys=list(admin.ssh_public_keys),
-            ssh_allowed_cidrs=list(admin.ssh_allowed_cidrs),
-            first_contact_key=first_contact_key,
-            debian=host.image or DEFAULT_HOST_IMAGE,
-            runtimes=args.runtimes,
-        )
-        server = hcloud.Server(
-            f"{name}-server",
-            name=host.name,
-            server_type=host.server_type,
-            location=host.location,
-            image=host.image,
-            ssh_keys=list(shared.ssh_key_ids),
-            placement_group_id=shared.placement_group_id,
-            firewall_ids=[firewall.id.apply(int)],
-            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
-            networks=[hcloud.ServerNetworkArgs(network_id=shared.network_id.apply(int), ip=args.private_ip)],
-            # Holds the first-contact key (useless after the first contact; secret until then).
-            user_data=pulumi.Output.secret(user_data),
-            labels={"clawstaff-host": host.name, "clawstaff-role": "cage-host"},
-            backups=False,
-            delete_protection=False,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=list(shared.subnets),
-                # cloud-init runs once, at first boot; later changes arrive through the bootstrap command
-                # instead of replacing a server that runs cages.
-                ignore_changes=["userData"],
-                additional_secret_outputs=["userData"],
-            ),
-        )
-        self.address = server.ipv4_address
-        # First contact: trust only the key the user-data gave the server; install the derived host
-        # key over that connection (after cloud-init's own bootstrap run), which retires the first one.
-        install_key = command.remote.Command(
-            f"{name}-host-key",
-            connection=command.remote.ConnectionArgs(
-                host=server.ipv4_address, user="root", host_key=first_contact_key.public_openssh
-            ),
-            create=render_host_key_install(host_key, after_cloud_init=True),
-            stdin=pulumi.Output.secret(host_key.private_openssh),
-            triggers=[host_key.fingerprint],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[server]),
-        )
-        return [install_key]
-
-    def _adopt_dedicated(self, name: str, args: ClawHostArgs, host_key: SshHostKey) -> list[pulumi.Resource]:
-        host = args.host
-        self.address = pulumi.Output.from_input(host.address)
-        install_key = command.remote.Command(
-            f"{name}-host-key",
-            # The first connection trusts only the key the operator recorded for the server.
-            connection=command.remote.ConnectionArgs(host=host.address, user="root", host_key=host.host_key),
-            create=render_host_key_install(host_key),
-            stdin=pulumi.Output.secret(host_key.private_openssh),
-            triggers=[host_key.fingerprint],
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        return [install_key]

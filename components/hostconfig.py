@@ -10,12 +10,18 @@ The text itself lives in files: the bootstrap and the host-key install are bash 
 components/hostscripts/ (rendered by `hostscripts.render_script`, their inputs in shell-quoted header
 variables), and the files they install (the nftables ruleset, units, apt and sshd drop-ins) are in
 components/hostscripts/files/ (`hostscripts.host_file`). This module computes what varies.
+
+What every host's bootstrap shares, a cage host's and the audit sink's (components/sinkconfig.py), is
+here too: the generic hardening's header (`common_bootstrap_header`, read by
+hostscripts/lib/host-common.sh), the kernel hardening (`HARDENING_SYSCTLS`), the firewall's unit, the
+user-data that carries a bootstrap (`cloud_init_with_bootstrap`) and files packed into one header
+variable (`pack_files`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import yaml
@@ -33,6 +39,9 @@ from components.firewall import (  # noqa: F401
     render_nftables,
 )
 
+# The kernel settings live in components/sysctls.py; their names stay importable from here.
+from components.sysctls import HARDENING_SYSCTLS, SYSCTLS, Sysctls, render_sysctls  # noqa: F401
+
 # The daemon's config lives in components/daemon.py; its names stay importable from here.
 from components.daemon import (  # noqa: F401
     CAGE_ADDRESS_POOL,
@@ -49,6 +58,7 @@ from components.daemon import (  # noqa: F401
     render_daemon_json,
 )
 from components.hostkeys import SshHostKey
+from components.trailship import HostFile
 from components.runtimes import GVISOR, GVISOR_HOST_IMAGES, RUNC, RUNSC, RUNSC_PACKAGE, RUNSC_PATH
 from components.hostscripts import host_file, render_script
 
@@ -99,49 +109,7 @@ _SSH_PUBLIC_KEY = re.compile(
 
 
 # --------------------------------------------------------------------------------------------------
-# Kernel, sshd (the host firewall: components/firewall.py)
-
-
-SYSCTLS: tuple[tuple[str, str, str], ...] = (
-    # (key, value, why)
-    ("net.ipv4.ip_forward", "1", "Docker routes cage egress through the host"),
-    ("net.bridge.bridge-nf-call-iptables", "1", "bridged cage traffic passes the host firewall"),
-    ("net.bridge.bridge-nf-call-ip6tables", "1", "bridged IPv6 too, so the IPv6 drops apply"),
-    ("net.ipv4.conf.all.rp_filter", "1", "drop spoofed source addresses"),
-    ("net.ipv4.conf.default.rp_filter", "1", "drop spoofed source addresses"),
-    ("net.ipv4.conf.all.accept_redirects", "0", "no ICMP redirects"),
-    ("net.ipv4.conf.default.accept_redirects", "0", "no ICMP redirects"),
-    ("net.ipv4.conf.all.send_redirects", "0", "no ICMP redirects"),
-    ("net.ipv4.conf.all.accept_source_route", "0", "no source routing"),
-    ("net.ipv6.conf.all.accept_redirects", "0", "no ICMPv6 redirects"),
-    ("net.ipv6.conf.default.accept_redirects", "0", "no ICMPv6 redirects"),
-    ("net.ipv4.conf.all.log_martians", "1", "log impossible source addresses"),
-    ("net.ipv4.tcp_syncookies", "1", "SYN flood protection"),
-    ("net.ipv4.icmp_echo_ignore_broadcasts", "1", "no smurf amplification"),
-    ("kernel.kptr_restrict", "2", "hide kernel pointers from every user"),
-    ("kernel.dmesg_restrict", "1", "kernel log for root only"),
-    ("kernel.unprivileged_bpf_disabled", "1", "no BPF for unprivileged users"),
-    ("net.core.bpf_jit_harden", "2", "harden the BPF JIT"),
-    ("kernel.unprivileged_userns_clone", "0", "no user namespaces for unprivileged users (Debian)"),
-    ("kernel.yama.ptrace_scope", "2", "ptrace for CAP_SYS_PTRACE only"),
-    ("kernel.kexec_load_disabled", "1", "no replacing the running kernel"),
-    ("kernel.sysrq", "0", "no magic SysRq"),
-    ("fs.protected_hardlinks", "1", "link-following protections"),
-    ("fs.protected_symlinks", "1", "link-following protections"),
-    ("fs.protected_fifos", "2", "link-following protections"),
-    ("fs.protected_regular", "2", "link-following protections"),
-    ("fs.suid_dumpable", "0", "no core dumps of setuid processes"),
-    ("vm.swappiness", "0", "swap is off; never page out cage memory (decrypted credentials)"),
-)
-
-
-def render_sysctls() -> str:
-    """/etc/sysctl.d drop-in; bridge keys need the br_netfilter module (the bootstrap loads it)."""
-    lines = ["# clawstaff host hardening, rendered by components/hostconfig.py"]
-    for key, value, why in SYSCTLS:
-        lines.append(f"# {why}")
-        lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n"
+# sshd (the kernel settings: components/sysctls.py; the host firewall: components/firewall.py)
 
 
 def render_sshd_config() -> str:
@@ -153,13 +121,13 @@ def render_sshd_config() -> str:
 # Bootstrap
 
 
-def _check_host_name(host_name: str) -> str:
+def check_host_name(host_name: str) -> str:
     if not isinstance(host_name, str) or not is_dns_label(host_name):
         raise ValueError(f"host name {host_name!r} is not a DNS label (a-z, 0-9, '-', at most 63)")
     return host_name
 
 
-def _check_authorized_keys(keys: Sequence[str]) -> list[str]:
+def check_authorized_keys(keys: Sequence[str]) -> list[str]:
     if not keys:
         raise ValueError("ssh_authorized_keys is empty: nobody could administer the host")
     cleaned = [k.strip() for k in keys]
@@ -169,12 +137,37 @@ def _check_authorized_keys(keys: Sequence[str]) -> list[str]:
     return cleaned
 
 
-def _file(content: str) -> str:
+def file_text(content: str) -> str:
     """A file the bootstrap installs, as its header carries it: always ending with a newline."""
     return content if content.endswith("\n") else content + "\n"
 
 
-FIREWALL_UNIT = host_file("clawstaff-firewall.service", FIREWALL_PATH=FIREWALL_PATH)
+def pack_files(files: Mapping[str, HostFile]) -> str:
+    """Files a bootstrap installs, as one header variable that lib/host-common.sh's put_files reads:
+    for each file (by path), a line `file MODE LINES PATH`, then its text (ending with a newline
+    unless it is empty)."""
+    out: list[str] = []
+    for path, file in sorted(files.items()):
+        if not path.startswith("/") or any(c.isspace() for c in path):
+            raise ValueError(f"a host file's path {path!r} must be absolute, without spaces")
+        if not 0 <= file.mode <= 0o777:
+            raise ValueError(f"{path}: mode {file.mode:o} is not a permission mode (0 to 777, octal)")
+        text = file_text(file.text) if file.text else ""
+        out.append(f"file {file.mode:04o} {text.count(chr(10))} {path}\n{text}")
+    return "".join(out)
+
+
+def firewall_unit(purpose: str, *, before: Sequence[str] = ()) -> str:
+    """The unit that loads the host firewall at boot, before the network (and before the units `before`)."""
+    return host_file(
+        "clawstaff-firewall.service",
+        FIREWALL_PATH=FIREWALL_PATH,
+        PURPOSE=purpose,
+        BEFORE="".join(f" {unit}" for unit in before),
+    )
+
+
+FIREWALL_UNIT = firewall_unit("cage isolation, admin SSH allowlist", before=["docker.service"])
 # Docker refuses to start without the firewall: no window in which cages run unfiltered.
 DOCKER_UNIT_DROPIN = host_file("docker-10-clawstaff.conf")
 AUTO_UPGRADES = host_file("20auto-upgrades")
@@ -205,46 +198,69 @@ def render_bootstrap_script(
     components/hostscripts/bootstrap.sh; every file it installs is rendered here and arrives in a
     (readonly, shell-quoted) header variable.
     """
-    host_name = _check_host_name(host_name)
+    host_name = check_host_name(host_name)
     if debian not in HOST_RELEASES:
         raise ValueError(f"host image {debian!r} is not one of {', '.join(HOST_RELEASES)}")
     release = HOST_RELEASES[debian]
     gvisor = GVISOR in runtimes
     if gvisor and debian not in GVISOR_HOST_IMAGES:
         raise ValueError(f"gVisor runs on {', '.join(GVISOR_HOST_IMAGES)} hosts only, not {debian}")
-    keys = _check_authorized_keys(ssh_authorized_keys)
     firewall = render_nftables(ssh_allowed_cidrs=ssh_allowed_cidrs, dns_resolvers=HETZNER_RESOLVERS)
     return render_script(
         "bootstrap.sh",
         title=f"bootstrap for host {host_name}",
         facts={"host": host_name},
         readonly=True,
-        HOST_NAME=host_name,
+        **common_bootstrap_header(
+            host_name=host_name,
+            ssh_authorized_keys=ssh_authorized_keys,
+            codename=release.codename,
+            sysctls=SYSCTLS,
+            firewall=firewall,
+            firewall_unit=FIREWALL_UNIT,
+        ),
         ENGINE=release.engine,
         DOCKER_VERSION=release.engine_version,
         DOCKER_KEY_FINGERPRINT=DOCKER_REPO_KEY_FINGERPRINT,
         DOCKER_REPO_URL=DOCKER_REPO_URL,
-        DEBIAN_CODENAME=release.codename,
-        NFT_TABLE=NFT_TABLE,
-        FIREWALL_PATH=FIREWALL_PATH,
-        SYSCTL_PATH=SYSCTL_PATH,
-        SSHD_DROPIN_PATH=SSHD_DROPIN_PATH,
-        HOST_KEY_PATH=HOST_KEY_PATH,
-        AUTHORIZED_KEYS=_file("\n".join(keys)),
-        SYSCTL_CONF=_file(render_sysctls()),
-        SSHD_CONFIG=_file(render_sshd_config()),
-        AUTO_UPGRADES=_file(AUTO_UPGRADES),
-        AUDIT_RULES=_file(AUDIT_BASE_RULES),
-        AUDITD_CONF=_file(AUDITD_CONF),
-        UNATTENDED_UPGRADES=_file(UNATTENDED_UPGRADES),
-        FIREWALL_RULES=_file(firewall),
-        FIREWALL_UNIT=_file(FIREWALL_UNIT),
-        DOCKER_UNIT_DROPIN=_file(DOCKER_UNIT_DROPIN),
+        AUDIT_RULES=file_text(AUDIT_BASE_RULES),
+        AUDITD_CONF=file_text(AUDITD_CONF),
+        DOCKER_UNIT_DROPIN=file_text(DOCKER_UNIT_DROPIN),
         RUNSC_PACKAGE=RUNSC_PACKAGE if gvisor else "",
         RUNSC_PATH=RUNSC_PATH,
         RUNSC_RUNTIME=RUNSC,
-        DAEMON_JSON=_file(render_daemon_json(runtimes=runtimes)),
+        DAEMON_JSON=file_text(render_daemon_json(runtimes=runtimes)),
     )
+
+
+def common_bootstrap_header(
+    *,
+    host_name: str,
+    ssh_authorized_keys: Sequence[str],
+    codename: str,
+    sysctls: Sysctls,
+    firewall: str,
+    firewall_unit: str,
+) -> dict[str, str]:
+    """The header variables components/hostscripts/lib/host-common.sh reads, which every bootstrap
+    (a cage host's, the audit sink's) carries: the host's name and release, the admin keys, its
+    sysctls, the sshd drop-in, the automatic security updates, its firewall and the unit that loads it."""
+    return {
+        "HOST_NAME": check_host_name(host_name),
+        "DEBIAN_CODENAME": codename,
+        "NFT_TABLE": NFT_TABLE,
+        "FIREWALL_PATH": FIREWALL_PATH,
+        "SYSCTL_PATH": SYSCTL_PATH,
+        "SSHD_DROPIN_PATH": SSHD_DROPIN_PATH,
+        "HOST_KEY_PATH": HOST_KEY_PATH,
+        "AUTHORIZED_KEYS": file_text("\n".join(check_authorized_keys(ssh_authorized_keys))),
+        "SYSCTL_CONF": file_text(render_sysctls(sysctls)),
+        "SSHD_CONFIG": file_text(render_sshd_config()),
+        "AUTO_UPGRADES": file_text(AUTO_UPGRADES),
+        "UNATTENDED_UPGRADES": file_text(UNATTENDED_UPGRADES),
+        "FIREWALL_RULES": file_text(firewall),
+        "FIREWALL_UNIT": file_text(firewall_unit),
+    }
 
 
 def render_host_key_install(key: SshHostKey, *, after_cloud_init: bool = False) -> str:
@@ -288,14 +304,8 @@ def render_cloud_init(
     debian: str = DEFAULT_HOST_IMAGE,
     runtimes: Sequence[str] = (RUNC,),
 ) -> str:
-    """#cloud-config user-data: a first-contact host key, then the same bootstrap a dedicated host runs.
-
-    No long-lived secret: Hetzner's metadata service serves this document to any process on the
-    server, for the server's whole life. The key in it is the first-contact key
-    (hostkeys.derive_first_contact_key), which the first SSH connection pins and replaces with the
-    derived host key (render_host_key_install); after that no client trusts it. The host firewall
-    keeps everything but root's own processes away from the metadata address.
-    """
+    """#cloud-config user-data of a cage host: a first-contact host key, then the same bootstrap a
+    dedicated host runs (`cloud_init_with_bootstrap`)."""
     script = render_bootstrap_script(
         host_name=host_name,
         ssh_authorized_keys=ssh_authorized_keys,
@@ -303,12 +313,29 @@ def render_cloud_init(
         debian=debian,
         runtimes=runtimes,
     )
+    return cloud_init_with_bootstrap(
+        host_name=host_name, ssh_authorized_keys=ssh_authorized_keys, first_contact_key=first_contact_key, script=script
+    )
+
+
+def cloud_init_with_bootstrap(
+    *, host_name: str, ssh_authorized_keys: Sequence[str], first_contact_key: SshHostKey, script: str
+) -> str:
+    """#cloud-config user-data: a first-contact host key, then `script` (a rendered bootstrap, the
+    one the host's bootstrap command runs again over SSH).
+
+    No long-lived secret: Hetzner's metadata service serves this document to any process on the
+    server, for the server's whole life. The key in it is the first-contact key
+    (hostkeys.derive_first_contact_key), which the first SSH connection pins and replaces with the
+    derived host key (render_host_key_install); after that no client trusts it. The host firewall
+    keeps everything but root's own processes away from the metadata address.
+    """
     document = {
-        "hostname": host_name,
+        "hostname": check_host_name(host_name),
         "preserve_hostname": False,
         "disable_root": False,
         "ssh_pwauth": False,
-        "ssh_authorized_keys": _check_authorized_keys(ssh_authorized_keys),
+        "ssh_authorized_keys": check_authorized_keys(ssh_authorized_keys),
         # Delete the image's keys; with ssh_keys given, cloud-init generates none, so the first-contact
         # key is the only one and no client ever has to trust a key on first use.
         "ssh_deletekeys": True,

@@ -8,8 +8,11 @@ from components.model import AuditSink, Host, StackConfig
 from components.units import format_size
 
 
-def fleet_summary(config: StackConfig, placement: Mapping[str, str], hosts: Iterable[Host]) -> dict[str, Any]:
-    """`hosts`: the hosts the fleet runs (listed ones and the pool hosts placement opened)."""
+def fleet_summary(
+    config: StackConfig, placement: Mapping[str, str], hosts: Iterable[Host], sink_url: str | None = None
+) -> dict[str, Any]:
+    """`hosts`: the hosts the fleet runs (listed ones and the pool hosts placement opened); `sink_url`:
+    where the cage hosts reach the audit sink, when the stack has one (components.sink)."""
     claws = {
         c.name: {
             "org": c.org,
@@ -36,11 +39,13 @@ def fleet_summary(config: StackConfig, placement: Mapping[str, str], hosts: Iter
     }
     summary: dict[str, Any] = {"claws": claws, "hosts": hosts}
     if config.audit_sink is not None:
-        summary["auditSink"] = audit_sink_summary(config.audit_sink)
+        if sink_url is None:
+            raise ValueError("a stack with an audit sink summarises it with its URL")
+        summary["auditSink"] = audit_sink_summary(config.audit_sink, sink_url)
     return summary
 
 
-def audit_sink_summary(sink: AuditSink) -> dict[str, Any]:
+def audit_sink_summary(sink: AuditSink, url: str) -> dict[str, Any]:
     host = sink.host
     return {
         "host": host.name,
@@ -49,15 +54,20 @@ def audit_sink_summary(sink: AuditSink) -> dict[str, Any]:
         "serverType": host.server_type,
         "retentionDays": sink.retention_days,
         "maxUse": format_size(sink.max_use),
-        "provisioned": False,  # this version parses the sink and makes none of its resources (docs/audit.md)
+        "url": url,
+        # Its server, its trail files and certificates are made (components.sink) ...
+        "provisioned": True,
+        # ... but no cage host ships its trail to it yet (docs/audit.md, "Not built yet").
+        "cageHostsUpload": False,
     }
 
 
-def audit_sink_notice(sink: AuditSink) -> str:
+def audit_sink_notice(sink: AuditSink, url: str) -> str:
     """What the Fleet warns (`pulumi up`, `pulumi preview` and the offline preview show it) while the
-    sink is parsed but not provisioned."""
+    sink is provisioned and the cage hosts do not yet upload to it."""
     return (
         f"the audit sink {sink.host.name} (retention {sink.retention_days} days, at most "
-        f"{format_size(sink.max_use)}) is not provisioned by this version: no server is made for it and no "
-        "host ships to it; each cage host keeps its own trail (docs/audit.md)"
+        f"{format_size(sink.max_use)}) is provisioned (its server, trail files and certificates; it takes "
+        f"uploads at {url}), but no cage host uploads to it yet: each cage host keeps its own trail "
+        "(docs/audit.md)"
     )

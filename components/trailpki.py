@@ -11,8 +11,9 @@ One certificate authority per stack signs two kinds of certificate:
 Every key is Ed25519 and derived from the stack's sealing secret (components.hostkeys.derive_key, its
 own purpose per key), and Ed25519 signatures are deterministic: the same stack renders the same
 certificates on every run, so nothing changes (and no host is touched) until the secret, a name, an
-address or the validity does. The private keys are delivered like the cages' secrets, over the
-pinned SSH connection, never in user-data.
+address or the validity does. The validity is the calendar years' (`yearly_validity`), so the
+certificates change once a year and not on every run. The private keys are delivered like the cages'
+secrets, over the pinned SSH connection, never in user-data.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -48,6 +50,26 @@ class Validity:
             )
 
 
+# How many calendar years a certificate issued in one year is valid: the year it is issued in and the
+# next, so that the certificates issued in the next year overlap it by a whole year.
+VALIDITY_YEARS = 2
+
+
+def yearly_validity(now: datetime) -> Validity:
+    """The validity of the certificates a run at `now` renders: from 1 January of now's year (UTC) to 1
+    January VALIDITY_YEARS later. Every run in one year renders the same certificates; the first run of
+    the next year renders new ones (new serials, the same keys), and those that are deployed stay valid
+    for that whole year, so a host not yet updated keeps working. A stack must be updated (`pulumi up`)
+    at least once a year, or its certificates expire. `now` is the caller's (the program's clock, or a
+    test's date)."""
+    if now.tzinfo is None:
+        raise ValueError("the trail certificates' validity is computed from an aware datetime (UTC)")
+    year = now.astimezone(timezone.utc).year
+    return Validity(
+        datetime(year, 1, 1, tzinfo=timezone.utc), datetime(year + VALIDITY_YEARS, 1, 1, tzinfo=timezone.utc)
+    )
+
+
 @dataclass(frozen=True)
 class Issued:
     """A certificate and its private key, both PEM. The key is a secret: it is never printed."""
@@ -63,13 +85,22 @@ class Issued:
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.certificate_pem.encode())
 
+    @property
+    def fingerprint(self) -> str:
+        """The certificate's SHA-256 fingerprint (of its DER form, hex): public, and what names a
+        change of the certificate (never of the key, whose text is a secret)."""
+        return self.certificate.fingerprint(hashes.SHA256()).hex()
+
 
 def _key(secret: str, purpose: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(derive_key(secret, f"audit-trail/{purpose}"))
 
 
-def _serial(purpose: str, name: str) -> int:
-    digest = hashlib.sha256(f"clawstaff/audit-trail/serial\x00{purpose}\x00{name}".encode()).digest()
+def _serial(purpose: str, name: str, validity: Validity) -> int:
+    """A certificate's serial: its own for each purpose, name and validity, so a certificate issued
+    again for a new validity has a new serial (RFC 5280: unique per issuer)."""
+    start = validity.not_before.isoformat()
+    digest = hashlib.sha256(f"clawstaff/audit-trail/serial\x00{purpose}\x00{name}\x00{start}".encode()).digest()
     return int.from_bytes(digest[:16], "big") >> 1  # positive, at most 127 bits (RFC 5280: 20 octets)
 
 
@@ -102,7 +133,7 @@ def certificate_authority(secret: str, stack: str, validity: Validity) -> Issued
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(_serial("ca", stack))
+        .serial_number(_serial("ca", stack, validity))
         .not_valid_before(validity.not_before)
         .not_valid_after(validity.not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -131,7 +162,7 @@ def _leaf(secret: str, ca: Issued, purpose: str, name: str, usage, alt_names: li
         .subject_name(_subject(name))
         .issuer_name(issuer.subject)
         .public_key(key.public_key())
-        .serial_number(_serial(purpose, f"{ca.name}/{name}"))
+        .serial_number(_serial(purpose, f"{ca.name}/{name}", validity))
         .not_valid_before(validity.not_before)
         .not_valid_after(validity.not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -20,6 +20,7 @@ The certificates are components.trailpki's.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from components.hostscripts import host_file
@@ -167,15 +168,42 @@ def remote_units(directory: str = REMOTE_DIRECTORY, port: int = REMOTE_PORT) -> 
     }
 
 
+TUNNEL_UNIT = f"stunnel@{TUNNEL_SERVICE}.service"  # Debian's stunnel@.service, for our configuration
+
+
+def tunnel_unit_dropin() -> str:
+    """A drop-in for the sink's stunnel unit: it starts once the network is up (it listens on the one
+    address the hosts reach, which must exist by then) and comes back if it stops, after a pause."""
+    return (
+        "# Rendered by components/trailship.py: the sink's TLS endpoint waits for the network and comes back.\n"
+        "[Unit]\nWants=network-online.target\nAfter=network-online.target\n"
+        "[Service]\nRestart=on-failure\nRestartSec=5s\n"
+    )
+
+
+def tunnel_listen(address: str, port: int = UPLOAD_PORT) -> str:
+    """stunnel's `accept` for one IP address: ADDRESS:PORT (stunnel splits at the last colon, so an
+    IPv6 address is written bare)."""
+    return f"{ipaddress.ip_address(address)}:{port}"
+
+
+def sink_url(address: str, port: int = UPLOAD_PORT) -> str:
+    """The URL journal-upload is given for the sink at `address` (an IPv6 address in brackets)."""
+    ip = ipaddress.ip_address(address)
+    return f"https://{f'[{ip}]' if ip.version == 6 else ip}:{port}"
+
+
 def sink_files(*, listen: str, retention_days: int, max_use: int) -> dict[str, HostFile]:
     """Every file of the trail on the audit sink (path -> mode and text), but the certificates and the
     key, which arrive over SSH into TRAIL_DIR: the mutual TLS (Debian's stunnel@.service runs
-    /etc/stunnel/<name>.conf), journal-remote on loopback with the size retention, the age retention's
-    timer, service and script (components/hostscripts/files/clawstaff-trail-vacuum)."""
+    /etc/stunnel/<name>.conf; a drop-in of ours orders it after the network and restarts it),
+    journal-remote on loopback with the size retention, the age retention's timer, service and script
+    (components/hostscripts/files/clawstaff-trail-vacuum)."""
     tunnel = tunnel_config(listen, key=f"{TRAIL_DIR}/sink.key", certificate=f"{TRAIL_DIR}/sink.pem",
                            trust=f"{TRAIL_DIR}/ca.pem")  # fmt: skip
     files = {
         f"/etc/stunnel/{TUNNEL_SERVICE}.conf": HostFile(0o644, tunnel),
+        f"/etc/systemd/system/{TUNNEL_UNIT}.d/clawstaff.conf": HostFile(0o644, tunnel_unit_dropin()),
         "/etc/systemd/journal-remote.conf.d/clawstaff.conf": HostFile(0o644, remote_config(max_use)),
         VACUUM_SCRIPT: HostFile(0o755, host_file("clawstaff-trail-vacuum")),
     }
@@ -187,4 +215,4 @@ def sink_files(*, listen: str, retention_days: int, max_use: int) -> dict[str, H
 
 
 # What the sink enables once its files and certificates are in place.
-SINK_UNITS = ("systemd-journal-remote.socket", f"stunnel@{TUNNEL_SERVICE}.service", f"{VACUUM_UNIT}.timer")
+SINK_UNITS = ("systemd-journal-remote.socket", TUNNEL_UNIT, f"{VACUUM_UNIT}.timer")

@@ -64,10 +64,19 @@ def _documentation_ip(name: str, v6: bool = False) -> str:
     return f"2001:db8:{n:x}::1" if v6 else f"203.0.113.{n % 250 + 1}"
 
 
+def _documentation_net6(name: str) -> str:
+    """The /64 a server's IPv6 address is in (Hetzner gives each server one)."""
+    return _documentation_ip(name, v6=True).removesuffix("1") + "/64"
+
+
 # Outputs the providers compute that the program reads (the mocks stand in for the cloud).
 def computed_outputs(type_: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
     if type_ == "hcloud:index/server:Server":
-        return {"ipv4Address": _documentation_ip(name), "ipv6Address": _documentation_ip(name, v6=True)}
+        return {
+            "ipv4Address": _documentation_ip(name),
+            "ipv6Address": _documentation_ip(name, v6=True),
+            "ipv6Network": _documentation_net6(name),
+        }
     if type_ == "docker:index/network:Network":
         return {"name": inputs.get("name", name)}
     if type_ == "docker:index/container:Container":

@@ -131,7 +131,8 @@ def _tree(plan: dict[str, Any]) -> Tree:
 
 
 def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console, warnings: Sequence[str] = ()) -> None:
-    """The tree, the hosts, the placement, the program's warnings (as `pulumi preview` shows them), the verdicts."""
+    """The tree, the hosts, the placement, the audit sink, the program's warnings (as `pulumi preview`
+    shows them), the verdicts."""
     console.print(_tree(plan))
 
     hosts = Table(title="Hosts")
@@ -159,6 +160,16 @@ def render(plan: dict[str, Any], outputs: dict[str, Any], console: Console, warn
             ", ".join(c["egress"]),
         )
     console.print(claws)
+
+    sink = outputs.get("auditSink")
+    if sink:
+        table = Table(title="Audit sink")
+        for col in ("host", "kind", "where", "url", "retention", "maxUse", "provisioned", "cage hosts upload"):
+            table.add_column(col)
+        where = f"{sink.get('serverType') or ''} {sink.get('location') or ''}".strip() or "-"
+        table.add_row(sink["host"], sink["kind"], where, sink["url"], f"{sink['retentionDays']} days", sink["maxUse"],
+                      "yes" if sink["provisioned"] else "no", "yes" if sink["cageHostsUpload"] else "not yet")  # fmt: skip
+        console.print(table)
 
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)

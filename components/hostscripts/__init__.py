@@ -1,11 +1,12 @@
 """The host-side scripts, as files, and the one function that renders the text a command runs.
 
 Every script a host runs (the cage's limits, key, proxy config and volume create/delete pairs, the
-bootstrap, the host-key install) is a bash file in this folder, linted by shellcheck; the fscrypt helper
-the volume scripts call is the Python file `fscrypt.py`, linted by ruff. Functions several scripts share
-are in `lib/`; LIBRARIES says which script uses which. The files the bootstrap installs (systemd units,
-apt and sshd drop-ins, the nftables ruleset) are in `files/`, read by `host_file`. components/cagehost.py
-and components/hostconfig.py validate their arguments and call `render_script`; nothing builds shell.
+bootstrap, the host-key install, the audit sink's bootstrap and certificate install) is a bash file in
+this folder, linted by shellcheck; the fscrypt helper the volume scripts call is the Python file
+`fscrypt.py`, linted by ruff. Functions several scripts share are in `lib/`; LIBRARIES says which
+script uses which. The files the bootstraps install (systemd units, apt and sshd drop-ins, the nftables
+rulesets) are in `files/`, read by `host_file`. components/cagehost.py, components/hostconfig.py and
+components/sinkconfig.py validate their arguments and call `render_script`; nothing builds shell.
 
 `render_script(name, title=..., facts=..., **variables)` returns, in this order:
 
@@ -58,7 +59,9 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
     "audit-create.sh": (*_CAGE, "lib/host-id.sh", "lib/audit.sh"),
     "audit-delete.sh": (*_CAGE, "lib/audit.sh"),
     "cage-state.sh": (),
-    "bootstrap.sh": (),
+    "bootstrap.sh": ("lib/host-common.sh",),
+    "sink-bootstrap.sh": ("lib/host-common.sh", "lib/sink-units.sh"),
+    "sink-certs-install.sh": ("lib/host-common.sh", "lib/sink-units.sh"),
     "host-key-install.sh": (),
 }
 

@@ -1,37 +1,16 @@
 # shellcheck shell=bash
-# Bring a Debian 13 (or 12) host to the hardened state; re-running it repairs drift. Files are only rewritten,
-# and services only restarted, when their content changes. The same script runs on a cloud server
-# (from cloud-init) and on an adopted dedicated server (over SSH); it expects the derived host key in
-# place. Every file it installs arrives rendered in a header variable, never built here.
+# Bring a Debian 13 (or 12) cage host to the hardened state; re-running it repairs drift. Files are only
+# rewritten, and services only restarted, when their content changes. The same script runs on a cloud
+# server (from cloud-init) and on an adopted dedicated server (over SSH); it expects the derived host key
+# in place. Every file it installs arrives rendered in a header variable, never built here. The steps
+# every host shares (lib/host-common.sh, rendered before this file) are its functions.
 # Header (readonly): HOST_NAME, ENGINE (docker.io: Debian's own package, DOCKER_VERSION its lowest
 # accepted version; docker-ce: Docker's repository, DOCKER_VERSION the exact pin), DOCKER_VERSION, DOCKER_KEY_FINGERPRINT, DOCKER_REPO_URL, DEBIAN_CODENAME,
 # NFT_TABLE, FIREWALL_PATH, SYSCTL_PATH, SSHD_DROPIN_PATH, HOST_KEY_PATH, AUTHORIZED_KEYS, SYSCTL_CONF,
 # SSHD_CONFIG, AUTO_UPGRADES, UNATTENDED_UPGRADES, AUDIT_RULES, AUDITD_CONF, FIREWALL_RULES, FIREWALL_UNIT, DOCKER_UNIT_DROPIN,
 # RUNSC_PACKAGE (gVisor's package when a claw of the host runs under it, else empty), RUNSC_PATH, RUNSC_RUNTIME,
 # DAEMON_JSON.
-umask 022
-export DEBIAN_FRONTEND=noninteractive
 readonly DOCKER_KEYRING=/etc/apt/keyrings/docker.asc
-
-log() { printf 'clawstaff-bootstrap: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-CHANGED=' '
-# put PATH MODE < content: install the content when it differs; remember which files changed.
-put() {
-  local path=$1 mode=$2 tmp
-  tmp=$(mktemp)
-  cat >"$tmp"
-  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "${mode#0}" ]; then
-    rm -f "$tmp"
-    return 0
-  fi
-  install -D -m "$mode" -o root -g root "$tmp" "$path"
-  rm -f "$tmp"
-  CHANGED="$CHANGED$path "
-  log "wrote $path"
-}
-changed() { [[ $CHANGED == *" $1 "* ]]; }
 
 # docker_key_ok FILE: FILE holds exactly one primary key, Docker's, by full fingerprint.
 docker_key_ok() {
@@ -42,24 +21,14 @@ docker_key_ok() {
   [ "$primaries" = "$DOCKER_KEY_FINGERPRINT" ]
 }
 
-[ "$(id -u)" = 0 ] || die "run as root"
-# shellcheck source=/dev/null
-. /etc/os-release
-# shellcheck disable=SC2015  # either test failing must die
-[ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = "$DEBIAN_CODENAME" ] \
-  || die "rendered for Debian $DEBIAN_CODENAME; this is ${PRETTY_NAME:-unknown}"
-[ -d /run/systemd/system ] || die "needs systemd as init"
+require_system
 # Socket buffers are charged to a cage's memory only on the unified hierarchy: on cgroup v1 a claw's
 # unread TCP buffers sit outside every limit (docs/attack-findings.md, finding 2).
 [ -f /sys/fs/cgroup/cgroup.controllers ] \
   || die "needs the unified cgroup hierarchy (cgroup v2): on cgroup v1 a cage's socket buffers escape its memory limit"
 
-log "hostname"
-hostnamectl set-hostname "$HOST_NAME"
-
-log "admin SSH keys (authoritative list)"
-install -d -m 0700 -o root -g root /root/.ssh
-put /root/.ssh/authorized_keys 0600 < <(printf '%s' "$AUTHORIZED_KEYS")
+set_host_name
+install_admin_keys
 
 log "swap off"
 swapoff -a
@@ -69,17 +38,8 @@ systemctl mask swap.target >/dev/null
 log "kernel modules and sysctls"
 put /etc/modules-load.d/clawstaff.conf 0644 <<<"br_netfilter"
 modprobe br_netfilter
-put "$SYSCTL_PATH" 0644 < <(printf '%s' "$SYSCTL_CONF")
-sysctl -q -p "$SYSCTL_PATH"
-
-log "sshd: keys only, the derived host key only"
-[ -s "$HOST_KEY_PATH" ] || die "no host key at $HOST_KEY_PATH: install the derived key first"
-put "$SSHD_DROPIN_PATH" 0644 < <(printf '%s' "$SSHD_CONFIG")
-if ! sshd -t; then
-  rm -f "$SSHD_DROPIN_PATH"
-  die "sshd rejects the hardened configuration; removed it, sshd left unchanged"
-fi
-systemctl reload-or-restart ssh.service
+install_sysctls
+install_sshd_config
 
 log "packages and automatic security updates"
 apt-get update -q
@@ -87,11 +47,8 @@ apt-get update -q
 # confold keeps them over the package's own (also on every later upgrade, as unattended-upgrades does).
 put /etc/audit/auditd.conf 0640 < <(printf '%s' "$AUDITD_CONF")
 put /etc/audit/rules.d/audit.rules 0640 < <(printf '%s' "$AUDIT_RULES")
-apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-  ca-certificates curl gnupg nftables unattended-upgrades auditd
-put /etc/apt/apt.conf.d/20auto-upgrades 0644 < <(printf '%s' "$AUTO_UPGRADES")
-put /etc/apt/apt.conf.d/52clawstaff-unattended-upgrades 0644 < <(printf '%s' "$UNATTENDED_UPGRADES")
-systemctl enable --now apt-daily.timer apt-daily-upgrade.timer
+install_packages ca-certificates curl gnupg nftables unattended-upgrades auditd
+install_auto_upgrades
 
 log "kernel audit (each cage's audit command loads its rules; auditd writes the records)"
 systemctl enable --now auditd.service
@@ -107,15 +64,9 @@ while IFS= read -r rule; do
   grep -qxF -- "$rule" <<<"$audit_held" || die "the kernel does not hold the rule '$rule' of rules.d: $audit_held"
 done <<<"$AUDIT_RULES"
 
-log "host firewall"
-put "$FIREWALL_PATH" 0600 < <(printf '%s' "$FIREWALL_RULES")
-nft -c -f "$FIREWALL_PATH" || die "nft rejects $FIREWALL_PATH"
-put /etc/systemd/system/clawstaff-firewall.service 0644 < <(printf '%s' "$FIREWALL_UNIT")
+write_firewall
 put /etc/systemd/system/docker.service.d/10-clawstaff.conf 0644 < <(printf '%s' "$DOCKER_UNIT_DROPIN")
-systemctl daemon-reload
-systemctl enable clawstaff-firewall.service
-# reload, not restart: a restart would also restart docker.service, which Requires= the firewall.
-systemctl reload-or-restart clawstaff-firewall.service
+load_firewall
 
 if [ -n "$RUNSC_PACKAGE" ]; then
   # gVisor from Debian's own package (security updates with the system's); daemon.json registers it.
@@ -169,6 +120,7 @@ else
 fi
 
 log "verify"
+verify_host
 for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
 # Outputs are captured first: `cmd | grep -q` can fail under pipefail when grep exits early.
 security=$(docker info --format '{{json .SecurityOptions}} {{.LiveRestoreEnabled}}')
@@ -177,10 +129,7 @@ if [ -n "$RUNSC_PACKAGE" ]; then
   engine_runtimes=$(docker info --format '{{json .Runtimes}}')
   [[ $engine_runtimes == *"\"$RUNSC_RUNTIME\""* ]] || die "the engine has not registered gVisor ($RUNSC_RUNTIME): $engine_runtimes"
 fi
-nft list table inet "$NFT_TABLE" >/dev/null || die "firewall table inet $NFT_TABLE is not loaded"
 [ -z "$(swapon --show --noheadings)" ] || die "swap is still active"
 audit_status=$(auditctl -s)
 [[ $(awk '$1 == "pid" { print $2 }' <<<"$audit_status") =~ ^[1-9][0-9]*$ ]] || die "auditd is not running: $audit_status"
-sshd_effective=$(sshd -T)
-grep -qx 'passwordauthentication no' <<<"$sshd_effective" || die "sshd still accepts passwords"
 log "host $HOST_NAME is hardened"

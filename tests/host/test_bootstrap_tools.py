@@ -153,11 +153,14 @@ def test_host_key_install_refuses_a_different_key(tmp_path: Path) -> None:
 
 
 def _bootstrap_functions() -> str:
-    """The helper functions of the rendered bootstrap (everything before its first real action)."""
+    """The helper functions of the rendered bootstrap (lib/host-common.sh's and its own: everything
+    before its first real action, the check of the system)."""
     script = render_bootstrap_script(
         host_name=HOST, ssh_authorized_keys=[OPERATOR_KEY], ssh_allowed_cidrs=["203.0.113.0/24"]
     )
-    return script.split('[ "$(id -u)" = 0 ]')[0]
+    functions, found, _ = script.partition("\nrequire_system\n")
+    assert found and "docker_key_ok() {" in functions and "put() {" in functions
+    return functions + "\n"
 
 
 def test_bootstrap_put_writes_only_on_change(tmp_path: Path) -> None:

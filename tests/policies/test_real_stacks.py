@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from components.config import load_stack_file
+from tests.conftest import ROOT, fixture_images_record
 from tests.policies import fixtures as fx
 from tools import mockrun
 from tools.mockrun import unwrap_secrets
@@ -248,3 +249,55 @@ def test_variants_a_denylist_misses_are_refused_in_the_real_graph(prod_eval: moc
         expected.add((POLICY_OF_PART.get(part, "cage-network-allowlist"), name))
     found = set(verdicts(planted))
     assert expected <= found, expected - found
+
+
+# --- a stack with an audit sink ---------------------------------------------------------------------------
+
+# The sink is hosts[] entries of tests/unit/test_audit_sink.py: a cloud one and a dedicated one.
+CLOUD_SINK = {"name": "fsn1-trail", "kind": "cloud", "serverType": "cx22", "location": "fsn1", "role": "audit-sink"}
+METAL_SINK = {"name": "hel1-trail", "kind": "dedicated", "address": "198.51.100.9", "cpus": 4, "memory": "16GiB",
+              "disk": "2TB", "role": "audit-sink",
+              "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJvwWEP6UecWtArTPY7gDywFZrAVocMQihvrvvYgNeDk"}  # fmt: skip
+
+
+def with_sink(sink: dict[str, Any]) -> mockrun.Evaluation:
+    raw, secret_keys = load_stack_file(ROOT / "Pulumi.prod.yaml")
+    raw = {**raw, "clawstaff:hosts": [*raw["clawstaff:hosts"], sink]}
+    with fixture_images_record():
+        return mockrun.evaluate("prod", raw, secret_keys)
+
+
+@pytest.fixture(scope="module")
+def sink_evals() -> dict[str, mockrun.Evaluation]:
+    return {"cloud": with_sink(CLOUD_SINK), "dedicated": with_sink(METAL_SINK)}
+
+
+@pytest.mark.parametrize("kind", ["cloud", "dedicated"])
+def test_a_stack_with_an_audit_sink_passes_every_policy(kind: str, sink_evals) -> None:
+    evaluation = sink_evals[kind]
+    name = CLOUD_SINK["name"] if kind == "cloud" else METAL_SINK["name"]
+    # Passing must not come from a graph without the sink: its commands (and a cloud sink's server) are judged.
+    judged = {r.name for r in evaluation.resources if r.custom and r.name.startswith(name)}
+    assert {f"{name}-host-key", f"{name}-bootstrap", f"{name}-trail-certificates"} <= judged
+    assert (f"{name}-server" in judged) == (kind == "cloud")
+    violations = check_policies(evaluation, pack_config("prod"))
+    assert violations == [], "\n".join(f"{v.policy} {v.urn}: {v.message}" for v in violations)
+
+
+def test_a_breach_planted_on_the_sink_is_caught(sink_evals) -> None:
+    evaluation = sink_evals["cloud"]
+    rules = inputs_of(evaluation, "fsn1-trail-firewall")["rules"]
+    opened = [*rules, {"direction": "in", "protocol": "tcp", "port": "19532", "sourceIps": ["0.0.0.0/0"]}]
+    bad = changed(evaluation, "fsn1-trail-firewall", rules=opened)
+    bad = changed(bad, "fsn1-trail-server", firewallIds=[])
+    certificates = unwrap_secrets(inputs_of(evaluation, "fsn1-trail-trail-certificates"))
+    # The sink's key pasted into the script instead of travelling on stdin.
+    inlined = certificates["create"].replace(
+        "umask 077\n", f"umask 077\ncat >/tmp/key <<'X'\n{certificates['stdin']}X\n"
+    )
+    bad = changed(bad, "fsn1-trail-trail-certificates", create=inlined)
+    assert set(verdicts(bad)) == {
+        ("hcloud-firewall-no-open-ingress", "fsn1-trail-firewall"),
+        ("hcloud-server-firewall-attached", "fsn1-trail-server"),
+        ("command-key-material-via-secrets", "fsn1-trail-trail-certificates"),
+    }

@@ -1,7 +1,9 @@
 """The audit sink as a host role (clawstaff:hosts[].role: audit-sink, issue 15): at most one per stack, a
 cloud or dedicated host, with its retention (retentionDays, maxUse) on it alone; it holds no cages, so no
 pin or lock may name it and placement never sees it; StackConfig.audit_sink is the one place to ask for
-it. Every mistake is one ConfigError naming the file, the key, the value and what is allowed."""
+it. Every mistake is one ConfigError naming the file, the key, the value and what is allowed. A stack that
+names one provisions it (its resources: tests/unit/test_sink.py) and says, in its outputs and a warning,
+that the cage hosts do not upload to it yet."""
 
 from __future__ import annotations
 
@@ -288,7 +290,14 @@ def test_the_fleet_makes_no_cage_host_for_the_sink():
     evaluation = mockrun.evaluate("prod", raw, secret_keys)
     assert "fsn1-trail" not in evaluation.outputs["hosts"]
     assert all(claw["host"] != "fsn1-trail" for claw in evaluation.outputs["claws"].values())
-    assert not [r.name for r in evaluation.resources if r.name.startswith("fsn1-trail")]
+    # Its resources are the AuditSink's (tests/unit/test_sink.py): no ClawHost, no Docker, no cage.
+    sink = {(r.type, r.name) for r in evaluation.resources if r.name.startswith("fsn1-trail")}
+    assert sink == {
+        ("clawstaff:fleet:AuditSink", "fsn1-trail"), ("hcloud:index/firewall:Firewall", "fsn1-trail-firewall"),
+        ("hcloud:index/server:Server", "fsn1-trail-server"), ("command:remote:Command", "fsn1-trail-host-key"),
+        ("command:remote:Command", "fsn1-trail-bootstrap"),
+        ("command:remote:Command", "fsn1-trail-trail-certificates"),
+    }  # fmt: skip
 
 
 # --- whatever the sink's keys hold, a ConfigError or a config ----------------------------------------------
@@ -308,26 +317,55 @@ def test_any_value_at_a_sink_key_gives_a_config_error_or_a_config(key, value):
         assert config.audit_sink is None or config.audit_sink.host.name == "fsn1-trail"
 
 
-# --- a sink this version does not provision says so --------------------------------------------------------
+# --- a provisioned sink says what is not done yet ----------------------------------------------------------
 
 
-def test_a_configured_sink_is_an_output_and_a_warning_that_it_is_not_provisioned():
+def test_a_configured_sink_is_provisioned_and_the_output_and_a_warning_say_the_cage_hosts_do_not_upload_yet():
     raw, secret_keys = load_stack_file(ROOT / "Pulumi.prod.yaml")
     raw = copy.deepcopy(raw)
     raw["clawstaff:hosts"].append(dict(SINK, retentionDays=730))
     evaluation = mockrun.evaluate("prod", raw, secret_keys)
     assert evaluation.outputs["auditSink"] == {
         "host": "fsn1-trail", "kind": "cloud", "location": "fsn1", "serverType": "cx22", "retentionDays": 730,
-        "maxUse": "30GB", "provisioned": False,
+        "maxUse": "30GB", "url": "https://10.0.2.10:19532", "provisioned": True, "cageHostsUpload": False,
     }  # fmt: skip
     # pulumi.log.warn: what `pulumi up` shows, once.
     [warning] = evaluation.warnings
-    assert "the audit sink fsn1-trail (retention 730 days, at most 30GB) is not provisioned by this version" in warning
-    assert "each cage host keeps its own trail" in warning
-    # The offline preview prints it after the tables.
+    assert warning.startswith("the audit sink fsn1-trail (retention 730 days, at most 30GB) is provisioned (its server")
+    assert "it takes uploads at https://10.0.2.10:19532" in warning
+    assert "no cage host uploads to it yet: each cage host keeps its own trail" in warning
+    assert "not provisioned" not in warning
+    # The offline preview prints the sink in a table of its own, then the warning after the tables.
     console = Console(record=True, width=400)
     preview.render(preview.build_plan(evaluation, []), evaluation.outputs, console, evaluation.warnings)
-    assert "warning: " + warning in console.export_text()
+    text = console.export_text()
+    assert "warning: " + warning in text
+    row = next(line for line in text.splitlines() if "https://10.0.2.10:19532" in line and "│" in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells == [
+        "fsn1-trail",
+        "cloud",
+        "cx22 fsn1",
+        "https://10.0.2.10:19532",
+        "730 days",
+        "30GB",
+        "yes",
+        "not yet",
+    ]
+    assert text.index("Audit sink") < text.index("warning: ")
+
+
+def test_a_dedicated_sink_is_summarised_at_its_own_address():
+    raw, secret_keys = load_stack_file(ROOT / "Pulumi.prod.yaml")
+    raw = copy.deepcopy(raw)
+    raw["clawstaff:hosts"].append(dict(METAL_SINK))
+    evaluation = mockrun.evaluate("prod", raw, secret_keys)
+    summary = evaluation.outputs["auditSink"]
+    assert (summary["kind"], summary["url"], summary["provisioned"], summary["cageHostsUpload"]) == (
+        "dedicated", "https://198.51.100.9:19532", True, False
+    )  # fmt: skip
+    [warning] = evaluation.warnings
+    assert "hel1-trail" in warning and "no cage host uploads to it yet" in warning
 
 
 def test_a_stack_without_a_sink_has_no_sink_output_and_no_warning():

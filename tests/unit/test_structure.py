@@ -63,6 +63,9 @@ def test_nothing_below_the_components_imports_the_validator():
         "components.placement",
         "components.cage",
         "components.host",
+        "components.server",
+        "components.sink",
+        "components.sinkconfig",
         "components.outputs",
         "components.fleet",
     ):

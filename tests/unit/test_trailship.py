@@ -74,6 +74,7 @@ def test_the_sink_holds_the_tunnel_journal_remote_on_loopback_and_both_retention
     files = trailship.sink_files(listen="0.0.0.0:19532", retention_days=400, max_use=30 * 10**9)
     assert set(files) == {
         "/etc/stunnel/clawstaff-trail.conf",
+        "/etc/systemd/system/stunnel@clawstaff-trail.service.d/clawstaff.conf",
         "/etc/systemd/journal-remote.conf.d/clawstaff.conf",
         "/etc/systemd/system/systemd-journal-remote.socket.d/clawstaff.conf",
         "/etc/systemd/system/systemd-journal-remote.service.d/clawstaff.conf",
@@ -101,3 +102,37 @@ def test_the_sink_holds_the_tunnel_journal_remote_on_loopback_and_both_retention
     assert trailship.SINK_UNITS == (
         "systemd-journal-remote.socket", "stunnel@clawstaff-trail.service", "clawstaff-trail-vacuum.timer"
     )  # fmt: skip
+
+
+def test_the_sinks_tunnel_waits_for_the_network_and_comes_back_after_a_failure() -> None:
+    # stunnel listens on the one address the cage hosts reach (a private address on a cloud sink),
+    # which must exist when it binds; it also restarts if it stops.
+    files = trailship.sink_files(listen="10.0.2.10:19532", retention_days=400, max_use=30 * 10**9)
+    dropin = files[f"/etc/systemd/system/{trailship.TUNNEL_UNIT}.d/clawstaff.conf"]
+    assert dropin.mode == 0o644
+    assert _keys(dropin.text) == {
+        "Wants": "network-online.target", "After": "network-online.target", "Restart": "on-failure",
+        "RestartSec": "5s",
+    }  # fmt: skip
+    assert trailship.TUNNEL_UNIT in trailship.SINK_UNITS
+
+
+@pytest.mark.parametrize(
+    ("address", "listen", "url"),
+    [
+        ("10.0.2.10", "10.0.2.10:19532", "https://10.0.2.10:19532"),
+        ("2001:db8::9", "2001:db8::9:19532", "https://[2001:db8::9]:19532"),
+        ("2001:0db8:0::0009", "2001:db8::9:19532", "https://[2001:db8::9]:19532"),  # one spelling of each
+    ],
+)
+def test_the_sinks_endpoint_is_its_address_and_the_upload_port(address: str, listen: str, url: str) -> None:
+    assert trailship.tunnel_listen(address) == listen
+    assert trailship.sink_url(address) == url
+
+
+@pytest.mark.parametrize("address", ["sink.example.net", "10.0.2.10:19532", "", "10.0.2.256"])
+def test_the_sinks_endpoint_is_an_ip_address(address: str) -> None:
+    with pytest.raises(ValueError):
+        trailship.tunnel_listen(address)
+    with pytest.raises(ValueError):
+        trailship.sink_url(address)
